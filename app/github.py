@@ -1,0 +1,212 @@
+"""The githubkit gateway: App auth, installation clients and one serialized writer each.
+
+GitHub asks integrators to make mutating requests serially per installation and at least a
+second apart, and to back off on secondary rate limits. Every write goes through the
+installation's `SerializedWriter`; reads go straight out. Retries (rate limits, 5xx) are
+githubkit's own mechanism, driven by `RetryPolicy`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Literal, TypeVar
+
+from githubkit import AppAuthStrategy, AppInstallationAuthStrategy, GitHub
+from githubkit.cache import BaseCacheStrategy
+from githubkit.exception import GitHubException, RateLimitExceeded, RequestError, RequestFailed
+from githubkit.typing import RetryOption
+from githubkit_schemas.latest.models import IssueComment
+
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MAX_BODY = 65_536
+TRUNCATION_NOTE = "\n\n---\n*… truncated: GitHub limits a comment to 65,536 characters.*"
+WRITE_PERMISSIONS = frozenset({"admin", "write", "maintain"})
+Reaction = Literal["+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes"]
+
+
+def truncate_body(body: str, limit: int = MAX_BODY) -> str:
+    """Fit a comment/PR body under GitHub's limit instead of getting a 422."""
+    if len(body) <= limit:
+        return body
+    return body[: limit - len(TRUNCATION_NOTE)] + TRUNCATION_NOTE
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When githubkit should retry a failed request, and after how long.
+
+    Rate limits wait what GitHub says (`retry-after`, else until `x-ratelimit-reset`, else a
+    minute), capped by `max_wait`; 5xx and timeouts back off exponentially. Both are bounded.
+    """
+
+    max_retries: int = 4
+    base_delay: float = 0.5
+    max_wait: float = 300.0
+
+    def __call__(self, exc: GitHubException, retry_count: int) -> RetryOption:
+        if retry_count >= self.max_retries:
+            return RetryOption(False)
+        if isinstance(exc, RateLimitExceeded):
+            wait = min(exc.retry_after.total_seconds(), self.max_wait)
+            log.warning("GitHub rate limit on %s; waiting %.1fs", exc.request.url.path, wait)
+            return RetryOption(True, timedelta(seconds=wait))
+        server_error = isinstance(exc, RequestFailed) and exc.response.status_code >= 500
+        if server_error or (isinstance(exc, RequestError) and not isinstance(exc, RequestFailed)):
+            wait = min(self.base_delay * 2**retry_count, self.max_wait)
+            return RetryOption(True, timedelta(seconds=wait))
+        return RetryOption(False)
+
+
+@dataclass
+class SerializedWriter:
+    """Runs one installation's writes one at a time, `spacing` seconds apart."""
+
+    spacing: float
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _last: float = float("-inf")
+
+    async def run(self, call: Callable[[], Awaitable[T]]) -> T:
+        async with self._lock:
+            wait = self._last + self.spacing - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            try:
+                return await call()
+            finally:
+                self._last = time.monotonic()
+
+
+class InstallationClient:
+    """The bot's view of one installation: the reads and writes runs need."""
+
+    def __init__(self, gh: GitHub[AppInstallationAuthStrategy], writer: SerializedWriter) -> None:
+        self.gh = gh
+        self.writer = writer
+
+    async def permission(self, owner: str, repo: str, login: str) -> str:
+        """`admin|write|read|none` from the collaborator API (not author_association)."""
+        try:
+            resp = await self.gh.rest.repos.async_get_collaborator_permission_level(
+                owner, repo, login
+            )
+        except RequestFailed as exc:
+            if exc.response.status_code == 404:
+                return "none"
+            raise
+        return resp.parsed_data.permission
+
+    async def react_to_issue(self, owner: str, repo: str, number: int, content: Reaction) -> None:
+        await self.writer.run(
+            lambda: self.gh.rest.reactions.async_create_for_issue(
+                owner, repo, number, content=content
+            )
+        )
+
+    async def react_to_comment(
+        self, owner: str, repo: str, comment_id: int, content: Reaction
+    ) -> None:
+        await self.writer.run(
+            lambda: self.gh.rest.reactions.async_create_for_issue_comment(
+                owner, repo, comment_id, content=content
+            )
+        )
+
+    async def find_comment(
+        self, owner: str, repo: str, number: int, marker: str, author: str
+    ) -> IssueComment | None:
+        """The first comment by `author` that carries the hidden `marker`."""
+        page = 1
+        while True:
+            resp = await self.gh.rest.issues.async_list_comments(
+                owner, repo, number, per_page=100, page=page
+            )
+            comments: list[IssueComment] = resp.parsed_data
+            for comment in comments:
+                user = comment.user
+                if user is not None and user.login == author and marker in (comment.body or ""):
+                    return comment
+            if len(comments) < 100:
+                return None
+            page += 1
+
+    async def create_comment(self, owner: str, repo: str, number: int, body: str) -> IssueComment:
+        resp = await self.writer.run(
+            lambda: self.gh.rest.issues.async_create_comment(
+                owner, repo, number, body=truncate_body(body)
+            )
+        )
+        return resp.parsed_data
+
+    async def update_comment(
+        self, owner: str, repo: str, comment_id: int, body: str
+    ) -> IssueComment:
+        resp = await self.writer.run(
+            lambda: self.gh.rest.issues.async_update_comment(
+                owner, repo, comment_id, body=truncate_body(body)
+            )
+        )
+        return resp.parsed_data
+
+    async def upsert_comment(
+        self, owner: str, repo: str, number: int, marker: str, author: str, body: str
+    ) -> IssueComment:
+        """Edit the comment carrying `marker`, or create it: safe to repeat after a crash."""
+        existing = await self.find_comment(owner, repo, number, marker, author)
+        if existing is None:
+            return await self.create_comment(owner, repo, number, body)
+        if existing.body == truncate_body(body):
+            return existing
+        return await self.update_comment(owner, repo, existing.id, body)
+
+    async def add_labels(self, owner: str, repo: str, number: int, labels: list[str]) -> None:
+        await self.writer.run(
+            lambda: self.gh.rest.issues.async_add_labels(owner, repo, number, labels=labels)
+        )
+
+    async def remove_label(self, owner: str, repo: str, number: int, label: str) -> None:
+        async def call() -> None:
+            try:
+                await self.gh.rest.issues.async_remove_label(owner, repo, number, label)
+            except RequestFailed as exc:
+                if exc.response.status_code != 404:
+                    raise
+
+        await self.writer.run(call)
+
+
+class GitHubGateway:
+    """Makes installation clients; one writer per installation for the process's lifetime."""
+
+    def __init__(self, settings: Settings, cache: BaseCacheStrategy) -> None:
+        self.settings = settings
+        self.retry = RetryPolicy(max_retries=settings.github_write_max_retries)
+        self.app = GitHub(
+            AppAuthStrategy(str(settings.github_app_id), settings.private_key_pem()),
+            base_url=settings.github_api_url,
+            cache_strategy=cache,
+            auto_retry=self.retry,
+            user_agent=f"{settings.github_app_slug}/baro-bot",
+        )
+        self._writers: dict[int, SerializedWriter] = {}
+        self._clients: dict[int, InstallationClient] = {}
+
+    def installation(self, installation_id: int) -> InstallationClient:
+        client = self._clients.get(installation_id)
+        if client is None:
+            writer = self._writers.setdefault(
+                installation_id, SerializedWriter(self.settings.github_write_spacing)
+            )
+            gh = self.app.with_auth(self.app.auth.as_installation(installation_id))
+            client = InstallationClient(gh, writer)
+            self._clients[installation_id] = client
+        return client

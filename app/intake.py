@@ -1,0 +1,145 @@
+"""The orchestrator's first job: a Trigger becomes an acknowledged, queued run.
+
+Every step is idempotent, because arq re-runs a job whose worker died: the run id comes from
+the delivery id, comments are found by hidden markers before they are created, and GitHub
+answers a repeated reaction with the existing one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from app import replies
+from app.github import WRITE_PERMISSIONS, InstallationClient
+from app.runs.run import Run, issue_key, run_id_for
+from app.runs.store import RunStore
+from app.webhooks import Trigger
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    """What the intake did, for logs and tests."""
+
+    outcome: str
+    run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Intake:
+    gh: InstallationClient
+    store: RunStore
+    bot_login: str
+    trigger_label: str
+
+    async def handle(self, trigger: Trigger) -> IntakeResult:
+        t = trigger
+        permission = await self.gh.permission(t.owner, t.repo, t.sender_login)
+        if permission not in WRITE_PERMISSIONS:
+            await self._reply(
+                t, replies.permission_denied(t.sender_login, permission, self.trigger_label)
+            )
+            return IntakeResult("denied")
+
+        if t.verb == "invalid":
+            await self._reply(t, replies.invalid_command(t.command_error or "unknown command"))
+            return IntakeResult("invalid")
+        if t.verb == "help":
+            await self._acknowledge(t)
+            await self._reply(t, replies.help_text())
+            return IntakeResult("help")
+        if t.verb in ("status", "cancel", "approve", "retry"):
+            return await self._command_on_active_run(t)
+        return await self._start_run(t)
+
+    async def _start_run(self, t: Trigger) -> IntakeResult:
+        await self._acknowledge(t)
+        run = Run(
+            id=run_id_for(t.delivery_id),
+            delivery_id=t.delivery_id,
+            installation_id=t.installation_id,
+            owner=t.owner,
+            repo=t.repo,
+            issue_number=t.issue_number,
+            issue_title=t.issue_title,
+            requester=t.sender_login,
+            trigger=t.kind,
+            plan_only=t.verb == "plan",
+            instructions=t.instructions,
+        )
+        holder = await self.store.claim_issue(run.issue_key, run.id)
+        if holder != run.id:
+            other = await self.store.get(holder)
+            await self._reply(t, replies.already_running(other.id, await self._comment_url(other)))
+            return IntakeResult("already-running", other.id)
+
+        run, _created = await self.store.create(run)
+        body = replies.with_marker(
+            run.marker, replies.queued(run.requester, run.trigger, run.plan_only)
+        )
+        comment = await self.gh.upsert_comment(
+            t.owner, t.repo, t.issue_number, run.marker, self.bot_login, body
+        )
+        if run.comment_id != comment.id:
+            comment_id = comment.id
+            run = await self.store.update(
+                run.id, lambda r: r.model_copy(update={"comment_id": comment_id})
+            )
+            await self.store.append_event(run.id, "comment", comment_id=comment_id)
+        log.info("run %s queued for %s", run.id, run.issue_key)
+        return IntakeResult("queued", run.id)
+
+    async def _command_on_active_run(self, t: Trigger) -> IntakeResult:
+        await self._acknowledge(t)
+        run = await self.store.active_run(issue_key(t.owner, t.repo, t.issue_number))
+        if run is None or run.terminal:
+            if t.verb == "status" and run is not None:
+                await self._reply(t, replies.status(run.id, run.state))
+                return IntakeResult("status", run.id)
+            await self._reply(t, replies.no_run(t.verb))
+            return IntakeResult("no-run")
+        if t.verb == "status":
+            await self._reply(t, replies.status(run.id, run.state))
+            return IntakeResult("status", run.id)
+        if t.verb == "cancel":
+            await self.store.update(
+                run.id,
+                lambda r: None if r.terminal else r.model_copy(update={"state": "cancelled"}),
+            )
+            await self.store.append_event(run.id, "cancelled", by=t.sender_login)
+            await self._reply(t, f"Run `{run.id}` is cancelled. Comment `/baro` to start again.")
+            return IntakeResult("cancelled", run.id)
+        await self._reply(t, replies.not_yet(t.verb))
+        return IntakeResult("not-yet", run.id)
+
+    async def _acknowledge(self, t: Trigger) -> None:
+        """👀 on the trigger comment, or on the issue for a label."""
+        if t.comment_id is not None:
+            await self.gh.react_to_comment(t.owner, t.repo, t.comment_id, "eyes")
+        else:
+            await self.gh.react_to_issue(t.owner, t.repo, t.issue_number, "eyes")
+
+    async def _reply(self, t: Trigger, text: str) -> None:
+        marker = replies.reply_marker(t.delivery_id)
+        await self.gh.upsert_comment(
+            t.owner,
+            t.repo,
+            t.issue_number,
+            marker,
+            self.bot_login,
+            replies.with_marker(marker, text),
+        )
+
+    async def _comment_url(self, run: Run) -> str | None:
+        if run.comment_id is None:
+            return None
+        comment = await self.gh.find_comment(
+            run.owner, run.repo, run.issue_number, run.marker, self.bot_login
+        )
+        return comment.html_url if comment is not None else None
+
+
+def _cancelled(run: Run) -> Run | None:
+    return None if run.terminal else run.model_copy(update={"state": "cancelled"})

@@ -1,0 +1,43 @@
+"""arq plumbing shared by the web, worker and runner processes.
+
+Jobs are JSON, never pickle, so that write access to Redis is not code execution.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from arq.connections import ArqRedis, RedisSettings
+from redis.asyncio import ConnectionPool
+
+ORCHESTRATOR_QUEUE = "baro:orchestrator"
+RUNNER_QUEUE = "baro:runner"
+
+
+def serialize(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), default=str).encode()
+
+
+def deserialize(data: bytes) -> Any:
+    return json.loads(data)
+
+
+def redis_settings(url: str) -> RedisSettings:
+    settings = RedisSettings.from_dsn(url)
+    settings.conn_timeout = 2
+    settings.conn_retries = 5
+    return settings
+
+
+def connect(url: str, *, timeout: float = 2.0) -> ArqRedis:
+    """An ArqRedis that connects lazily, so a process starts while Redis is down."""
+    pool = ConnectionPool.from_url(
+        url, socket_connect_timeout=timeout, socket_timeout=timeout, health_check_interval=30
+    )
+    return ArqRedis(
+        pool,
+        job_serializer=serialize,
+        job_deserializer=deserialize,
+        default_queue_name=ORCHESTRATOR_QUEUE,
+    )

@@ -1,0 +1,128 @@
+"""Durable run state in Redis: records, one active run per issue, an event log.
+
+Writes are compare-and-set on the record's `version` (WATCH/MULTI), so a job that arq runs
+twice cannot apply the same transition twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import WatchError
+
+from app.runs.run import Run, now
+
+PREFIX = "baro:"
+
+
+class RunNotFound(KeyError):
+    pass
+
+
+class RunStore:
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    @staticmethod
+    def _key(run_id: str) -> str:
+        return f"{PREFIX}run:{run_id}"
+
+    @staticmethod
+    def _active_key(issue_key: str) -> str:
+        return f"{PREFIX}issue:{issue_key}:active"
+
+    async def create(self, run: Run) -> tuple[Run, bool]:
+        """Store a new run; if it already exists, return the stored one and False."""
+        created = await self.redis.set(self._key(run.id), run.model_dump_json(), nx=True)
+        if created:
+            await self.append_event(run.id, "created", state=run.state)
+            return run, True
+        return await self.get(run.id), False
+
+    async def get(self, run_id: str) -> Run:
+        raw = await self.redis.get(self._key(run_id))
+        if raw is None:
+            raise RunNotFound(run_id)
+        return Run.model_validate_json(raw)
+
+    async def find(self, run_id: str) -> Run | None:
+        try:
+            return await self.get(run_id)
+        except RunNotFound:
+            return None
+
+    async def update(self, run_id: str, change: Callable[[Run], Run | None]) -> Run:
+        """Apply `change` atomically; it returns the new run, or None for no change."""
+        key = self._key(run_id)
+        while True:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.get(key)
+                    if raw is None:
+                        raise RunNotFound(run_id)
+                    current = Run.model_validate_json(raw)
+                    changed = change(current.model_copy(deep=True))
+                    if changed is None:
+                        return current
+                    changed = changed.model_copy(
+                        update={"version": current.version + 1, "updated_at": now()}
+                    )
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.set(key, changed.model_dump_json())
+                    await pipe.execute()
+                    return changed
+                except WatchError:
+                    continue
+
+    async def claim_issue(self, issue_key: str, run_id: str) -> str:
+        """Make `run_id` the issue's active run unless another holds it; returns the holder."""
+        key = self._active_key(issue_key)
+        while True:
+            if await self.redis.set(key, run_id, nx=True):
+                return run_id
+            holder = await self.redis.get(key)
+            if holder is None:
+                continue
+            holder_id = holder.decode() if isinstance(holder, bytes) else str(holder)
+            if holder_id == run_id:
+                return run_id
+            other = await self.find(holder_id)
+            if other is not None and not other.terminal:
+                return holder_id
+            # The holder finished (or vanished): take over, unless someone else just did.
+            async with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(key)
+                    if await pipe.get(key) != holder:
+                        continue
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.set(key, run_id)
+                    await pipe.execute()
+                    return run_id
+                except WatchError:
+                    continue
+
+    async def active_run(self, issue_key: str) -> Run | None:
+        holder = await self.redis.get(self._active_key(issue_key))
+        if holder is None:
+            return None
+        run_id = holder.decode() if isinstance(holder, bytes) else str(holder)
+        return await self.find(run_id)
+
+    async def append_event(self, run_id: str, kind: str, **data: Any) -> None:
+        fields = {"kind": kind, "at": now().isoformat(), "data": json.dumps(data, default=str)}
+        await self.redis.xadd(f"{PREFIX}run:{run_id}:events", fields)  # type: ignore[arg-type]
+
+    async def events(self, run_id: str) -> list[dict[str, Any]]:
+        entries = await self.redis.xrange(f"{PREFIX}run:{run_id}:events")
+        out: list[dict[str, Any]] = []
+        for _id, fields in entries:
+            decoded = {k.decode(): v.decode() for k, v in fields.items()}
+            out.append(
+                {"kind": decoded["kind"], "at": decoded["at"], **json.loads(decoded["data"])}
+            )
+        return out

@@ -1,0 +1,130 @@
+"""One Settings object, read once at start-up and passed down.
+
+Values come from `BARO_*` environment variables, optionally layered over a TOML file named
+by `BARO_CONFIG` (environment wins). A bad value stops start-up with one line naming the
+variable; secret values are never echoed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "BARO_"
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message names the variable, never its value."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="ignore",
+        frozen=True,
+        hide_input_in_errors=True,
+    )
+
+    github_app_id: int = Field(gt=0)
+    github_private_key: SecretStr | None = None
+    github_private_key_file: Path | None = None
+    github_webhook_secret: SecretStr = Field(min_length=1)
+    github_app_slug: str = Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9-]*$")
+    github_api_url: str = "https://api.github.com"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    trigger_label: str = Field(default="baro", min_length=1)
+
+    # Operational knobs; defaults suit production.
+    github_write_spacing: float = Field(default=1.0, ge=0)
+    github_write_max_retries: int = Field(default=4, ge=0)
+    webhook_max_body_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    delivery_dedup_seconds: int = Field(default=4 * 24 * 3600, ge=3 * 24 * 3600)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, gt=0, lt=65536)
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _private_key_present(self) -> Settings:
+        if self.github_private_key is None and self.github_private_key_file is None:
+            raise ValueError("BARO_GITHUB_PRIVATE_KEY or BARO_GITHUB_PRIVATE_KEY_FILE is required")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(f"{ENV_PREFIX}CONFIG")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+    def private_key_pem(self) -> str:
+        """The App's private key, from the variable or the file (read when needed)."""
+        if self.github_private_key is not None:
+            return self.github_private_key.get_secret_value().replace("\\n", "\n")
+        assert self.github_private_key_file is not None
+        return self.github_private_key_file.read_text()
+
+    @property
+    def bot_login(self) -> str:
+        return f"{self.github_app_slug}[bot]"
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    loc = [str(part) for part in error.get("loc", ())]
+    msg = str(error.get("msg", "invalid"))
+    if not loc:
+        return msg.removeprefix("Value error, ")
+    name = ENV_PREFIX + loc[0].upper()
+    if error.get("type") == "missing":
+        return f"{name} is required but not set"
+    return f"{name}: {msg}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment (and BARO_CONFIG) once; raise ConfigError with one clear line."""
+    config_file = os.environ.get(f"{ENV_PREFIX}CONFIG")
+    if config_file and not Path(config_file).is_file():
+        raise ConfigError(f"{ENV_PREFIX}CONFIG: file not found: {config_file}")
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc.errors()[0])) from None
+    except ValueError as exc:  # TOML syntax errors
+        raise ConfigError(f"{ENV_PREFIX}CONFIG: {exc}") from None
+    if settings.github_private_key_file is not None:
+        path = settings.github_private_key_file
+        if not path.is_file():
+            raise ConfigError(f"{ENV_PREFIX}GITHUB_PRIVATE_KEY_FILE: file not found: {path}")
+    _check_private_key(settings)
+    return settings
+
+
+def _check_private_key(settings: Settings) -> None:
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    name = (
+        "GITHUB_PRIVATE_KEY"
+        if settings.github_private_key is not None
+        else "GITHUB_PRIVATE_KEY_FILE"
+    )
+    try:
+        load_pem_private_key(settings.private_key_pem().encode(), password=None)
+    except (ValueError, TypeError):
+        raise ConfigError(f"{ENV_PREFIX}{name}: not a PEM private key") from None

@@ -1,0 +1,147 @@
+"""The web process: verify, dedup, enqueue, answer. No GitHub or model work in a request."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from arq.connections import ArqRedis
+from redis.exceptions import RedisError
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from app.queue import ORCHESTRATOR_QUEUE, connect
+from app.settings import Settings
+from app.webhooks import BotIdentity, Ignored, MalformedPayload, route, signature_valid
+
+log = logging.getLogger(__name__)
+
+DELIVERY_KEY = "baro:delivery:{}"
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+@dataclass
+class WebState:
+    settings: Settings
+    redis: ArqRedis
+    secret: bytes
+    bot: BotIdentity
+
+
+async def _read_capped(request: Request, cap: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > cap:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > cap:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _state(request: Request) -> WebState:
+    state: WebState = request.app.state.baro
+    return state
+
+
+async def github_webhook(request: Request) -> Response:
+    state = _state(request)
+    try:
+        body = await _read_capped(request, state.settings.webhook_max_body_bytes)
+    except BodyTooLarge:
+        return JSONResponse({"error": "payload too large"}, status_code=413)
+    except ClientDisconnect:
+        return Response(status_code=400)
+
+    if not signature_valid(state.secret, body, request.headers.get("x-hub-signature-256")):
+        return Response(status_code=401)
+
+    event = request.headers.get("x-github-event")
+    delivery = request.headers.get("x-github-delivery")
+    if not event or not delivery:
+        return JSONResponse(
+            {"error": "missing X-GitHub-Event or X-GitHub-Delivery header"}, status_code=400
+        )
+    if event == "ping":
+        return JSONResponse({"ok": True, "event": "ping"})
+
+    try:
+        outcome = route(event, delivery, body, state.bot)
+    except MalformedPayload as exc:
+        log.warning("malformed %s delivery %s: %s", event, delivery, exc)
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    if isinstance(outcome, Ignored):
+        return JSONResponse({"ignored": outcome.reason}, status_code=202)
+
+    key = DELIVERY_KEY.format(delivery)
+    try:
+        fresh = await state.redis.set(key, "1", nx=True, ex=state.settings.delivery_dedup_seconds)
+        if not fresh:
+            return JSONResponse({"duplicate": delivery})
+        try:
+            await state.redis.enqueue_job(
+                "handle_trigger",
+                outcome.model_dump(mode="json"),
+                _job_id=f"trigger:{delivery}",
+                _queue_name=ORCHESTRATOR_QUEUE,
+            )
+        except BaseException:
+            await state.redis.delete(key)
+            raise
+    except (RedisError, OSError) as exc:
+        log.error("redis unavailable for delivery %s: %s", delivery, type(exc).__name__)
+        return JSONResponse(
+            {"error": "queue unavailable; redeliver this delivery later"}, status_code=503
+        )
+    log.info("queued %s delivery %s (%s)", event, delivery, outcome.kind)
+    return JSONResponse({"queued": delivery}, status_code=202)
+
+
+async def healthz(request: Request) -> Response:
+    state = _state(request)
+    try:
+        await state.redis.ping()
+    except (RedisError, OSError) as exc:
+        return JSONResponse(
+            {"status": "unhealthy", "redis": f"unreachable ({type(exc).__name__})"},
+            status_code=503,
+        )
+    return JSONResponse({"status": "ok", "redis": "ok"})
+
+
+def create_app(settings: Settings) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        redis = connect(settings.redis_url)
+        app.state.baro = WebState(
+            settings=settings,
+            redis=redis,
+            secret=settings.github_webhook_secret.get_secret_value().encode(),
+            bot=BotIdentity(
+                app_id=settings.github_app_id,
+                slug=settings.github_app_slug,
+                trigger_label=settings.trigger_label,
+            ),
+        )
+        try:
+            yield
+        finally:
+            await redis.aclose()
+
+    return Starlette(
+        routes=[
+            Route("/webhooks/github", github_webhook, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
