@@ -8,18 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-RunState = Literal[
-    "queued",
-    "planning",
-    "planned",
-    "ready",
-    "running",
-    "finalizing",
-    "done",
-    "failed",
-    "cancelled",
-    "checkpoint",
-]
+from app.runs.models import RunState
+
 TERMINAL_STATES: frozenset[str] = frozenset({"done", "failed", "cancelled", "checkpoint"})
 
 

@@ -1,0 +1,98 @@
+"""RunStore against a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from app.runs.run import Run, run_id_for
+from app.runs.store import RunNotFound, RunStore
+
+
+def make_run(delivery: str = "d-1", number: int = 7) -> Run:
+    return Run(
+        id=run_id_for(delivery),
+        delivery_id=delivery,
+        installation_id=1,
+        owner="Octo",
+        repo="Demo",
+        issue_number=number,
+        issue_title="Add a thing",
+        requester="alice",
+        trigger="label",
+    )
+
+
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[RunStore]:
+    redis = Redis.from_url(redis_url)
+    yield RunStore(redis)
+    await redis.aclose()
+
+
+async def test_create_is_idempotent(store: RunStore) -> None:
+    run, created = await store.create(make_run())
+    assert created
+    again, created_again = await store.create(make_run())
+    assert not created_again
+    assert again == run
+    assert [e["kind"] for e in await store.events(run.id)] == ["created"]
+
+
+async def test_run_id_is_stable_per_delivery() -> None:
+    assert run_id_for("abc") == run_id_for("abc") != run_id_for("abd")
+
+
+async def test_update_is_compare_and_set(store: RunStore) -> None:
+    run, _ = await store.create(make_run())
+
+    def bump(r: Run) -> Run:
+        return r.model_copy(update={"instructions": r.instructions + "x"})
+
+    await asyncio.gather(*(store.update(run.id, bump) for _ in range(20)))
+    final = await store.get(run.id)
+    assert final.instructions == "x" * 20
+    assert final.version == 20
+
+
+async def test_update_none_is_no_change(store: RunStore) -> None:
+    run, _ = await store.create(make_run())
+    same = await store.update(run.id, lambda r: None)
+    assert same.version == 0
+
+
+async def test_missing_run(store: RunStore) -> None:
+    with pytest.raises(RunNotFound):
+        await store.get("r-nope")
+    assert await store.find("r-nope") is None
+    with pytest.raises(RunNotFound):
+        await store.update("r-nope", lambda r: r)
+
+
+async def test_one_active_run_per_issue(store: RunStore) -> None:
+    first, _ = await store.create(make_run("d-1"))
+    second, _ = await store.create(make_run("d-2"))
+    assert await store.claim_issue(first.issue_key, first.id) == first.id
+    assert await store.claim_issue(first.issue_key, first.id) == first.id
+    assert await store.claim_issue(second.issue_key, second.id) == first.id
+    await store.update(first.id, lambda r: r.model_copy(update={"state": "done"}))
+    assert await store.claim_issue(second.issue_key, second.id) == second.id
+    active = await store.active_run(second.issue_key)
+    assert active is not None and active.id == second.id
+
+
+async def test_claim_survives_a_vanished_holder(store: RunStore) -> None:
+    run = make_run("d-3")
+    assert await store.claim_issue(run.issue_key, "r-ghost") == "r-ghost"
+    assert await store.claim_issue(run.issue_key, run.id) == run.id
+
+
+async def test_concurrent_claims_have_one_winner(store: RunStore) -> None:
+    runs = [make_run(f"d-{i}") for i in range(10)]
+    for run in runs:
+        await store.create(run)
+    holders = await asyncio.gather(*(store.claim_issue(r.issue_key, r.id) for r in runs))
+    assert len(set(holders)) == 1

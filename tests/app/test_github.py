@@ -1,0 +1,68 @@
+"""Pure parts of the GitHub gateway: truncation and the retry policy."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+
+import httpx
+from githubkit.exception import RequestFailed, RequestTimeout, SecondaryRateLimitExceeded
+from githubkit.response import Response
+
+from app.github import MAX_BODY, RetryPolicy, SerializedWriter, truncate_body
+
+
+def response(status: int, headers: dict[str, str] | None = None) -> Response[object]:
+    request = httpx.Request("POST", "https://api.github.com/repos/o/r/issues/1/comments")
+    raw = httpx.Response(status, headers=headers or {}, request=request, json={"message": "x"})
+    return Response(raw, object)
+
+
+def test_truncate_body() -> None:
+    assert truncate_body("short") == "short"
+    body = "x" * (MAX_BODY + 10)
+    cut = truncate_body(body)
+    assert len(cut) == MAX_BODY
+    assert cut.endswith("65,536 characters.*")
+    assert truncate_body("y" * MAX_BODY) == "y" * MAX_BODY
+
+
+def test_retry_policy_waits_for_rate_limits() -> None:
+    policy = RetryPolicy(max_retries=2, max_wait=30)
+    exc = SecondaryRateLimitExceeded(response(403, {"retry-after": "5"}), timedelta(seconds=5))
+    assert policy(exc, 0) == (True, timedelta(seconds=5))
+    long = SecondaryRateLimitExceeded(response(429), timedelta(seconds=600))
+    assert policy(long, 1) == (True, timedelta(seconds=30))
+    assert policy(exc, 2).do_retry is False
+
+
+def test_retry_policy_backs_off_on_5xx_only() -> None:
+    policy = RetryPolicy(max_retries=3, base_delay=0.5)
+    assert policy(RequestFailed(response(502)), 0) == (True, timedelta(seconds=0.5))
+    assert policy(RequestFailed(response(500)), 2) == (True, timedelta(seconds=2))
+    assert policy(RequestFailed(response(404)), 0).do_retry is False
+    assert policy(RequestFailed(response(422)), 0).do_retry is False
+    assert policy(RequestFailed(response(403)), 0).do_retry is False
+    timeout = RequestTimeout(httpx.ReadTimeout("slow"))
+    assert policy(timeout, 0).do_retry is True
+
+
+async def test_serialized_writer_spaces_and_serialises() -> None:
+    writer = SerializedWriter(spacing=0.05)
+    active = 0
+    peak = 0
+    stamps: list[float] = []
+
+    async def call() -> None:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        stamps.append(time.monotonic())
+        await asyncio.sleep(0.001)
+        active -= 1
+
+    await asyncio.gather(*(writer.run(call) for _ in range(4)))
+    assert peak == 1
+    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    assert all(gap >= 0.045 for gap in gaps)
