@@ -53,14 +53,3 @@ def parse_command(body: str) -> Command | None:
         text = "\n".join(part for part in (tail, rest.strip()) if part)
         return Command("plan", instructions=text)
     return Command(word_lower)  # type: ignore[arg-type]
-
-
-HELP_LINES: tuple[tuple[str, str], ...] = (
-    ("/baro [instructions]", "plan this issue and, unless approval is required, run it"),
-    ("/baro plan [instructions]", "plan only; wait for `/baro approve`"),
-    ("/baro approve", "start a planned run"),
-    ("/baro cancel", "stop dispatching stories; running ones stop at their next step"),
-    ("/baro retry [S3 S5 …]", "retry failed and blocked stories (or only those named)"),
-    ("/baro status", "reply with the current state of the run"),
-    ("/baro help", "show this list"),
-)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from app import replies
 from app.github import WRITE_PERMISSIONS, InstallationClient
+from app.runs.report import render_help, render_queued
 from app.runs.run import Run, issue_key, run_id_for
 from app.runs.store import RunStore
 from app.webhooks import Trigger
@@ -48,7 +49,7 @@ class Intake:
             return IntakeResult("invalid")
         if t.verb == "help":
             await self._acknowledge(t)
-            await self._reply(t, replies.help_text())
+            await self._reply(t, render_help())
             return IntakeResult("help")
         if t.verb in ("status", "cancel", "approve", "retry"):
             return await self._command_on_active_run(t)
@@ -76,8 +77,9 @@ class Intake:
             return IntakeResult("already-running", other.id)
 
         run, _created = await self.store.create(run)
-        body = replies.with_marker(
-            run.marker, replies.queued(run.requester, run.trigger, run.plan_only)
+        via = f"the `{self.trigger_label}` label" if t.kind == "label" else "`/baro`"
+        body = render_queued(
+            run.id, requester=run.requester, trigger=via, instructions=run.instructions
         )
         comment = await self.gh.upsert_comment(
             t.owner, t.repo, t.issue_number, run.marker, self.bot_login, body

@@ -39,7 +39,9 @@ def test_non_commands(body: str) -> None:
     assert parse_command(body) is None
 
 
-@pytest.mark.parametrize("body", ["/baro retry all", "/baro retry S0", "/baro retry 3", "/baro retry S3; rm"])
+@pytest.mark.parametrize(
+    "body", ["/baro retry all", "/baro retry S0", "/baro retry 3", "/baro retry S3; rm"]
+)
 def test_bad_retry_arguments(body: str) -> None:
     with pytest.raises(CommandError, match="story ids like S3"):
         parse_command(body)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from datetime import timedelta
 
@@ -64,5 +65,5 @@ async def test_serialized_writer_spaces_and_serialises() -> None:
 
     await asyncio.gather(*(writer.run(call) for _ in range(4)))
     assert peak == 1
-    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
     assert all(gap >= 0.045 for gap in gaps)

@@ -63,7 +63,9 @@ def test_invalid_value_named_without_echo(env: pytest.MonkeyPatch) -> None:
 
 def test_missing_private_key(env: pytest.MonkeyPatch) -> None:
     env.delenv("BARO_GITHUB_PRIVATE_KEY")
-    with pytest.raises(ConfigError, match="BARO_GITHUB_PRIVATE_KEY or BARO_GITHUB_PRIVATE_KEY_FILE"):
+    with pytest.raises(
+        ConfigError, match="BARO_GITHUB_PRIVATE_KEY or BARO_GITHUB_PRIVATE_KEY_FILE"
+    ):
         load_settings()
 
 

@@ -1,0 +1,101 @@
+"""Running git with an installation token that never touches disk or a command line.
+
+The token travels as an `http.extraHeader` through git's `GIT_CONFIG_*` environment
+variables: it is not written to `.git/config`, and unlike `-c` it does not show up in
+`/proc/<pid>/cmdline`. Anything git prints is redacted before it is raised or logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+GIT_TIMEOUT = 300.0
+
+
+class GitError(RuntimeError):
+    """A git command failed; the message holds the (redacted) command and its output."""
+
+
+@dataclass(frozen=True)
+class GitAuth:
+    token: str
+
+    def header(self) -> str:
+        basic = base64.b64encode(f"x-access-token:{self.token}".encode()).decode()
+        return f"Authorization: Basic {basic}"
+
+    def redact(self, text: str) -> str:
+        basic = self.header().removeprefix("Authorization: Basic ")
+        return text.replace(self.token, "***").replace(basic, "***")
+
+
+def git_env(auth: GitAuth | None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A minimal environment for git: no prompts, no user config, optional auth header."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/nonexistent"),
+        "LANG": "C.UTF-8",
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": "/dev/null",
+        "GIT_AUTHOR_NAME": "baro-bot",
+        "GIT_AUTHOR_EMAIL": "baro-bot@users.noreply.github.com",
+        "GIT_COMMITTER_NAME": "baro-bot",
+        "GIT_COMMITTER_EMAIL": "baro-bot@users.noreply.github.com",
+    }
+    if auth is not None:
+        env.update(
+            {
+                "GIT_CONFIG_COUNT": "1",
+                "GIT_CONFIG_KEY_0": "http.extraHeader",
+                "GIT_CONFIG_VALUE_0": auth.header(),
+            }
+        )
+    if extra:
+        env.update(extra)
+    return env
+
+
+async def run_git(
+    args: Sequence[str],
+    *,
+    cwd: Path | None = None,
+    auth: GitAuth | None = None,
+    timeout: float = GIT_TIMEOUT,
+    env: Mapping[str, str] | None = None,
+) -> str:
+    """Run `git args…`; return stdout, or raise GitError with redacted output."""
+    proc = await asyncio.create_subprocess_exec(
+        "git",
+        *args,
+        cwd=cwd,
+        env=git_env(auth, env),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise GitError(f"git {args[0]} timed out after {timeout:.0f}s") from None
+    if proc.returncode != 0:
+        text = err.decode(errors="replace").strip() or out.decode(errors="replace").strip()
+        if auth is not None:
+            text = auth.redact(text)
+        raise GitError(f"git {args[0]} failed (exit {proc.returncode}): {text[-2000:]}")
+    return out.decode(errors="replace")
+
+
+async def shallow_clone(url: str, dest: Path, auth: GitAuth, branch: str | None = None) -> None:
+    """A depth-1 clone of one branch; the remote URL holds no credentials."""
+    args = ["clone", "--depth", "1", "--single-branch", "--no-tags"]
+    if branch:
+        args += ["--branch", branch]
+    await run_git([*args, url, str(dest)], auth=auth)

@@ -1,0 +1,235 @@
+"""OpenAI-compatible Chat Completions (OpenAI, DeepSeek, OpenRouter, vLLM, Ollama…).
+
+DeepSeek's thinking mode returns `reasoning_content`, which must be sent back on
+that assistant message in later requests of a tool loop, or the API answers 400.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from app.llm.client import output_budget
+from app.llm.config import ModelConfig
+from app.llm.errors import FatalError, RetryableError
+from app.llm.transport import post_json
+from app.llm.types import (
+    AssistantTurn,
+    Conversation,
+    ProviderState,
+    StopReason,
+    ToolCall,
+    ToolResult,
+    ToolSpec,
+    Usage,
+    UserMessage,
+)
+
+PROTOCOL = "openai-chat"
+_STOP: dict[str, StopReason] = {
+    "stop": "end_turn",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "length": "max_tokens",
+    "content_filter": "refusal",
+}
+
+
+def tool_result_text(result: ToolResult) -> str:
+    """Chat-style protocols have no `is_error` flag, so say it in the content."""
+    if result.is_error and not result.content.lower().startswith("error"):
+        return f"ERROR: {result.content}"
+    return result.content
+
+
+def build_request(
+    config: ModelConfig,
+    conversation: Conversation,
+    tools: Sequence[ToolSpec],
+    max_tokens: int,
+) -> dict[str, Any]:
+    messages: list[dict[str, Any]] = []
+    if conversation.system:
+        messages.append({"role": "system", "content": conversation.system})
+    for message in conversation.messages:
+        if isinstance(message, UserMessage):
+            messages.append({"role": "user", "content": message.text})
+        elif isinstance(message, ToolResult):
+            messages.append(
+                {
+                    "role": "tool",
+                    "tool_call_id": message.call_id,
+                    "content": tool_result_text(message),
+                }
+            )
+        else:
+            messages.append(_assistant_message(message))
+    body: dict[str, Any] = {
+        "model": config.model_id,
+        "messages": messages,
+        config.max_tokens_field: max_tokens,
+    }
+    if tools:
+        body["tools"] = [
+            {
+                "type": "function",
+                "function": {
+                    "name": tool.name,
+                    "description": tool.description,
+                    "parameters": tool.parameters,
+                },
+            }
+            for tool in tools
+        ]
+    body.update(config.extra_body)
+    return body
+
+
+def _assistant_message(turn: AssistantTurn) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": turn.text or None}
+    if turn.tool_calls:
+        message["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.raw_arguments},
+            }
+            for call in turn.tool_calls
+        ]
+    state = turn.provider
+    if state is not None and state.protocol == PROTOCOL and state.reasoning_content is not None:
+        message["reasoning_content"] = state.reasoning_content
+    if message["content"] is None and "tool_calls" not in message:
+        message["content"] = ""
+    return message
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def parse_usage(raw: object) -> Usage:
+    """`prompt_tokens` includes cached tokens; DeepSeek also reports hit/miss split."""
+    usage = _dict(raw)
+    prompt = _int(usage.get("prompt_tokens"))
+    details = _dict(usage.get("prompt_tokens_details"))
+    if "prompt_cache_hit_tokens" in usage or "prompt_cache_miss_tokens" in usage:
+        cached = _int(usage.get("prompt_cache_hit_tokens"))
+        uncached = (
+            _int(usage.get("prompt_cache_miss_tokens"))
+            if "prompt_cache_miss_tokens" in usage
+            else max(0, prompt - cached)
+        )
+    else:
+        cached = _int(details.get("cached_tokens"))
+        uncached = max(0, prompt - cached)
+    completion = _dict(usage.get("completion_tokens_details"))
+    return Usage(
+        uncached_input=uncached,
+        cache_read=cached,
+        output=_int(usage.get("completion_tokens")),
+        reasoning=_int(completion.get("reasoning_tokens")),
+    )
+
+
+def parse_response(
+    body: dict[str, Any], *, requested_at: datetime | None = None, latency_s: float = 0.0
+) -> AssistantTurn:
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise FatalError("reply has no choices", model=str(body.get("model", "")))
+    choice = choices[0]
+    message = _dict(choice.get("message"))
+    content = message.get("content")
+    text = content if isinstance(content, str) else _text_parts(content)
+    calls: list[ToolCall] = []
+    for index, raw_call in enumerate(message.get("tool_calls") or []):
+        call = _dict(raw_call)
+        function = _dict(call.get("function"))
+        arguments = function.get("arguments")
+        raw = arguments if isinstance(arguments, str) else ""
+        call_id = str(call.get("id") or f"call_{index}")
+        name = str(function.get("name") or "")
+        if arguments is not None and not isinstance(arguments, str):
+            calls.append(ToolCall.from_value(call_id, name, arguments))
+        else:
+            calls.append(ToolCall.from_raw(call_id, name, raw))
+    finish = choice.get("finish_reason")
+    raw_stop = finish if isinstance(finish, str) else None
+    if raw_stop == "insufficient_system_resource":
+        # DeepSeek: generation was cut off by server load; the reply is unusable.
+        raise RetryableError(
+            "generation interrupted (insufficient_system_resource)",
+            model=str(body.get("model") or ""),
+        )
+    stop: StopReason = "tool_use" if calls else _STOP.get(raw_stop or "", "other")
+    reasoning = message.get("reasoning_content")
+    reasoning_text = reasoning if isinstance(reasoning, str) else None
+    return AssistantTurn(
+        text=text,
+        tool_calls=calls,
+        stop_reason=stop,
+        raw_stop_reason=raw_stop,
+        usage=parse_usage(body.get("usage")),
+        model=str(body.get("model") or ""),
+        requested_at=requested_at,
+        latency_s=latency_s,
+        reasoning=reasoning_text,
+        provider=ProviderState(protocol=PROTOCOL, reasoning_content=reasoning_text),
+    )
+
+
+def _text_parts(content: object) -> str:
+    if not isinstance(content, list):
+        return ""
+    return "".join(
+        str(part.get("text", ""))
+        for part in content
+        if isinstance(part, dict) and part.get("type") in ("text", "output_text")
+    )
+
+
+class OpenAIChatClient:
+    """`POST {base_url}/chat/completions` with Bearer auth."""
+
+    def __init__(self, config: ModelConfig, api_key: str, http: httpx.AsyncClient) -> None:
+        self._config = config
+        self._key = api_key
+        self._http = http
+
+    def __repr__(self) -> str:
+        return f"OpenAIChatClient({self._config.name!r})"
+
+    @property
+    def config(self) -> ModelConfig:
+        return self._config
+
+    async def complete(
+        self,
+        conversation: Conversation,
+        tools: Sequence[ToolSpec],
+        *,
+        max_tokens: int | None = None,
+    ) -> AssistantTurn:
+        body = build_request(
+            self._config, conversation, tools, output_budget(self._config, max_tokens)
+        )
+        reply = await post_json(
+            self._http,
+            f"{self._config.base_url}/chat/completions",
+            headers={"Authorization": f"Bearer {self._key}"},
+            body=body,
+            timeout_s=self._config.request_timeout_s,
+            model=self._config.name,
+            secret=self._key,
+        )
+        return parse_response(
+            reply.body, requested_at=reply.requested_at, latency_s=reply.latency_s
+        )
