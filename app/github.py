@@ -14,15 +14,18 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar, cast
 
 from githubkit import AppAuthStrategy, AppInstallationAuthStrategy, GitHub
 from githubkit.cache import BaseCacheStrategy
 from githubkit.exception import GitHubException, RateLimitExceeded, RequestError, RequestFailed
 from githubkit.typing import RetryOption
-from githubkit_schemas.latest.models import IssueComment
+from githubkit_schemas.latest.models import FullRepository, Issue, IssueComment
 
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from githubkit_schemas.latest.types import AppPermissionsType
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +107,12 @@ class InstallationClient:
                 return "none"
             raise
         return resp.parsed_data.permission
+
+    async def repository(self, owner: str, repo: str) -> FullRepository:
+        return (await self.gh.rest.repos.async_get(owner, repo)).parsed_data
+
+    async def issue(self, owner: str, repo: str, number: int) -> Issue:
+        return (await self.gh.rest.issues.async_get(owner, repo, number)).parsed_data
 
     async def react_to_issue(self, owner: str, repo: str, number: int, content: Reaction) -> None:
         await self.writer.run(
@@ -199,6 +208,16 @@ class GitHubGateway:
         )
         self._writers: dict[int, SerializedWriter] = {}
         self._clients: dict[int, InstallationClient] = {}
+
+    async def repo_token(self, installation_id: int, repo: str, permissions: dict[str, str]) -> str:
+        """A fresh installation token narrowed to one repository and the given permissions."""
+        resp = await self.app.rest.apps.async_create_installation_access_token(
+            installation_id,
+            repositories=[repo],
+            permissions=cast("AppPermissionsType", permissions),
+        )
+        token: str = resp.parsed_data.token
+        return token
 
     def installation(self, installation_id: int) -> InstallationClient:
         client = self._clients.get(installation_id)

@@ -8,11 +8,12 @@ answers a repeated reaction with the existing one.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from app import replies
 from app.github import WRITE_PERMISSIONS, InstallationClient
-from app.runs.report import render_help, render_queued
+from app.runs.report import render_help, render_plan, render_queued
 from app.runs.run import Run, issue_key, run_id_for
 from app.runs.store import RunStore
 from app.webhooks import Trigger
@@ -34,6 +35,7 @@ class Intake:
     store: RunStore
     bot_login: str
     trigger_label: str
+    enqueue_plan: Callable[[str], Awaitable[None]]
 
     async def handle(self, trigger: Trigger) -> IntakeResult:
         t = trigger
@@ -70,6 +72,7 @@ class Intake:
             plan_only=t.verb == "plan",
             instructions=t.instructions,
         )
+        await self._supersede_waiting_plan(run)
         holder = await self.store.claim_issue(run.issue_key, run.id)
         if holder != run.id:
             other = await self.store.get(holder)
@@ -90,8 +93,18 @@ class Intake:
                 run.id, lambda r: r.model_copy(update={"comment_id": comment_id})
             )
             await self.store.append_event(run.id, "comment", comment_id=comment_id)
+        if run.state == "queued":
+            await self.enqueue_plan(run.id)
         log.info("run %s queued for %s", run.id, run.issue_key)
         return IntakeResult("queued", run.id)
+
+    async def _supersede_waiting_plan(self, run: Run) -> None:
+        """A new trigger replaces a plan that is only waiting for approval."""
+        active = await self.store.active_run(run.issue_key)
+        if active is None or active.id == run.id or active.state != "planned":
+            return
+        await self.store.update(active.id, _superseded)
+        await self.store.append_event(active.id, "superseded", by=run.id)
 
     async def _command_on_active_run(self, t: Trigger) -> IntakeResult:
         await self._acknowledge(t)
@@ -113,7 +126,17 @@ class Intake:
             await self.store.append_event(run.id, "cancelled", by=t.sender_login)
             await self._reply(t, f"Run `{run.id}` is cancelled. Comment `/baro` to start again.")
             return IntakeResult("cancelled", run.id)
-        await self._reply(t, replies.not_yet(t.verb))
+        if t.verb == "approve" and run.state == "planned" and run.plan is not None:
+            approved = await self.store.update(run.id, _approved)
+            await self.store.append_event(run.id, "approved", by=t.sender_login)
+            body = render_plan(
+                run.id, run.plan, stats=run.plan_stats, state=approved.state, auto_execute=True
+            )
+            await self.gh.upsert_comment(
+                t.owner, t.repo, t.issue_number, run.marker, self.bot_login, body
+            )
+            return IntakeResult("approved", run.id)
+        await self._reply(t, replies.not_yet(t.verb, run.state))
         return IntakeResult("not-yet", run.id)
 
     async def _acknowledge(self, t: Trigger) -> None:
@@ -145,3 +168,13 @@ class Intake:
 
 def _cancelled(run: Run) -> Run | None:
     return None if run.terminal else run.model_copy(update={"state": "cancelled"})
+
+
+def _superseded(run: Run) -> Run | None:
+    if run.state != "planned":
+        return None
+    return run.model_copy(update={"state": "cancelled", "failure": "superseded by a new trigger"})
+
+
+def _approved(run: Run) -> Run | None:
+    return run.model_copy(update={"state": "ready"}) if run.state == "planned" else None

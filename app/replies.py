@@ -44,5 +44,7 @@ def status(run_id: str, state: str) -> str:
     return f"Run `{run_id}` is **{state}**."
 
 
-def not_yet(verb: str) -> str:
-    return f"`/baro {verb}` has nothing to act on while the run is still being planned."
+def not_yet(verb: str, state: str) -> str:
+    if verb == "approve" and state in ("ready", "running"):
+        return "This run is already approved."
+    return f"`/baro {verb}` cannot act on this run while it is {state}."

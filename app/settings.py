@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,9 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from app.llm.config import ModelConfig
+from app.llm.routing import RoutingConfig
 
 ENV_PREFIX = "BARO_"
 
@@ -53,10 +57,35 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, gt=0, lt=65536)
     log_level: str = "INFO"
 
+    # Models: named endpoints (server settings only), routing per phase, prices.
+    models: list[ModelConfig] = Field(default_factory=list)
+    routing: RoutingConfig | None = None
+    prices_file: Path | None = None
+    planner_budget_usd: Decimal = Field(default=Decimal("2.00"), gt=0)
+    planner_max_rounds: int = Field(default=40, gt=0)
+    auto_execute: bool = True
+    model_keys: dict[str, SecretStr] = Field(default_factory=dict, exclude=True)
+    """API keys by model name, read from each model's `api_key_env` at start-up."""
+
     @model_validator(mode="after")
     def _private_key_present(self) -> Settings:
         if self.github_private_key is None and self.github_private_key_file is None:
             raise ValueError("BARO_GITHUB_PRIVATE_KEY or BARO_GITHUB_PRIVATE_KEY_FILE is required")
+        return self
+
+    @model_validator(mode="after")
+    def _routing_names_configured_models(self) -> Settings:
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ValueError("BARO_MODELS: a model name is configured twice")
+        if self.routing is not None:
+            unknown = self.routing.unknown_models(names)
+            if unknown:
+                raise ValueError(
+                    f"BARO_ROUTING: names models that are not in BARO_MODELS: {', '.join(unknown)}"
+                )
+        elif self.models:
+            raise ValueError("BARO_ROUTING is required when BARO_MODELS is set")
         return self
 
     @classmethod
@@ -113,7 +142,14 @@ def load_settings(**overrides: Any) -> Settings:
         if not path.is_file():
             raise ConfigError(f"{ENV_PREFIX}GITHUB_PRIVATE_KEY_FILE: file not found: {path}")
     _check_private_key(settings)
-    return settings
+    if settings.prices_file is not None and not settings.prices_file.is_file():
+        raise ConfigError(f"{ENV_PREFIX}PRICES_FILE: file not found: {settings.prices_file}")
+    keys = {
+        m.name: SecretStr(os.environ[m.api_key_env])
+        for m in settings.models
+        if os.environ.get(m.api_key_env)
+    }
+    return settings.model_copy(update={"model_keys": keys})
 
 
 def _check_private_key(settings: Settings) -> None:

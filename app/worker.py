@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import httpx
+from arq.connections import ArqRedis
 from arq.worker import Worker, func
 from githubkit.cache import AsyncRedisCacheStrategy
 
 from app.github import GitHubGateway
 from app.intake import Intake
+from app.planning import Planning
 from app.queue import ORCHESTRATOR_QUEUE, connect, deserialize, redis_settings, serialize
 from app.runs.store import RunStore
 from app.settings import Settings
@@ -18,6 +21,7 @@ from app.webhooks import Trigger
 log = logging.getLogger(__name__)
 
 JOB_TIMEOUT = 120
+PLAN_TIMEOUT = 1800
 HEALTH_CHECK_INTERVAL = 10
 
 
@@ -26,11 +30,19 @@ async def handle_trigger(ctx: dict[str, Any], payload: dict[str, Any]) -> str:
     trigger = Trigger.model_validate(payload)
     settings: Settings = ctx["settings"]
     gateway: GitHubGateway = ctx["gateway"]
+    redis: ArqRedis = ctx["redis"]
+
+    async def enqueue_plan(run_id: str) -> None:
+        await redis.enqueue_job(
+            "plan_run", run_id, _job_id=f"plan:{run_id}", _queue_name=ORCHESTRATOR_QUEUE
+        )
+
     intake = Intake(
         gh=gateway.installation(trigger.installation_id),
         store=ctx["store"],
         bot_login=settings.bot_login,
         trigger_label=settings.trigger_label,
+        enqueue_plan=enqueue_plan,
     )
     result = await intake.handle(trigger)
     log.info(
@@ -38,6 +50,14 @@ async def handle_trigger(ctx: dict[str, Any], payload: dict[str, Any]) -> str:
         extra={"delivery": trigger.delivery_id, "outcome": result.outcome, "run": result.run_id},
     )
     return result.outcome
+
+
+async def plan_run(ctx: dict[str, Any], run_id: str) -> str:
+    """Plan a queued run and post the checklist (idempotent per run state)."""
+    planning: Planning = ctx["planning"]
+    outcome = await planning.plan_run(run_id)
+    log.info("plan_run %s: %s", run_id, outcome)
+    return outcome
 
 
 def build_worker(settings: Settings, **overrides: Any) -> Worker:
@@ -50,12 +70,19 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
         ctx["gateway"] = GitHubGateway(
             settings, AsyncRedisCacheStrategy(redis, prefix="baro:githubkit")
         )
+        ctx["http"] = httpx.AsyncClient(timeout=httpx.Timeout(600, connect=10))
+        ctx["planning"] = Planning.create(settings, ctx["gateway"], ctx["store"], ctx["http"])
 
     async def shutdown(ctx: dict[str, Any]) -> None:
+        if "http" in ctx:
+            await ctx["http"].aclose()
         await redis.aclose()
 
     options: dict[str, Any] = {
-        "functions": [func(handle_trigger, name="handle_trigger", max_tries=5)],
+        "functions": [
+            func(handle_trigger, name="handle_trigger", max_tries=5),
+            func(plan_run, name="plan_run", max_tries=3, timeout=PLAN_TIMEOUT),
+        ],
         "queue_name": ORCHESTRATOR_QUEUE,
         "redis_settings": redis_settings(settings.redis_url),
         "on_startup": startup,

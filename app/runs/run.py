@@ -8,7 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from app.runs.models import RunState
+from app.llm.routing import RepoConfig
+from app.runs.models import Plan, PlanStats, RunState
 
 TERMINAL_STATES: frozenset[str] = frozenset({"done", "failed", "cancelled", "checkpoint"})
 
@@ -36,6 +37,12 @@ class Run(BaseModel):
     instructions: str = ""
     state: RunState = "queued"
     comment_id: int | None = None
+    default_branch: str | None = None
+    base_sha: str | None = None
+    repo_config: RepoConfig | None = None
+    plan: Plan | None = None
+    plan_stats: PlanStats | None = None
+    failure: str | None = None
     created_at: datetime = Field(default_factory=now)
     updated_at: datetime = Field(default_factory=now)
     version: int = 0

@@ -1,0 +1,219 @@
+"""The orchestrator's `plan_run` job: clone, read config, plan, post the checklist.
+
+Runs on a fresh shallow clone of the default branch, fetched with a read-only token narrowed
+to the repository. Every way it can end is written to the run and to the tracking comment:
+a plan (waiting for approval or ready to execute) or a failure that says what to do.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+
+from app.gitcmd import GitAuth, GitError, run_git, shallow_clone
+from app.github import GitHubGateway, InstallationClient
+from app.llm.catalog import CatalogError, ModelCatalog, build_client
+from app.llm.client import ModelClient
+from app.llm.prices import PriceTable, load_prices
+from app.llm.routing import RepoConfig, RepoConfigError, parse_repo_config
+from app.llm.types import AssistantTurn
+from app.runs.models import RunState
+from app.runs.planner import PlannerBudget, PlannerFailed, PlanRequest, make_plan
+from app.runs.repo_tools import ReadOnlyRepo
+from app.runs.report import render_failed, render_plan
+from app.runs.run import Run
+from app.runs.store import RunStore
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+REPO_CONFIG_PATH = ".github/baro.yml"
+AGENT_DOCS = ("AGENTS.md", "CLAUDE.md", "README.md")
+RETRY_HINT = "Comment `/baro plan` to try again."
+
+
+class RunFailed(Exception):
+    """Planning cannot go on; `reason` and `details` are shown in the tracking comment."""
+
+    def __init__(self, reason: str, details: list[str] | None = None, next_step: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.details = details or []
+        self.next_step = next_step or RETRY_HINT
+
+
+@dataclass
+class Planning:
+    settings: Settings
+    gateway: GitHubGateway
+    store: RunStore
+    http: httpx.AsyncClient
+    prices: PriceTable
+
+    @classmethod
+    def create(
+        cls, settings: Settings, gateway: GitHubGateway, store: RunStore, http: httpx.AsyncClient
+    ) -> Planning:
+        return cls(settings, gateway, store, http, load_prices(settings.prices_file))
+
+    async def plan_run(self, run_id: str) -> str:
+        run = await self.store.get(run_id)
+        if run.state not in ("queued", "planning"):
+            return f"skipped ({run.state})"
+        run = await self.store.update(run_id, _to_planning)
+        if run.state != "planning":
+            return f"skipped ({run.state})"
+        await self.store.append_event(run_id, "planning")
+        gh = self.gateway.installation(run.installation_id)
+        try:
+            return await self._plan(run, gh)
+        except RunFailed as failure:
+            await self._fail(run, gh, failure)
+            return "failed"
+
+    async def _plan(self, run: Run, gh: InstallationClient) -> str:
+        repository = await gh.repository(run.owner, run.repo)
+        issue = await gh.issue(run.owner, run.repo, run.issue_number)
+        token = await self.gateway.repo_token(
+            run.installation_id, run.repo, {"contents": "read", "metadata": "read"}
+        )
+        with tempfile.TemporaryDirectory(prefix="baro-plan-") as tmp:
+            checkout = Path(tmp) / "repo"
+            try:
+                await shallow_clone(
+                    repository.clone_url, checkout, GitAuth(token), repository.default_branch
+                )
+                base_sha = (await run_git(["rev-parse", "HEAD"], cwd=checkout)).strip()
+            except GitError as exc:
+                raise RunFailed(f"could not clone {repository.full_name}", [str(exc)]) from exc
+            repo = ReadOnlyRepo(checkout)
+            config = self._repo_config(repo)
+            model_name, client = self._planner_client(config)
+            docs = {name: text for name in AGENT_DOCS if (text := repo.read_optional(name))}
+            request = PlanRequest(
+                repo_full_name=repository.full_name,
+                issue_number=run.issue_number,
+                issue_title=issue.title,
+                issue_body=issue.body or "",
+                instructions=run.instructions,
+                docs=docs,
+            )
+            model_config = self._catalog().get(model_name)
+            budget = PlannerBudget(
+                max_rounds=self.settings.planner_max_rounds,
+                max_cost_usd=self.settings.planner_budget_usd,
+            )
+
+            def pricer(turn: AssistantTurn) -> Decimal | None:
+                when = turn.requested_at
+                if when is None:
+                    return None
+                return self.prices.cost(turn.usage, model_config.price_key, when)
+
+            try:
+                outcome = await make_plan(client, repo, request, pricer=pricer, budget=budget)
+            except PlannerFailed as exc:
+                stats = exc.stats
+                await self.store.update(
+                    run.id, lambda r: r.model_copy(update={"plan_stats": stats})
+                )
+                raise RunFailed(
+                    exc.reason,
+                    exc.details,
+                    "Make the issue's goal clearer, or comment `/baro plan` to try again.",
+                ) from exc
+
+        auto = self.settings.auto_execute and config.auto_execute and not run.plan_only
+        state: RunState = "ready" if auto else "planned"
+
+        def planned(r: Run) -> Run | None:
+            if r.state != "planning":
+                return None
+            return r.model_copy(
+                update={
+                    "state": state,
+                    "plan": outcome.plan,
+                    "plan_stats": outcome.stats,
+                    "repo_config": config,
+                    "default_branch": repository.default_branch,
+                    "base_sha": base_sha,
+                }
+            )
+
+        updated = await self.store.update(run.id, planned)
+        if updated.state != state:
+            return f"discarded ({updated.state})"
+        await self.store.append_event(
+            run.id, "planned", stories=len(outcome.plan.stories), state=state
+        )
+        body = render_plan(
+            run.id, outcome.plan, stats=outcome.stats, state=state, auto_execute=auto
+        )
+        await gh.upsert_comment(
+            run.owner, run.repo, run.issue_number, run.marker, self.settings.bot_login, body
+        )
+        log.info("run %s planned: %d stories", run.id, len(outcome.plan.stories))
+        return state
+
+    def _catalog(self) -> ModelCatalog:
+        return ModelCatalog(self.settings.models)
+
+    def _repo_config(self, repo: ReadOnlyRepo) -> RepoConfig:
+        text = repo.read_optional(REPO_CONFIG_PATH, limit=100_000)
+        if text is None:
+            return RepoConfig()
+        try:
+            return parse_repo_config(text, self._catalog().names)
+        except RepoConfigError as exc:
+            raise RunFailed(
+                f"{REPO_CONFIG_PATH} on the default branch is invalid",
+                [str(exc)],
+                f"Fix `{REPO_CONFIG_PATH}` on the default branch, then comment `/baro`.",
+            ) from exc
+
+    def _planner_client(self, config: RepoConfig) -> tuple[str, ModelClient]:
+        routing = self.settings.routing
+        if routing is None or not self.settings.models:
+            raise RunFailed(
+                "no planning model is configured on this baro server",
+                next_step="The operator needs to set `BARO_MODELS` and `BARO_ROUTING`.",
+            )
+        name = routing.for_repo(config).model_for("planner")
+        try:
+            model = self._catalog().get(name)
+        except CatalogError as exc:
+            raise RunFailed(str(exc)) from exc
+        key = self.settings.model_keys.get(name)
+        if key is None:
+            raise RunFailed(
+                f"model {name!r} has no API key on this baro server",
+                next_step=f"The operator needs to set `{model.api_key_env}`.",
+            )
+        return name, build_client(model, key.get_secret_value(), self.http)
+
+    async def _fail(self, run: Run, gh: InstallationClient, failure: RunFailed) -> None:
+        reason = failure.reason
+
+        def failed(r: Run) -> Run | None:
+            if r.terminal:
+                return None
+            return r.model_copy(update={"state": "failed", "failure": reason})
+
+        await self.store.update(run.id, failed)
+        await self.store.append_event(run.id, "failed", reason=reason)
+        body = render_failed(run.id, reason, failure.details, next_step=failure.next_step)
+        await gh.upsert_comment(
+            run.owner, run.repo, run.issue_number, run.marker, self.settings.bot_login, body
+        )
+        log.warning("run %s failed: %s", run.id, reason)
+
+
+def _to_planning(run: Run) -> Run | None:
+    if run.state == "queued":
+        return run.model_copy(update={"state": "planning"})
+    return None

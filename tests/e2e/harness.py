@@ -1,0 +1,214 @@
+"""Real bot processes (web, worker) against the testbed GitHub, scripted models and Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from testbed.github.delivery import (
+    deliver,
+    issue_comment_created_payload,
+    issue_labeled_payload,
+)
+from testbed.github.server import TestbedServer
+from testbed.github.state import App, Installation, Issue, Repo
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+PLANNER_MODEL = {
+    "name": "planner-model",
+    "protocol": "openai-chat",
+    "base_url": "",
+    "model_id": "deepseek-v4-pro",
+    "api_key_env": "BARO_TEST_PLANNER_KEY",
+}
+ROUTING = {
+    "planner": "planner-model",
+    "light": "planner-model",
+    "standard": "planner-model",
+    "heavy": "planner-model",
+}
+PLANNER_KEY = "sk-test-planner-key-0123456789"
+
+
+def wait_for(check: Callable[[], T | None], timeout: float = 20.0, what: str = "condition") -> T:
+    """Poll until `check` returns something truthy; fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+@dataclass
+class Bot:
+    """`baro-bot web` and `baro-bot worker` as subprocesses, with their logs on disk."""
+
+    env: dict[str, str]
+    web_url: str
+    log_dir: Path
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, kind: str, *args: str) -> None:
+        with (self.log_dir / f"{kind}.log").open("ab") as log:
+            self.procs[kind] = subprocess.Popen(
+                [sys.executable, "-m", "app.cli", kind, *args],
+                env=self.env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def start_all(self) -> None:
+        port = self.web_url.rsplit(":", 1)[1]
+        self.start("web", "--port", port)
+        self.start("worker")
+        wait_for(self._web_up, 30, "the web process")
+
+    def _web_up(self) -> bool:
+        proc = self.procs["web"]
+        if proc.poll() is not None:
+            raise AssertionError(f"web exited: {self.logs('web')}")
+        try:
+            return httpx.get(self.web_url + "/healthz", timeout=1).status_code in (200, 503)
+        except httpx.TransportError:
+            return False
+
+    def logs(self, kind: str | None = None) -> str:
+        names = [kind] if kind else sorted(self.procs)
+        return "\n".join((self.log_dir / f"{n}.log").read_text() for n in names)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.procs.clear()
+
+
+def bot_env(
+    testbed: TestbedServer,
+    app: App,
+    redis_url: str,
+    model_url: str | None = None,
+    **extra: str,
+) -> dict[str, str]:
+    key_file = Path(tempfile.mkdtemp(prefix="baro-key-")) / "app.pem"
+    key_file.write_text(app.private_key_pem)
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("BARO_") and k != "PYTEST_ADDOPTS"
+    }
+    env.update(
+        {
+            "BARO_GITHUB_APP_ID": str(app.id),
+            "BARO_GITHUB_PRIVATE_KEY_FILE": str(key_file),
+            "BARO_GITHUB_WEBHOOK_SECRET": app.webhook_secret,
+            "BARO_GITHUB_APP_SLUG": app.slug,
+            "BARO_GITHUB_API_URL": testbed.url,
+            "BARO_REDIS_URL": redis_url,
+            "BARO_GITHUB_WRITE_SPACING": "0",
+            "BARO_LOG_LEVEL": "INFO",
+        }
+    )
+    if model_url is not None:
+        env["BARO_MODELS"] = json.dumps([{**PLANNER_MODEL, "base_url": model_url + "/v1"}])
+        env["BARO_ROUTING"] = json.dumps(ROUTING)
+        env["BARO_TEST_PLANNER_KEY"] = PLANNER_KEY
+    env.update(extra)
+    return env
+
+
+def new_bot(env: dict[str, str]) -> Bot:
+    return Bot(
+        env=env,
+        web_url=f"http://127.0.0.1:{free_port()}",
+        log_dir=Path(tempfile.mkdtemp(prefix="baro-logs-")),
+    )
+
+
+@dataclass
+class World:
+    """One App installed on one account, with helpers to make repos and deliver events."""
+
+    testbed: TestbedServer
+    app: App
+    installation: Installation
+    owner: str = "octo-org"
+    maintainer: str = "maintainer"
+
+    @property
+    def state(self) -> Any:
+        return self.testbed.state
+
+    def new_repo(self, files: dict[str, str | bytes] | None = None) -> Repo:
+        name = f"demo-{uuid.uuid4().hex[:8]}"
+        repo = self.state.create_repo(
+            self.owner,
+            name,
+            files or {"README.md": "# Demo\n", "calc.py": "def add(a, b):\n    return a + b\n"},
+            installation=self.installation,
+        )
+        self.state.set_permission(repo, self.maintainer, "write")
+        return repo
+
+    def new_issue(self, repo: Repo, title: str = "Add subtraction", body: str = "") -> Issue:
+        issue: Issue = self.state.create_issue(repo, title, body or "Please add sub().", "reporter")
+        return issue
+
+    def bot_comments(self, repo: Repo, number: int) -> list[Any]:
+        return [c for c in self.state.comments(repo, number) if c.user.login == self.app.bot.login]
+
+    async def deliver_label(
+        self,
+        bot: Bot,
+        repo: Repo,
+        number: int,
+        *,
+        sender: str | None = None,
+        label: str = "baro",
+        delivery_id: str | None = None,
+    ) -> httpx.Response:
+        payload = issue_labeled_payload(
+            self.state, repo, number, label, sender or self.maintainer, self.installation.id
+        )
+        return await self.post(bot, "issues", payload, delivery_id)
+
+    async def deliver_comment(
+        self, bot: Bot, repo: Repo, number: int, body: str, *, commenter: str | App | None = None
+    ) -> httpx.Response:
+        payload = issue_comment_created_payload(
+            self.state, repo, number, body, commenter or self.maintainer, self.installation.id
+        )
+        return await self.post(bot, "issue_comment", payload)
+
+    async def post(
+        self, bot: Bot, event: str, payload: Any, delivery_id: str | None = None
+    ) -> httpx.Response:
+        async with httpx.AsyncClient(timeout=10) as client:
+            return await deliver(
+                client,
+                bot.web_url + "/webhooks/github",
+                event,
+                payload,
+                self.app.webhook_secret,
+                delivery_id,
+            )
