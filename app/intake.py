@@ -80,7 +80,7 @@ class Intake:
             return IntakeResult("already-running", other.id)
 
         run, _created = await self.store.create(run)
-        via = f"the `{self.trigger_label}` label" if t.kind == "label" else "`/baro`"
+        via = f"the {self.trigger_label} label" if t.kind == "label" else "a /baro comment"
         body = render_queued(
             run.id, requester=run.requester, trigger=via, instructions=run.instructions
         )

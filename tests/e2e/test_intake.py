@@ -21,15 +21,15 @@ def tracking_comments(world: World, repo: object, number: int) -> list[object]:
     return [c for c in world.bot_comments(repo, number) if "<!-- baro:run:" in c.body]  # type: ignore[arg-type]
 
 
-async def test_label_delivery_reacts_and_posts_one_tracking_comment(
-    world: World, bot: Bot
-) -> None:
+async def test_label_delivery_reacts_and_posts_one_tracking_comment(world: World, bot: Bot) -> None:
     repo = world.new_repo()
     issue = world.new_issue(repo)
     resp = await world.deliver_label(bot, repo, issue.number)
     assert resp.status_code == 202, resp.text
 
-    comments = wait_for(lambda: tracking_comments(world, repo, issue.number), what="tracking comment")
+    comments = wait_for(
+        lambda: tracking_comments(world, repo, issue.number), what="tracking comment"
+    )
     assert len(comments) == 1
     reactions = world.state.reactions(repo, issue_number=issue.number)
     assert [(r.content, r.user.login) for r in reactions] == [("eyes", "baro-test[bot]")]
@@ -47,9 +47,7 @@ async def test_same_delivery_twice_gives_one_comment_and_one_run(world: World, b
     # A new delivery id for the same label (GitHub sends one per label event) → one active run.
     third = await world.deliver_label(bot, repo, issue.number)
     assert third.status_code == 202
-    wait_for(
-        lambda: len(world.bot_comments(repo, issue.number)) >= 2, what="already-running reply"
-    )
+    wait_for(lambda: len(world.bot_comments(repo, issue.number)) >= 2, what="already-running reply")
     assert len(tracking_comments(world, repo, issue.number)) == 1
 
 
@@ -122,7 +120,9 @@ async def test_every_fixture_payload_is_answered_without_5xx(world: World, bot: 
         for path in paths:
             body = path.read_bytes()
             headers = github_headers(path.parent.name, None, sign(world.app.webhook_secret, body))
-            resp = await client.post(bot.web_url + "/webhooks/github", content=body, headers=headers)
+            resp = await client.post(
+                bot.web_url + "/webhooks/github", content=body, headers=headers
+            )
             assert resp.status_code < 500, (path, resp.status_code, resp.text)
 
 
@@ -130,7 +130,9 @@ async def test_malformed_signed_payloads_are_400(world: World, bot: Bot) -> None
     async with httpx.AsyncClient(timeout=10) as client:
         for body in (b"not json", b"[]", b'{"issue": "x", "sender": 1, "repository": {}}'):
             headers = github_headers("issues", None, sign(world.app.webhook_secret, body))
-            resp = await client.post(bot.web_url + "/webhooks/github", content=body, headers=headers)
+            resp = await client.post(
+                bot.web_url + "/webhooks/github", content=body, headers=headers
+            )
             assert resp.status_code == 400, body
 
 
@@ -155,7 +157,9 @@ async def test_secondary_rate_limit_on_comment_creation_is_waited_out(
     )
     await world.deliver_label(bot, repo, issue.number)
     wait_for(lambda: tracking_comments(world, repo, issue.number), what="tracking comment")
-    log = world.state.request_log(method="POST", path=rf"/{repo.name}/issues/{issue.number}/comments$")
+    log = world.state.request_log(
+        method="POST", path=rf"/{repo.name}/issues/{issue.number}/comments$"
+    )
     statuses = [r.status for r in log]
     assert statuses[:2] == [403, 201], statuses
     assert log[1].started - log[0].started >= 0.9
@@ -181,9 +185,7 @@ async def test_redis_outage_gives_503_then_recovers(
         assert health.status_code == 503 and health.json()["status"] == "unhealthy"
 
         redis.start()
-        wait_for(
-            lambda: httpx.get(running.web_url + "/healthz").status_code == 200, what="healthy"
-        )
+        wait_for(lambda: httpx.get(running.web_url + "/healthz").status_code == 200, what="healthy")
         # GitHub redelivers with the same id: it must be processed now, not deduplicated.
         delivery = resp.request.headers["X-GitHub-Delivery"]
         again = await world.deliver_label(running, repo, issue.number, delivery_id=delivery)
