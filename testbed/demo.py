@@ -1,0 +1,359 @@
+"""The local demo: the whole bot against the testbed GitHub and the scripted models.
+
+Starts a private Redis, the testbed GitHub and the scripted model server (in this process),
+`baro-bot web` and `baro-bot worker` (as subprocesses, exactly as deployed), creates a small
+Python repository and an issue, delivers a signed `issues.labeled` webhook and prints what
+a maintainer would see. Everything it started is stopped at the end.
+
+    uv run python -m testbed.demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import redis
+
+from testbed.github.delivery import deliver, issue_labeled_payload
+from testbed.github.server import running_testbed
+from testbed.github.state import GitHubState
+from testbed.models.harness import running_model_server
+
+ROOT = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
+
+REPO_FILES: dict[str, str | bytes] = {
+    "README.md": "# inventory\n\nA tiny stock-keeping library.\n\n    pytest\n",
+    "inventory/__init__.py": '"""Stock keeping."""\n',
+    "inventory/core.py": (
+        "from dataclasses import dataclass\n\n\n"
+        "@dataclass\nclass Item:\n    sku: str\n    name: str\n    quantity: int\n"
+        "    reorder_level: int = 5\n\n\n"
+        "class Inventory:\n"
+        "    def __init__(self) -> None:\n        self.items: dict[str, Item] = {}\n\n"
+        "    def add(self, item: Item) -> None:\n        self.items[item.sku] = item\n\n"
+        "    def remove(self, sku: str, count: int) -> None:\n"
+        "        self.items[sku].quantity -= count\n"
+    ),
+    "tests/test_core.py": (
+        "from inventory.core import Inventory, Item\n\n\n"
+        "def test_add_and_remove() -> None:\n"
+        "    inv = Inventory()\n    inv.add(Item('a1', 'bolt', 10))\n    inv.remove('a1', 3)\n"
+        "    assert inv.items['a1'].quantity == 7\n"
+    ),
+    "pyproject.toml": '[project]\nname = "inventory"\nversion = "0.1.0"\n',
+}
+
+ISSUE_TITLE = "CSV export and a low-stock report"
+ISSUE_BODY = (
+    "We need to export the inventory as CSV and print a report of items at or below their "
+    "reorder level, both from a small CLI (`python -m inventory export|low-stock`). "
+    "Removing more than is in stock should raise instead of going negative."
+)
+
+STORIES: list[dict[str, Any]] = [
+    {
+        "id": "S1",
+        "title": "Refuse to remove more than is in stock",
+        "description": "Inventory.remove raises OutOfStock (new, in core.py) instead of going "
+        "negative.",
+        "writes": ["inventory/core.py", "tests/test_core.py"],
+        "acceptance": ["remove() beyond the quantity raises OutOfStock"],
+        "tests": ["pytest tests/test_core.py"],
+        "tier": "light",
+    },
+    {
+        "id": "S2",
+        "title": "CSV export",
+        "description": "inventory/export.py: to_csv(inv) -> str with header sku,name,quantity.",
+        "writes": ["inventory/export.py", "tests/test_export.py"],
+        "acceptance": ["rows sorted by sku", "header line first"],
+        "tests": ["pytest tests/test_export.py"],
+        "tier": "standard",
+    },
+    {
+        "id": "S3",
+        "title": "Low-stock report",
+        "description": "inventory/report.py: low_stock(inv) -> list[Item] and format_report().",
+        "writes": ["inventory/report.py", "tests/test_report.py"],
+        "acceptance": ["items at or below reorder_level are listed"],
+        "tests": ["pytest tests/test_report.py"],
+        "tier": "standard",
+    },
+    {
+        "id": "S4",
+        "title": "Command-line interface",
+        "description": "inventory/__main__.py with subcommands export and low-stock.",
+        "depends_on": ["S2", "S3"],
+        "writes": ["inventory/__main__.py"],
+        "acceptance": ["python -m inventory export prints CSV"],
+        "tests": ["python -m inventory --help"],
+        "tier": "standard",
+    },
+    {
+        "id": "S5",
+        "title": "CLI tests",
+        "description": "tests/test_cli.py runs both subcommands on a sample inventory.",
+        "depends_on": ["S4", "S1"],
+        "writes": ["tests/test_cli.py"],
+        "acceptance": ["both subcommands covered"],
+        "tests": ["pytest tests/test_cli.py"],
+        "tier": "light",
+    },
+    {
+        "id": "S6",
+        "title": "Document the CLI",
+        "description": "README section with both commands and an example.",
+        "depends_on": ["S4"],
+        "writes": ["README.md"],
+        "acceptance": ["README shows both commands"],
+        "tests": [],
+        "tier": "light",
+    },
+]
+
+MODEL_SCRIPT: dict[str, Any] = {
+    "rules": [
+        {
+            "name": "planner",
+            "match": {"system": "baro's planner"},
+            "turns": [
+                {
+                    "tool_calls": [
+                        {"name": "list_files", "arguments": {}},
+                        {"name": "view", "arguments": {"path": "inventory/core.py"}},
+                    ],
+                    "usage": {"input": 2400, "output": 120},
+                    "latency": 0.3,
+                },
+                {
+                    "tool_calls": [{"name": "grep", "arguments": {"pattern": "def test_"}}],
+                    "usage": {"input": 900, "cached": 2400, "output": 60},
+                    "latency": 0.2,
+                },
+                {
+                    "tool_calls": [
+                        {
+                            "name": "submit_plan",
+                            "arguments": {
+                                "summary": "Add CSV export, a low-stock report and a CLI for "
+                                "both; make remove() refuse to go below zero.",
+                                "design_note": (
+                                    "- `OutOfStock(Exception)` lives in inventory/core.py.\n"
+                                    "- `inventory/export.py`: `to_csv(inv: Inventory) -> str`.\n"
+                                    "- `inventory/report.py`: `low_stock(inv) -> list[Item]`, "
+                                    "`format_report(items) -> str`.\n"
+                                    "- `inventory/__main__.py`: argparse, subcommands `export` "
+                                    "and `low-stock`, reading a JSON file given with --data."
+                                ),
+                                "stories": STORIES,
+                            },
+                        }
+                    ],
+                    "usage": {"input": 1500, "cached": 3300, "output": 1400},
+                    "latency": 0.5,
+                },
+            ],
+        }
+    ]
+}
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(check: Callable[[], T | None], timeout: float, what: str) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise SystemExit(f"demo: timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@contextmanager
+def private_redis() -> Iterator[str]:
+    """A redis-server of the demo's own, so the demo never touches anyone's data."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise SystemExit("demo: redis-server is not installed (scripts/install installs it)")
+    port = _free_port()
+    workdir = tempfile.mkdtemp(prefix="baro-demo-redis-")
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", workdir],
+        stdout=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    try:
+        _wait(lambda: _pings(client), 10, "redis-server")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
+@contextmanager
+def bot_processes(env: dict[str, str], web_port: int, logs: Path) -> Iterator[None]:
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for kind, args in (("web", ["--port", str(web_port)]), ("worker", [])):
+            with (logs / f"{kind}.log").open("wb") as out:
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "app.cli", kind, *args],
+                        env=env,
+                        cwd=ROOT,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+        yield
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(url + "/healthz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def run_demo(keep_logs: bool = False) -> int:
+    started = time.monotonic()
+    logs = Path(tempfile.mkdtemp(prefix="baro-demo-logs-"))
+    with (
+        private_redis() as redis_url,
+        GitHubState() as state,
+        running_testbed(state) as github,
+        running_model_server(MODEL_SCRIPT) as models,
+    ):
+        app = state.create_app("baro-demo")
+        installation = state.create_installation(app, "acme")
+        repo = state.create_repo("acme", "inventory", REPO_FILES, installation=installation)
+        state.set_permission(repo, "maintainer", "write")
+        issue = state.create_issue(repo, ISSUE_TITLE, ISSUE_BODY, "reporter")
+        _say(f"testbed GitHub  {github.url}  (repository acme/inventory, issue #{issue.number})")
+        _say(f"scripted models {models.url}")
+
+        key_file = logs / "app.pem"
+        key_file.write_text(app.private_key_pem)
+        key_file.chmod(0o600)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BARO_")}
+        env.update(
+            {
+                "BARO_GITHUB_APP_ID": str(app.id),
+                "BARO_GITHUB_PRIVATE_KEY_FILE": str(key_file),
+                "BARO_GITHUB_WEBHOOK_SECRET": app.webhook_secret,
+                "BARO_GITHUB_APP_SLUG": app.slug,
+                "BARO_GITHUB_API_URL": github.url,
+                "BARO_REDIS_URL": redis_url,
+                "BARO_GITHUB_WRITE_SPACING": "0.2",
+                "BARO_MODELS": (
+                    '[{"name": "deepseek-pro", "protocol": "openai-chat", '
+                    f'"base_url": "{models.url}/v1", "model_id": "deepseek-v4-pro", '
+                    '"api_key_env": "DEMO_MODEL_KEY"}]'
+                ),
+                "BARO_ROUTING": (
+                    '{"planner": "deepseek-pro", "light": "deepseek-pro", '
+                    '"standard": "deepseek-pro", "heavy": "deepseek-pro"}'
+                ),
+                "DEMO_MODEL_KEY": "sk-demo-not-a-real-key",
+            }
+        )
+        web_port = _free_port()
+        web_url = f"http://127.0.0.1:{web_port}"
+        with bot_processes(env, web_port, logs):
+            _wait(lambda: _healthy(web_url), 30, "baro-bot web")
+            _say(f"baro-bot web    {web_url}  + baro-bot worker\n")
+
+            payload = issue_labeled_payload(
+                state, repo, issue.number, "baro", "maintainer", installation.id
+            )
+            _say("→ @maintainer adds the label `baro`; GitHub delivers a signed webhook")
+            sent = time.monotonic()
+            resp = asyncio.run(_deliver(web_url, payload, app.webhook_secret))
+            _say(f"← {resp.status_code} {resp.text}  ({(time.monotonic() - sent) * 1000:.0f} ms)")
+
+            def tracking() -> Any:
+                for comment in state.comments(repo, issue.number):
+                    if comment.user.login == app.bot.login and "baro:run:" in comment.body:
+                        return comment
+                return None
+
+            _wait(lambda: state.reactions(repo, issue_number=issue.number), 30, "the reaction")
+            reactions = state.reactions(repo, issue_number=issue.number)
+            _say(f"\n👀 reactions on the issue: {[(r.content, r.user.login) for r in reactions]}")
+            first = _wait(tracking, 30, "the tracking comment")
+            _say(f"tracking comment #{first.id} after {time.monotonic() - sent:.2f}s\n")
+            _say(_indent(first.body))
+
+            planned = _wait(
+                lambda: (c := tracking()) is not None and "```mermaid" in c.body and c,
+                60,
+                "the plan",
+            )
+            _say(f"\n… planned after {time.monotonic() - sent:.2f}s; the comment now reads:\n")
+            _say(_indent(planned.body))
+
+    _say(f"\ndemo finished in {time.monotonic() - started:.1f}s; logs: {logs}")
+    if not keep_logs:
+        shutil.rmtree(logs, ignore_errors=True)
+    return 0
+
+
+async def _deliver(url: str, payload: Any, secret: str) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=10) as client:
+        return await deliver(client, url + "/webhooks/github", "issues", payload, secret)
+
+
+def _indent(text: str) -> str:
+    return "\n".join("    " + line for line in text.splitlines())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs")
+    args = parser.parse_args()
+    sys.exit(run_demo(keep_logs=args.keep_logs))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""Pull request endpoints; PRs share the issue number sequence and live on real branches."""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from testbed.github import shapes
+from testbed.github.state import Pull
+from testbed.github.web import body_too_long, missing_field, ok, paginate, read_object, repo_access
+
+R = "/repos/{owner}/{repo}"
+
+
+def _number(request: Request) -> int:
+    value: int = request.path_params["number"]
+    return value
+
+
+async def create_pull(request: Request) -> Response:
+    state, repo, token = repo_access(request, "pull_requests", "write")
+    data = await read_object(request)
+    for name in ("head", "base"):
+        if not isinstance(data.get(name), str) or not data[name]:
+            raise missing_field("PullRequest", name)
+    title = data.get("title")
+    if not isinstance(title, str) or not title:
+        raise missing_field("PullRequest", "title")
+    body_too_long("PullRequest", data.get("body"))
+
+    def create() -> Pull:
+        return state.create_pull(
+            repo,
+            title=title,
+            head=data["head"],
+            base=data["base"],
+            body=data.get("body"),
+            draft=bool(data.get("draft", False)),
+            app=token.installation.app,
+            maintainer_can_modify=bool(data.get("maintainer_can_modify", False)),
+        )
+
+    pull = await run_in_threadpool(create)
+    with state.lock:
+        data_out = shapes.pull_request(state.base_url, repo, pull)
+    return ok(data_out, 201, headers={"location": data_out["url"]})
+
+
+async def list_pulls(request: Request) -> Response:
+    state, repo, _ = repo_access(request, "pull_requests", "read")
+    query = request.query_params
+    pulls = state.pulls(
+        repo,
+        state=query.get("state", "open"),
+        head=query.get("head"),
+        base=query.get("base"),
+    )
+    if query.get("direction") == "asc":
+        pulls.reverse()
+    page, headers = paginate(request, pulls)
+    for pull in page:
+        await run_in_threadpool(state.refresh_pull, repo, pull)
+    with state.lock:
+        return ok(
+            [shapes.pull_request_simple(state.base_url, repo, p) for p in page], headers=headers
+        )
+
+
+async def get_pull(request: Request) -> Response:
+    state, repo, _ = repo_access(request, "pull_requests", "read")
+    pull = state.get_pull(repo, _number(request))
+    await run_in_threadpool(state.refresh_pull, repo, pull)
+    with state.lock:
+        return ok(shapes.pull_request(state.base_url, repo, pull))
+
+
+async def update_pull(request: Request) -> Response:
+    state, repo, _ = repo_access(request, "pull_requests", "write")
+    data = await read_object(request)
+    body_too_long("PullRequest", data.get("body"))
+
+    def update() -> Pull:
+        pull = state.update_pull(
+            repo,
+            _number(request),
+            title=data.get("title"),
+            body=data.get("body"),
+            state=data.get("state"),
+            base=data.get("base"),
+        )
+        return state.refresh_pull(repo, pull)
+
+    pull = await run_in_threadpool(update)
+    with state.lock:
+        return ok(shapes.pull_request(state.base_url, repo, pull))
+
+
+async def request_reviewers(request: Request) -> Response:
+    state, repo, _ = repo_access(request, "pull_requests", "write")
+    data = await read_object(request)
+    reviewers = data.get("reviewers") or []
+    with state.lock:
+        pull = state.request_reviewers(repo, _number(request), reviewers)
+        return ok(shapes.pull_request_simple(state.base_url, repo, pull), 201)
+
+
+async def list_requested_reviewers(request: Request) -> Response:
+    state, repo, _ = repo_access(request, "pull_requests", "read")
+    with state.lock:
+        pull = state.get_pull(repo, _number(request))
+        return ok(
+            {
+                "users": [shapes.simple_user(state.base_url, u) for u in pull.requested_reviewers],
+                "teams": [],
+            }
+        )
+
+
+routes = [
+    Route(f"{R}/pulls", create_pull, methods=["POST"]),
+    Route(f"{R}/pulls", list_pulls, methods=["GET"]),
+    Route(f"{R}/pulls/{{number:int}}", get_pull, methods=["GET"]),
+    Route(f"{R}/pulls/{{number:int}}", update_pull, methods=["PATCH"]),
+    Route(f"{R}/pulls/{{number:int}}/requested_reviewers", request_reviewers, methods=["POST"]),
+    Route(
+        f"{R}/pulls/{{number:int}}/requested_reviewers",
+        list_requested_reviewers,
+        methods=["GET"],
+    ),
+]
