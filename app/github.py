@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Literal, TypeVar, cast
@@ -95,6 +96,12 @@ class InstallationClient:
     def __init__(self, gh: GitHub[AppInstallationAuthStrategy], writer: SerializedWriter) -> None:
         self.gh = gh
         self.writer = writer
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[InstallationClient]:
+        """One HTTP connection pool for a job's calls (githubkit keeps it per task)."""
+        async with self.gh:
+            yield self
 
     async def permission(self, owner: str, repo: str, login: str) -> str:
         """`admin|write|read|none` from the collaborator API (not author_association)."""

@@ -61,7 +61,9 @@ class Planning:
     ) -> Planning:
         return cls(settings, gateway, store, http, load_prices(settings.prices_file))
 
-    async def plan_run(self, run_id: str) -> str:
+    async def plan_run(self, run_id: str, *, final_attempt: bool = True) -> str:
+        """Plan one run. An unexpected error is re-raised for arq to retry, except on the
+        final attempt, where the run fails with a comment instead of hanging in planning."""
         run = await self.store.get(run_id)
         if run.state not in ("queued", "planning"):
             return f"skipped ({run.state})"
@@ -69,12 +71,22 @@ class Planning:
         if run.state != "planning":
             return f"skipped ({run.state})"
         await self.store.append_event(run_id, "planning")
-        gh = self.gateway.installation(run.installation_id)
-        try:
-            return await self._plan(run, gh)
-        except RunFailed as failure:
-            await self._fail(run, gh, failure)
-            return "failed"
+        async with self.gateway.installation(run.installation_id).session() as gh:
+            try:
+                return await self._plan(run, gh)
+            except RunFailed as failure:
+                await self._fail(run, gh, failure)
+                return "failed"
+            except Exception as exc:
+                if not final_attempt:
+                    raise
+                log.exception("planning run %s failed unexpectedly", run_id)
+                unexpected = RunFailed(
+                    f"baro hit an unexpected error while planning ({type(exc).__name__})",
+                    next_step="This is likely temporary. " + RETRY_HINT,
+                )
+                await self._fail(run, gh, unexpected)
+                return "failed"
 
     async def _plan(self, run: Run, gh: InstallationClient) -> str:
         repository = await gh.repository(run.owner, run.repo)

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 from arq.connections import ArqRedis
-from arq.worker import Worker, func
+from arq.worker import Retry, Worker, func
 from githubkit.cache import AsyncRedisCacheStrategy
 
 from app.github import GitHubGateway
@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 JOB_TIMEOUT = 120
 PLAN_TIMEOUT = 1800
+PLAN_MAX_TRIES = 3
+RETRY_DEFER_SECONDS = 2
 HEALTH_CHECK_INTERVAL = 10
 
 
@@ -37,14 +39,15 @@ async def handle_trigger(ctx: dict[str, Any], payload: dict[str, Any]) -> str:
             "plan_run", run_id, _job_id=f"plan:{run_id}", _queue_name=ORCHESTRATOR_QUEUE
         )
 
-    intake = Intake(
-        gh=gateway.installation(trigger.installation_id),
-        store=ctx["store"],
-        bot_login=settings.bot_login,
-        trigger_label=settings.trigger_label,
-        enqueue_plan=enqueue_plan,
-    )
-    result = await intake.handle(trigger)
+    async with gateway.installation(trigger.installation_id).session() as gh:
+        intake = Intake(
+            gh=gh,
+            store=ctx["store"],
+            bot_login=settings.bot_login,
+            trigger_label=settings.trigger_label,
+            enqueue_plan=enqueue_plan,
+        )
+        result = await intake.handle(trigger)
     log.info(
         "trigger handled",
         extra={"delivery": trigger.delivery_id, "outcome": result.outcome, "run": result.run_id},
@@ -55,7 +58,12 @@ async def handle_trigger(ctx: dict[str, Any], payload: dict[str, Any]) -> str:
 async def plan_run(ctx: dict[str, Any], run_id: str) -> str:
     """Plan a queued run and post the checklist (idempotent per run state)."""
     planning: Planning = ctx["planning"]
-    outcome = await planning.plan_run(run_id)
+    job_try: int = ctx.get("job_try", 1)
+    try:
+        outcome = await planning.plan_run(run_id, final_attempt=job_try >= PLAN_MAX_TRIES)
+    except Exception as exc:
+        log.warning("plan_run %s try %d failed (%s); retrying", run_id, job_try, exc)
+        raise Retry(defer=RETRY_DEFER_SECONDS * job_try) from exc
     log.info("plan_run %s: %s", run_id, outcome)
     return outcome
 
@@ -81,7 +89,7 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
     options: dict[str, Any] = {
         "functions": [
             func(handle_trigger, name="handle_trigger", max_tries=5),
-            func(plan_run, name="plan_run", max_tries=3, timeout=PLAN_TIMEOUT),
+            func(plan_run, name="plan_run", max_tries=PLAN_MAX_TRIES, timeout=PLAN_TIMEOUT),
         ],
         "queue_name": ORCHESTRATOR_QUEUE,
         "redis_settings": redis_settings(settings.redis_url),

@@ -268,3 +268,20 @@ async def test_model_quota_error_fails_run_with_provider_message(
         comment_says(world, repo, issue.number, "exceeded your current quota"), 30, "quota failure"
     )
     assert "planning model failed" in comment.body
+
+
+async def test_unexpected_github_error_is_retried_then_reported(
+    world: World, bot: Bot, models: RunningModelServer
+) -> None:
+    repo = world.new_repo()
+    issue = world.new_issue(repo, "Vanishing issue")
+    path = rf"^/repos/{world.owner}/{repo.name}/issues/{issue.number}$"
+    world.state.faults.add(method="GET", path=path, status=404, times=None)
+    try:
+        await world.deliver_label(bot, repo, issue.number)
+        comment = wait_for(comment_says(world, repo, issue.number, "unexpected error"), 40, "fail")
+    finally:
+        world.state.faults.clear()
+    assert "RequestFailed" in comment.body and "/baro plan" in comment.body
+    assert len(world.state.request_log(method="GET", path=path)) == 3  # three job tries
+    assert run_state(bot.env["BARO_REDIS_URL"], comment.body)["state"] == "failed"
