@@ -1,0 +1,28 @@
+"""The README's demo command runs end to end (its Python part; scripts/demo adds set-up)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_demo_runs_end_to_end() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "testbed.demo"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "← 202" in out
+    assert "('eyes', 'baro-demo[bot]')" in out
+    assert "baro is on it" in out
+    assert "- [ ] **S4** Command-line interface · standard · deps: S2, S3" in out
+    assert "```mermaid" in out
+    assert "demo finished" in out
