@@ -184,6 +184,22 @@ class InstallationClient:
             return existing
         return await self.update_comment(owner, repo, existing.id, body)
 
+    async def ensure_branch(self, owner: str, repo: str, branch: str, sha: str) -> bool:
+        """Create `branch` at `sha`; False when it already exists (kept as it is)."""
+
+        async def call() -> bool:
+            try:
+                await self.gh.rest.git.async_create_ref(
+                    owner, repo, ref=f"refs/heads/{branch}", sha=sha
+                )
+            except RequestFailed as exc:
+                if exc.response.status_code == 422:
+                    return False
+                raise
+            return True
+
+        return await self.writer.run(call)
+
     async def add_labels(self, owner: str, repo: str, number: int, labels: list[str]) -> None:
         await self.writer.run(
             lambda: self.gh.rest.issues.async_add_labels(owner, repo, number, labels=labels)

@@ -26,7 +26,7 @@ from app.runs.models import RunState
 from app.runs.planner import PlannerBudget, PlannerFailed, PlanRequest, make_plan
 from app.runs.repo_tools import ReadOnlyRepo
 from app.runs.report import render_failed, render_plan
-from app.runs.run import Run
+from app.runs.run import Run, StoryRecord, branch_name
 from app.runs.store import RunStore
 from app.settings import Settings
 
@@ -142,6 +142,10 @@ class Planning:
 
         auto = self.settings.auto_execute and config.auto_execute and not run.plan_only
         state: RunState = "ready" if auto else "planned"
+        branch = branch_name(run.issue_number, issue.title)
+        created = await gh.ensure_branch(run.owner, run.repo, branch, base_sha)
+        if not created:
+            log.info("run %s reuses the existing branch %s", run.id, branch)
 
         def planned(r: Run) -> Run | None:
             if r.state != "planning":
@@ -154,6 +158,8 @@ class Planning:
                     "repo_config": config,
                     "default_branch": repository.default_branch,
                     "base_sha": base_sha,
+                    "branch": branch,
+                    "stories": {s.id: StoryRecord() for s in outcome.plan.stories},
                 }
             )
 

@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from app.llm.routing import RepoConfig
-from app.runs.models import Plan, PlanStats, RunState
+from app.runs.models import Plan, PlanStats, RunState, StoryProgress, StoryState
+
+FailureKind = Literal[
+    "execution",  # the agent could not do it (budget, no finish, gave up)
+    "verification",  # tests or verify commands failed
+    "conflict",  # could not integrate with stories that landed first
+    "no_change",  # nothing to commit
+    "workflow",  # touched .github/workflows/ (no permission to push)
+    "provider",  # the model provider failed (quota, auth, capacity)
+    "transport",  # git/GitHub/network trouble
+    "infrastructure",  # the runner itself (sandbox, disk, crash, lease lost)
+    "cancelled",
+]
 
 TERMINAL_STATES: frozenset[str] = frozenset({"done", "failed", "cancelled", "checkpoint"})
 
@@ -21,6 +34,40 @@ def run_id_for(delivery_id: str) -> str:
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+class StoryRecord(BaseModel):
+    """What happened to one story of a run, across its attempts."""
+
+    state: StoryState = "pending"
+    attempts: int = 0
+    model: str | None = None
+    sha: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = 0.0
+    failure_kind: FailureKind | None = None
+    failure: str | None = None
+    evidence: list[str] = Field(default_factory=list)
+    summary: str | None = None
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+    def progress(self) -> StoryProgress:
+        return StoryProgress(
+            state=self.state,
+            duration_s=self.duration_s,
+            model=self.model,
+            cost_usd=self.cost_usd,
+            attempts=self.attempts,
+            note=self.failure,
+        )
 
 
 class Run(BaseModel):
@@ -43,6 +90,8 @@ class Run(BaseModel):
     plan: Plan | None = None
     plan_stats: PlanStats | None = None
     failure: str | None = None
+    branch: str | None = None
+    stories: dict[str, StoryRecord] = Field(default_factory=dict)
     created_at: datetime = Field(default_factory=now)
     updated_at: datetime = Field(default_factory=now)
     version: int = 0
@@ -62,3 +111,10 @@ class Run(BaseModel):
 
 def issue_key(owner: str, repo: str, number: int) -> str:
     return f"{owner.lower()}/{repo.lower()}#{number}"
+
+
+def branch_name(issue_number: int, title: str) -> str:
+    """`baro/issue-42-reservation-status-enum`: readable, valid as a git ref, bounded."""
+    words = re.findall(r"[a-z0-9]+", title.lower())
+    slug = "-".join(words)[:40].strip("-") or "run"
+    return f"baro/issue-{issue_number}-{slug}"

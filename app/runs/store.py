@@ -22,6 +22,20 @@ class RunNotFound(KeyError):
     pass
 
 
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
 class RunStore:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
@@ -126,3 +140,29 @@ class RunStore:
                 {"kind": decoded["kind"], "at": decoded["at"], **json.loads(decoded["data"])}
             )
         return out
+
+    # --- story leases: who works on a story right now, kept alive by a heartbeat ----------
+
+    @staticmethod
+    def _lease_key(run_id: str, story_id: str) -> str:
+        return f"{PREFIX}lease:{run_id}:{story_id}"
+
+    async def acquire_lease(self, run_id: str, story_id: str, holder: str, ttl: float) -> bool:
+        key = self._lease_key(run_id, story_id)
+        return bool(await self.redis.set(key, holder, nx=True, px=int(ttl * 1000)))
+
+    async def renew_lease(self, run_id: str, story_id: str, holder: str, ttl: float) -> bool:
+        """Extend our lease; False means it expired or someone else holds it now."""
+        key = self._lease_key(run_id, story_id)
+        renewed = await self.redis.eval(_RENEW, 1, key, holder, str(int(ttl * 1000)))  # type: ignore[misc]
+        return bool(renewed)
+
+    async def release_lease(self, run_id: str, story_id: str, holder: str) -> None:
+        key = self._lease_key(run_id, story_id)
+        await self.redis.eval(_RELEASE, 1, key, holder)  # type: ignore[misc]
+
+    async def lease_holder(self, run_id: str, story_id: str) -> str | None:
+        value = await self.redis.get(self._lease_key(run_id, story_id))
+        if value is None:
+            return None
+        return value.decode() if isinstance(value, bytes) else str(value)

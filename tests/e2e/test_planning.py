@@ -160,6 +160,9 @@ async def test_label_plans_and_posts_checklist_with_graph(
     assert state["plan_stats"]["input_tokens"] == 6500
     assert state["plan_stats"]["cost_usd"] is not None and state["plan_stats"]["cost_usd"] > 0
     assert state["base_sha"]
+    assert state["branch"] == f"baro/issue-{issue.number}-statistics-module-please"
+    assert world.state.branch_sha(repo, state["branch"]) == state["base_sha"]
+    assert set(state["stories"]) == {"S1", "S2", "S3", "S4", "S5", "S6"}
 
 
 async def test_invalid_plan_is_repaired(world: World, bot: Bot, models: RunningModelServer) -> None:

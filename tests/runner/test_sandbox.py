@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from runner.sandbox import (
+    CommandResult,
     NoSandbox,
     Sandbox,
     SandboxPolicy,
@@ -288,6 +289,15 @@ async def test_self_check_explains_missing_namespaces(area: Area) -> None:
     assert "BARO_SANDBOX=none" in message
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a root runner drops to another uid")
+async def test_self_check_explains_unreachable_binds(area: Area) -> None:
+    tool = area.root / "private" / "toolchain"
+    tool.mkdir(parents=True)
+    (area.root / "private").chmod(0o700)
+    with pytest.raises(SandboxUnavailable, match=r"chmod o\+x"):
+        await Sandbox(SandboxPolicy(extra_ro_binds=(tool,))).self_check()
+
+
 def test_policy_refuses_wholesale_and_hidden_binds(area: Area) -> None:
     for path in ("/", "/root", "/home", "/work", "/var", "/tmp", "/etc"):
         with pytest.raises(ValueError, match="wholesale"):
@@ -332,3 +342,17 @@ def test_make_sandbox_modes(area: Area) -> None:
     assert isinstance(make_sandbox("bwrap", make_policy(area)), Sandbox)
     with pytest.raises(ValueError, match="unknown sandbox mode"):
         make_sandbox("docker", make_policy(area))  # type: ignore[arg-type]
+
+
+def test_works_under_uvloop(sandbox: Sandbox, area: Area) -> None:
+    uvloop = pytest.importorskip("uvloop")
+
+    async def scenario() -> tuple[CommandResult, CommandResult]:
+        done = await sandbox.run("echo hi > f; id -u", cwd=area.worktree, timeout=5)
+        slow = await sandbox.run("sleep 100 & sleep 100", cwd=area.worktree, timeout=0.5)
+        return done, slow
+
+    done, slow = uvloop.run(scenario())
+    assert (done.exit_code, done.output) == (0, "1000\n")
+    assert slow.timed_out
+    assert (area.worktree / "f").stat().st_uid == os.geteuid()

@@ -96,3 +96,22 @@ async def test_concurrent_claims_have_one_winner(store: RunStore) -> None:
         await store.create(run)
     holders = await asyncio.gather(*(store.claim_issue(r.issue_key, r.id) for r in runs))
     assert len(set(holders)) == 1
+
+
+async def test_leases_belong_to_their_holder(store: RunStore) -> None:
+    assert await store.acquire_lease("r1", "S1", "runner-a", ttl=5)
+    assert not await store.acquire_lease("r1", "S1", "runner-b", ttl=5)
+    assert await store.lease_holder("r1", "S1") == "runner-a"
+    assert not await store.renew_lease("r1", "S1", "runner-b", ttl=5)
+    assert await store.renew_lease("r1", "S1", "runner-a", ttl=5)
+    await store.release_lease("r1", "S1", "runner-b")  # not theirs: no effect
+    assert await store.lease_holder("r1", "S1") == "runner-a"
+    await store.release_lease("r1", "S1", "runner-a")
+    assert await store.lease_holder("r1", "S1") is None
+
+
+async def test_lease_expires(store: RunStore) -> None:
+    assert await store.acquire_lease("r1", "S2", "runner-a", ttl=0.05)
+    await asyncio.sleep(0.1)
+    assert not await store.renew_lease("r1", "S2", "runner-a", ttl=5)
+    assert await store.acquire_lease("r1", "S2", "runner-b", ttl=5)
