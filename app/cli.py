@@ -5,8 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from app.settings import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from arq.worker import Worker
 
 
 def _configure_logging(settings: Settings) -> None:
@@ -32,16 +38,37 @@ def _web(settings: Settings, args: argparse.Namespace) -> None:
     )
 
 
+def _supervised(build: Callable[[], Worker], name: str) -> None:
+    """Run an arq worker; when Redis goes away, arq's loop dies: start it again with backoff
+    instead of exiting, so a Redis restart does not need an operator."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    log = logging.getLogger(f"baro.{name}")
+    delay = 0.5
+    while True:
+        started = time.monotonic()
+        try:
+            build().run()
+            return
+        except (RedisConnectionError, RedisTimeoutError, ConnectionError) as exc:
+            if time.monotonic() - started > 60:
+                delay = 0.5
+            log.error("%s lost Redis (%s); restarting in %.1fs", name, exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
 def _worker(settings: Settings, args: argparse.Namespace) -> None:
     from app.worker import build_worker
 
-    build_worker(settings).run()
+    _supervised(lambda: build_worker(settings), "worker")
 
 
 def _runner(settings: Settings, args: argparse.Namespace) -> None:
     from runner.worker import build_worker
 
-    build_worker(settings).run()
+    _supervised(lambda: build_worker(settings), "runner")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,6 +36,7 @@ class Intake:
     bot_login: str
     trigger_label: str
     enqueue_plan: Callable[[str], Awaitable[None]]
+    enqueue_start: Callable[[str], Awaitable[None]]
 
     async def handle(self, trigger: Trigger) -> IntakeResult:
         t = trigger
@@ -135,6 +136,7 @@ class Intake:
             await self.gh.upsert_comment(
                 t.owner, t.repo, t.issue_number, run.marker, self.bot_login, body
             )
+            await self.enqueue_start(run.id)
             return IntakeResult("approved", run.id)
         await self._reply(t, replies.not_yet(t.verb, run.state))
         return IntakeResult("not-yet", run.id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -54,12 +55,20 @@ class Planning:
     store: RunStore
     http: httpx.AsyncClient
     prices: PriceTable
+    on_ready: Callable[[str], Awaitable[None]]
 
     @classmethod
     def create(
-        cls, settings: Settings, gateway: GitHubGateway, store: RunStore, http: httpx.AsyncClient
+        cls,
+        settings: Settings,
+        gateway: GitHubGateway,
+        store: RunStore,
+        http: httpx.AsyncClient,
+        *,
+        on_ready: Callable[[str], Awaitable[None]],
     ) -> Planning:
-        return cls(settings, gateway, store, http, load_prices(settings.prices_file))
+        prices = load_prices(settings.prices_file)
+        return cls(settings, gateway, store, http, prices, on_ready)
 
     async def plan_run(self, run_id: str, *, final_attempt: bool = True) -> str:
         """Plan one run. An unexpected error is re-raised for arq to retry, except on the
@@ -176,6 +185,8 @@ class Planning:
             run.owner, run.repo, run.issue_number, run.marker, self.settings.bot_login, body
         )
         log.info("run %s planned: %d stories", run.id, len(outcome.plan.stories))
+        if state == "ready":
+            await self.on_ready(run.id)
         return state
 
     def _catalog(self) -> ModelCatalog:

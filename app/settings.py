@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     planner_budget_usd: Decimal = Field(default=Decimal("2.00"), gt=0)
     planner_max_rounds: int = Field(default=40, gt=0)
     auto_execute: bool = True
+    max_parallel: int = Field(default=4, ge=1, le=32)
     model_keys: dict[str, SecretStr] = Field(default_factory=dict, exclude=True)
     """API keys by model name, read from each model's `api_key_env` at start-up."""
 

@@ -6,12 +6,14 @@ import logging
 from typing import Any
 
 import httpx
-from arq.connections import ArqRedis
+from arq.cron import cron
 from arq.worker import Retry, Worker, func
 from githubkit.cache import AsyncRedisCacheStrategy
 
 from app.github import GitHubGateway
 from app.intake import Intake
+from app.jobs import Jobs
+from app.orchestrator import Orchestrator
 from app.planning import Planning
 from app.queue import ORCHESTRATOR_QUEUE, connect, deserialize, redis_settings, serialize
 from app.runs.store import RunStore
@@ -25,6 +27,7 @@ PLAN_TIMEOUT = 1800
 PLAN_MAX_TRIES = 3
 RETRY_DEFER_SECONDS = 2
 HEALTH_CHECK_INTERVAL = 10
+REAP_EVERY_SECONDS = 5
 
 
 async def handle_trigger(ctx: dict[str, Any], payload: dict[str, Any]) -> str:
@@ -32,20 +35,15 @@ async def handle_trigger(ctx: dict[str, Any], payload: dict[str, Any]) -> str:
     trigger = Trigger.model_validate(payload)
     settings: Settings = ctx["settings"]
     gateway: GitHubGateway = ctx["gateway"]
-    redis: ArqRedis = ctx["redis"]
-
-    async def enqueue_plan(run_id: str) -> None:
-        await redis.enqueue_job(
-            "plan_run", run_id, _job_id=f"plan:{run_id}", _queue_name=ORCHESTRATOR_QUEUE
-        )
-
+    jobs: Jobs = ctx["jobs"]
     async with gateway.installation(trigger.installation_id).session() as gh:
         intake = Intake(
             gh=gh,
             store=ctx["store"],
             bot_login=settings.bot_login,
             trigger_label=settings.trigger_label,
-            enqueue_plan=enqueue_plan,
+            enqueue_plan=jobs.plan,
+            enqueue_start=jobs.start,
         )
         result = await intake.handle(trigger)
     log.info(
@@ -68,6 +66,25 @@ async def plan_run(ctx: dict[str, Any], run_id: str) -> str:
     return outcome
 
 
+async def start_run(ctx: dict[str, Any], run_id: str) -> str:
+    orchestrator: Orchestrator = ctx["orchestrator"]
+    return await orchestrator.start(run_id)
+
+
+async def story_finished(ctx: dict[str, Any], run_id: str, story_id: str) -> str:
+    orchestrator: Orchestrator = ctx["orchestrator"]
+    return await orchestrator.story_finished(run_id, story_id)
+
+
+async def reap(ctx: dict[str, Any]) -> int:
+    """Cron: re-dispatch stories whose runner stopped heartbeating."""
+    orchestrator: Orchestrator = ctx["orchestrator"]
+    reaped = await orchestrator.reap()
+    if reaped:
+        log.warning("reaped stories with expired leases: %s", ", ".join(reaped))
+    return len(reaped)
+
+
 def build_worker(settings: Settings, **overrides: Any) -> Worker:
     redis = connect(settings.redis_url)
 
@@ -79,7 +96,13 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
             settings, AsyncRedisCacheStrategy(redis, prefix="baro:githubkit")
         )
         ctx["http"] = httpx.AsyncClient(timeout=httpx.Timeout(600, connect=10))
-        ctx["planning"] = Planning.create(settings, ctx["gateway"], ctx["store"], ctx["http"])
+        ctx["jobs"] = Jobs(redis)
+        ctx["planning"] = Planning.create(
+            settings, ctx["gateway"], ctx["store"], ctx["http"], on_ready=ctx["jobs"].start
+        )
+        ctx["orchestrator"] = Orchestrator(
+            settings, ctx["gateway"], ctx["store"], ctx["jobs"].run_story
+        )
 
     async def shutdown(ctx: dict[str, Any]) -> None:
         if "http" in ctx:
@@ -90,6 +113,11 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
         "functions": [
             func(handle_trigger, name="handle_trigger", max_tries=5),
             func(plan_run, name="plan_run", max_tries=PLAN_MAX_TRIES, timeout=PLAN_TIMEOUT),
+            func(start_run, name="start_run"),
+            func(story_finished, name="story_finished"),
+        ],
+        "cron_jobs": [
+            cron(reap, second=set(range(0, 60, REAP_EVERY_SECONDS)), run_at_startup=True)
         ],
         "queue_name": ORCHESTRATOR_QUEUE,
         "redis_settings": redis_settings(settings.redis_url),

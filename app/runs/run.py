@@ -41,6 +41,8 @@ class StoryRecord(BaseModel):
 
     state: StoryState = "pending"
     attempts: int = 0
+    story_retries: int = 0
+    infra_retries: int = 0
     model: str | None = None
     sha: str | None = None
     started_at: datetime | None = None
@@ -50,6 +52,8 @@ class StoryRecord(BaseModel):
     cost_usd: float | None = 0.0
     failure_kind: FailureKind | None = None
     failure: str | None = None
+    awaiting_decision: bool = False
+    """A runner reported a failure that the orchestrator has not yet acted on."""
     evidence: list[str] = Field(default_factory=list)
     summary: str | None = None
 

@@ -16,6 +16,7 @@ from redis.exceptions import WatchError
 from app.runs.run import Run, now
 
 PREFIX = "baro:"
+ACTIVE_RUNS = f"{PREFIX}runs:active"
 
 
 class RunNotFound(KeyError):
@@ -52,6 +53,7 @@ class RunStore:
         """Store a new run; if it already exists, return the stored one and False."""
         created = await self.redis.set(self._key(run.id), run.model_dump_json(), nx=True)
         if created:
+            await self.redis.sadd(ACTIVE_RUNS, run.id)  # type: ignore[misc]
             await self.append_event(run.id, "created", state=run.state)
             return run, True
         return await self.get(run.id), False
@@ -87,10 +89,22 @@ class RunStore:
                     )
                     pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.set(key, changed.model_dump_json())
+                    if changed.terminal:
+                        pipe.srem(ACTIVE_RUNS, run_id)
                     await pipe.execute()
                     return changed
                 except WatchError:
                     continue
+
+    async def active_runs(self) -> list[Run]:
+        """Runs not yet in a terminal state (for the reaper)."""
+        ids = await self.redis.smembers(ACTIVE_RUNS)  # type: ignore[misc]
+        runs = []
+        for raw in sorted(ids):
+            run = await self.find(raw.decode() if isinstance(raw, bytes) else str(raw))
+            if run is not None and not run.terminal:
+                runs.append(run)
+        return runs
 
     async def claim_issue(self, issue_key: str, run_id: str) -> str:
         """Make `run_id` the issue's active run unless another holds it; returns the holder."""

@@ -190,9 +190,10 @@ async def test_redis_outage_gives_503_then_recovers(
         delivery = resp.request.headers["X-GitHub-Delivery"]
         again = await world.deliver_label(running, repo, issue.number, delivery_id=delivery)
         assert again.status_code == 202
-        wait_for(
-            lambda: tracking_comments(world, repo, issue.number), 30, what="comment after outage"
-        )
+        try:
+            wait_for(lambda: tracking_comments(world, repo, issue.number), 30, what="comment")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{running.logs()}") from None
     finally:
         running.stop()
         redis.stop()

@@ -1,0 +1,43 @@
+"""Enqueuing jobs, each with a job id that makes a repeated enqueue a no-op."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from arq.connections import ArqRedis
+
+from app.queue import ORCHESTRATOR_QUEUE, RUNNER_QUEUE
+
+
+@dataclass(frozen=True)
+class Jobs:
+    redis: ArqRedis
+
+    async def plan(self, run_id: str) -> None:
+        await self.redis.enqueue_job(
+            "plan_run", run_id, _job_id=f"plan:{run_id}", _queue_name=ORCHESTRATOR_QUEUE
+        )
+
+    async def start(self, run_id: str) -> None:
+        await self.redis.enqueue_job(
+            "start_run", run_id, _job_id=f"start:{run_id}", _queue_name=ORCHESTRATOR_QUEUE
+        )
+
+    async def run_story(self, run_id: str, story_id: str, attempt: int) -> None:
+        await self.redis.enqueue_job(
+            "run_story",
+            run_id,
+            story_id,
+            attempt,
+            _job_id=f"story:{run_id}:{story_id}:{attempt}",
+            _queue_name=RUNNER_QUEUE,
+        )
+
+    async def story_finished(self, run_id: str, story_id: str, attempt: int) -> None:
+        await self.redis.enqueue_job(
+            "story_finished",
+            run_id,
+            story_id,
+            _job_id=f"finished:{run_id}:{story_id}:{attempt}",
+            _queue_name=ORCHESTRATOR_QUEUE,
+        )

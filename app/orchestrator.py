@@ -1,0 +1,166 @@
+"""Run execution on the orchestrator: start, dispatch, results, reaping, finishing.
+
+Short idempotent jobs around the pure decisions in `app/runs/scheduler.py`. A story is
+dispatched by marking it running (attempt counted) and enqueuing `run_story` on the runner
+queue with a job id per attempt, so a repeated dispatch cannot start it twice. The runner
+reports back through the run record and a `story_finished` job.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from app.github import GitHubGateway
+from app.runs.report import render_plan
+from app.runs.run import Run, StoryRecord, now
+from app.runs.scheduler import RetryBudget, admit, apply_failure, finished, mark_dispatched
+from app.runs.scheduler import on_failure as decide_failure
+from app.runs.store import RunStore
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Enqueue = Callable[[str, str, int], Awaitable[None]]
+"""(run_id, story_id, attempt) → put `run_story` on the runner queue."""
+
+QUEUED_LEASE_SECONDS = 30 * 60
+
+
+@dataclass
+class Orchestrator:
+    settings: Settings
+    gateway: GitHubGateway
+    store: RunStore
+    enqueue_story: Enqueue
+    budget: RetryBudget = field(default_factory=RetryBudget)
+
+    async def start(self, run_id: str) -> str:
+        """A ready run starts executing (from auto-execute or `/baro approve`)."""
+        run = await self.store.update(run_id, _to_running)
+        if run.state != "running":
+            return f"skipped ({run.state})"
+        await self.store.append_event(run_id, "running")
+        await self.dispatch(run_id)
+        return "running"
+
+    async def dispatch(self, run_id: str) -> list[str]:
+        chosen: list[str] = []
+
+        def admit_some(run: Run) -> Run | None:
+            chosen.clear()
+            chosen.extend(admit(run, self._max_parallel(run)))
+            return mark_dispatched(run, chosen) if chosen else None
+
+        run = await self.store.update(run_id, admit_some)
+        for sid in chosen:
+            attempt = run.stories[sid].attempts
+            await self.store.acquire_lease(run_id, sid, f"queued:{attempt}", QUEUED_LEASE_SECONDS)
+            await self.enqueue_story(run_id, sid, attempt)
+            await self.store.append_event(run_id, "dispatched", story=sid, attempt=attempt)
+        if chosen:
+            await self.render(run)
+        elif finished(run) and run.state == "running":
+            await self.finish(run_id)
+        return chosen
+
+    async def story_finished(self, run_id: str, story_id: str) -> str:
+        run = await self.store.get(run_id)
+        record = run.stories.get(story_id)
+        if record is None:
+            return "unknown story"
+        if record.state == "failed" and record.awaiting_decision:
+            kind = record.failure_kind or "execution"
+            decision = decide_failure(run, story_id, kind, self.budget)
+
+            def decide(r: Run) -> Run | None:
+                current = r.stories[story_id]
+                if not (current.state == "failed" and current.awaiting_decision):
+                    return None
+                return apply_failure(r, story_id, kind, decision)
+
+            run = await self.store.update(run_id, decide)
+            await self.store.append_event(
+                run_id, "retry" if decision.retry else "gave_up", story=story_id, failure=kind
+            )
+        await self.dispatch(run_id)
+        run = await self.store.get(run_id)
+        await self.render(run)
+        return run.stories[story_id].state
+
+    async def finish(self, run_id: str) -> str:
+        """Nothing more can run. Verification and the PR come next (issue #5)."""
+
+        def close(r: Run) -> Run | None:
+            if r.state != "running" or not finished(r):
+                return None
+            states = [s.state for s in r.stories.values()]
+            landed_all = all(state == "landed" for state in states)
+            return r.model_copy(update={"state": "done" if landed_all else "checkpoint"})
+
+        run = await self.store.update(run_id, close)
+        await self.store.append_event(run_id, "finished", state=run.state)
+        await self.render(run)
+        return run.state
+
+    async def reap(self) -> list[str]:
+        """Stories whose lease expired (runner died, job lost) are failed as infrastructure
+        failures, which re-dispatches them within their budget. Returns what was reaped."""
+        reaped: list[str] = []
+        for run in await self.store.active_runs():
+            for sid, record in run.stories.items():
+                if record.state != "running":
+                    continue
+                if await self.store.lease_holder(run.id, sid) is not None:
+                    continue
+                attempt = record.attempts
+
+                def expire(r: Run, sid: str = sid, attempt: int = attempt) -> Run | None:
+                    current = r.stories[sid]
+                    if current.state != "running" or current.attempts != attempt:
+                        return None
+                    stories = dict(r.stories)
+                    stories[sid] = current.model_copy(
+                        update={
+                            "state": "failed",
+                            "awaiting_decision": True,
+                            "failure_kind": "infrastructure",
+                            "failure": "the runner stopped responding (lease expired)",
+                            "finished_at": now(),
+                        }
+                    )
+                    return r.model_copy(update={"stories": stories})
+
+                await self.store.update(run.id, expire)
+                await self.story_finished(run.id, sid)
+                reaped.append(f"{run.id}:{sid}")
+        return reaped
+
+    async def render(self, run: Run) -> None:
+        if run.plan is None:
+            return
+        progress = {sid: record.progress() for sid, record in run.stories.items()}
+        body = render_plan(
+            run.id,
+            run.plan,
+            stats=run.plan_stats,
+            state=run.state,
+            auto_execute=True,
+            progress=progress,
+        )
+        async with self.gateway.installation(run.installation_id).session() as gh:
+            await gh.upsert_comment(
+                run.owner, run.repo, run.issue_number, run.marker, self.settings.bot_login, body
+            )
+
+    def _max_parallel(self, run: Run) -> int:
+        configured = run.repo_config.max_parallel if run.repo_config else None
+        return configured or self.settings.max_parallel
+
+
+def _to_running(run: Run) -> Run | None:
+    if run.state != "ready":
+        return None
+    stories = run.stories or {s.id: StoryRecord() for s in (run.plan.stories if run.plan else [])}
+    return run.model_copy(update={"state": "running", "stories": stories})

@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+from typing import Any
+
+from app.runs.models import Plan
+from app.runs.run import Run, StoryRecord
+from app.runs.scheduler import (
+    RetryBudget,
+    admit,
+    apply_failure,
+    finished,
+    mark_dispatched,
+    on_failure,
+)
+
+
+def story(sid: str, deps: list[str], tier: str = "standard") -> dict[str, Any]:
+    return {
+        "id": sid,
+        "title": f"story {sid}",
+        "description": "d",
+        "depends_on": deps,
+        "writes": [f"{sid}.py"],
+        "acceptance": ["a"],
+        "tier": tier,
+    }
+
+
+# S1 ─┐
+# S2 ─┴─ S3 ── S4 (heavy)
+# S5 (light, independent)
+PLAN = Plan.model_validate(
+    {
+        "summary": "s",
+        "design_note": "d",
+        "stories": [
+            story("S1", [], "light"),
+            story("S2", []),
+            story("S3", ["S1", "S2"]),
+            story("S4", ["S3"], "heavy"),
+            story("S5", [], "light"),
+        ],
+    }
+)
+
+
+def make_run(**states: str) -> Run:
+    records = {s.id: StoryRecord(state=states.get(s.id, "pending")) for s in PLAN.stories}  # type: ignore[arg-type]
+    return Run(
+        id="r1",
+        delivery_id="d",
+        installation_id=1,
+        owner="o",
+        repo="r",
+        issue_number=1,
+        issue_title="t",
+        requester="alice",
+        trigger="label",
+        state="running",
+        plan=PLAN,
+        stories=records,
+    )
+
+
+def test_critical_path_first_within_limits() -> None:
+    run = make_run()
+    # S2 (2) and S1 (1) both lead to S3+S4 (5); S2's remaining path is longest.
+    assert admit(run, max_parallel=10) == ["S2", "S1", "S5"]
+    assert admit(run, max_parallel=2) == ["S2", "S1"]
+    assert admit(run, max_parallel=10, capacity=1) == ["S2"]
+
+
+def test_no_level_barrier() -> None:
+    run = make_run(S1="landed", S2="landed", S5="running")
+    assert admit(run, max_parallel=10) == ["S3"]
+    assert admit(make_run(S1="landed", S2="running"), max_parallel=10) == ["S5"]
+
+
+def test_running_stories_count_against_the_limit() -> None:
+    run = make_run(S1="running", S2="running")
+    assert admit(run, max_parallel=2) == []
+    assert admit(run, max_parallel=3) == ["S5"]
+
+
+def test_not_running_runs_admit_nothing() -> None:
+    run = make_run().model_copy(update={"state": "cancelled"})
+    assert admit(run, max_parallel=5) == []
+
+
+def test_dispatch_counts_attempts() -> None:
+    run = mark_dispatched(make_run(), ["S1"])
+    assert run.stories["S1"].state == "running"
+    assert run.stories["S1"].attempts == 1
+    assert run.stories["S1"].started_at is not None
+
+
+def test_story_failures_retry_then_block_the_closure() -> None:
+    budget = RetryBudget(story_retries=1, infra_retries=1)
+    run = make_run(S1="running")
+    first = on_failure(run, "S1", "verification", budget)
+    assert first.retry and first.escalate
+    run = apply_failure(run, "S1", "verification", first)
+    assert run.stories["S1"].state == "pending"
+    assert run.stories["S1"].story_retries == 1
+    second = on_failure(run, "S1", "verification", budget)
+    assert not second.retry
+    assert second.blocked == ("S3", "S4")
+    run = apply_failure(run, "S1", "verification", second)
+    assert run.stories["S1"].state == "failed"
+    assert [run.stories[s].state for s in ("S3", "S4")] == ["blocked", "blocked"]
+    assert run.stories["S4"].failure == "blocked by S1"
+    # Independent stories go on.
+    assert admit(run, max_parallel=10) == ["S2", "S5"]
+
+
+def test_infrastructure_failures_have_their_own_budget() -> None:
+    budget = RetryBudget(story_retries=0, infra_retries=1)
+    run = make_run(S5="running")
+    decision = on_failure(run, "S5", "provider", budget)
+    assert decision.retry and not decision.escalate
+    run = apply_failure(run, "S5", "provider", decision)
+    assert run.stories["S5"].infra_retries == 1
+    assert run.stories["S5"].story_retries == 0
+    assert not on_failure(run, "S5", "provider", budget).retry
+
+
+def test_workflow_failures_are_final() -> None:
+    assert not on_failure(make_run(), "S5", "workflow", RetryBudget()).retry
+
+
+def test_finished_when_nothing_can_run() -> None:
+    assert not finished(make_run())
+    assert not finished(make_run(S1="landed", S2="landed", S3="landed", S4="running", S5="landed"))
+    done = make_run(S1="landed", S2="landed", S3="landed", S4="landed", S5="landed")
+    assert finished(done)
+    blocked = make_run(S1="failed", S2="landed", S3="blocked", S4="blocked", S5="landed")
+    assert finished(blocked)
