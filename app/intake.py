@@ -15,6 +15,7 @@ from app import replies
 from app.github import WRITE_PERMISSIONS, InstallationClient
 from app.runs.report import render_help, render_plan, render_queued
 from app.runs.run import Run, issue_key, run_id_for
+from app.runs.scheduler import RetryRefused, cancel, reset_for_retry
 from app.runs.store import RunStore
 from app.webhooks import Trigger
 
@@ -37,6 +38,8 @@ class Intake:
     trigger_label: str
     enqueue_plan: Callable[[str], Awaitable[None]]
     enqueue_start: Callable[[str], Awaitable[None]]
+    refresh: Callable[[str], Awaitable[None]]
+    """Re-dispatch and re-render a run after a command changed it."""
 
     async def handle(self, trigger: Trigger) -> IntakeResult:
         t = trigger
@@ -110,23 +113,31 @@ class Intake:
     async def _command_on_active_run(self, t: Trigger) -> IntakeResult:
         await self._acknowledge(t)
         run = await self.store.active_run(issue_key(t.owner, t.repo, t.issue_number))
-        if run is None or run.terminal:
-            if t.verb == "status" and run is not None:
-                await self._reply(t, replies.status(run.id, run.state))
-                return IntakeResult("status", run.id)
+        if run is None:
             await self._reply(t, replies.no_run(t.verb))
             return IntakeResult("no-run")
         if t.verb == "status":
-            await self._reply(t, replies.status(run.id, run.state))
+            await self._reply(t, self._status(run))
             return IntakeResult("status", run.id)
         if t.verb == "cancel":
-            await self.store.update(
-                run.id,
-                lambda r: None if r.terminal else r.model_copy(update={"state": "cancelled"}),
-            )
+            if run.terminal:
+                await self._reply(t, replies.no_run(t.verb))
+                return IntakeResult("no-run", run.id)
+            await self.store.update(run.id, cancel)
             await self.store.append_event(run.id, "cancelled", by=t.sender_login)
-            await self._reply(t, f"Run `{run.id}` is cancelled. Comment `/baro` to start again.")
+            await self.refresh(run.id)
+            await self._reply(t, replies.cancelled(run.id))
             return IntakeResult("cancelled", run.id)
+        if t.verb == "retry":
+            try:
+                await self.store.update(run.id, lambda r: reset_for_retry(r, t.stories))
+            except RetryRefused as exc:
+                await self._reply(t, f"I cannot retry: {exc}.")
+                return IntakeResult("retry-refused", run.id)
+            await self.store.claim_issue(run.issue_key, run.id)
+            await self.store.append_event(run.id, "retry", by=t.sender_login, only=t.stories)
+            await self.refresh(run.id)
+            return IntakeResult("retry", run.id)
         if t.verb == "approve" and run.state == "planned" and run.plan is not None:
             approved = await self.store.update(run.id, _approved)
             await self.store.append_event(run.id, "approved", by=t.sender_login)
@@ -140,6 +151,16 @@ class Intake:
             return IntakeResult("approved", run.id)
         await self._reply(t, replies.not_yet(t.verb, run.state))
         return IntakeResult("not-yet", run.id)
+
+    def _status(self, run: Run) -> str:
+        if run.plan is None:
+            return replies.status(run.id, run.state)
+        progress = {sid: r.progress() for sid, r in run.stories.items()}
+        table = render_plan(
+            run.id, run.plan, stats=run.plan_stats, state=run.state, progress=progress
+        )
+        # Without the run marker, so this reply is never mistaken for the tracking comment.
+        return table.split("\n", 1)[1]
 
     async def _acknowledge(self, t: Trigger) -> None:
         """👀 on the trigger comment, or on the issue for a label."""
@@ -166,10 +187,6 @@ class Intake:
             run.owner, run.repo, run.issue_number, run.marker, self.bot_login
         )
         return comment.html_url if comment is not None else None
-
-
-def _cancelled(run: Run) -> Run | None:
-    return None if run.terminal else run.model_copy(update={"state": "cancelled"})
 
 
 def _superseded(run: Run) -> Run | None:

@@ -41,3 +41,7 @@ class Jobs:
             _job_id=f"finished:{run_id}:{story_id}:{attempt}",
             _queue_name=ORCHESTRATOR_QUEUE,
         )
+
+    async def refresh(self, run_id: str) -> None:
+        """Dispatch what can start and re-render the tracking comment."""
+        await self.redis.enqueue_job("refresh_run", run_id, _queue_name=ORCHESTRATOR_QUEUE)

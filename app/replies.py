@@ -48,3 +48,10 @@ def not_yet(verb: str, state: str) -> str:
     if verb == "approve" and state in ("ready", "running"):
         return "This run is already approved."
     return f"`/baro {verb}` cannot act on this run while it is {state}."
+
+
+def cancelled(run_id: str) -> str:
+    return (
+        f"Run `{run_id}` is cancelled: no new stories start, running ones stop at their next "
+        "step, and the branch is kept. `/baro retry` continues it; `/baro` starts afresh."
+    )

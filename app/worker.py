@@ -44,6 +44,7 @@ async def handle_trigger(ctx: dict[str, Any], payload: dict[str, Any]) -> str:
             trigger_label=settings.trigger_label,
             enqueue_plan=jobs.plan,
             enqueue_start=jobs.start,
+            refresh=jobs.refresh,
         )
         result = await intake.handle(trigger)
     log.info(
@@ -74,6 +75,13 @@ async def start_run(ctx: dict[str, Any], run_id: str) -> str:
 async def story_finished(ctx: dict[str, Any], run_id: str, story_id: str) -> str:
     orchestrator: Orchestrator = ctx["orchestrator"]
     return await orchestrator.story_finished(run_id, story_id)
+
+
+async def refresh_run(ctx: dict[str, Any], run_id: str) -> str:
+    orchestrator: Orchestrator = ctx["orchestrator"]
+    await orchestrator.dispatch(run_id)
+    await orchestrator.render(await orchestrator.store.get(run_id))
+    return "refreshed"
 
 
 async def reap(ctx: dict[str, Any]) -> int:
@@ -115,6 +123,7 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
             func(plan_run, name="plan_run", max_tries=PLAN_MAX_TRIES, timeout=PLAN_TIMEOUT),
             func(start_run, name="start_run"),
             func(story_finished, name="story_finished"),
+            func(refresh_run, name="refresh_run"),
         ],
         "cron_jobs": [
             cron(reap, second=set(range(0, 60, REAP_EVERY_SECONDS)), run_at_startup=True)

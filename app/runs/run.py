@@ -36,6 +36,16 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+class VerifyResult(BaseModel):
+    """One verification command run on the integrated branch."""
+
+    command: str
+    exit_code: int | None
+    passed: bool
+    output_tail: str = ""
+    duration_s: float = 0.0
+
+
 class StoryRecord(BaseModel):
     """What happened to one story of a run, across its attempts."""
 
@@ -48,8 +58,13 @@ class StoryRecord(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     input_tokens: int = 0
+    """Whole prompt tokens (uncached + cache reads + cache writes) over all attempts."""
+    cache_read_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float | None = 0.0
+    """None once any call had an unknown price: never shown as $0."""
+    tier: str | None = None
+    verify_output: str | None = None
     failure_kind: FailureKind | None = None
     failure: str | None = None
     awaiting_decision: bool = False
@@ -96,6 +111,11 @@ class Run(BaseModel):
     failure: str | None = None
     branch: str | None = None
     stories: dict[str, StoryRecord] = Field(default_factory=dict)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    pr_number: int | None = None
+    pr_url: str | None = None
+    verification: list[VerifyResult] = Field(default_factory=list)
     created_at: datetime = Field(default_factory=now)
     updated_at: datetime = Field(default_factory=now)
     version: int = 0

@@ -107,3 +107,54 @@ def finished(run: Run) -> bool:
     if "running" in states:
         return False
     return not admit(run, max_parallel=len(states) or 1)
+
+
+def cancel(run: Run) -> Run | None:
+    """`/baro cancel`: no new dispatch; pending stories cancelled; running ones stop at their
+    next step (the runner sees the run state); the branch is kept."""
+    if run.terminal:
+        return None
+    stories = {
+        sid: r.model_copy(update={"state": "cancelled"}) if r.state == "pending" else r
+        for sid, r in run.stories.items()
+    }
+    return run.model_copy(update={"state": "cancelled", "stories": stories, "finished_at": now()})
+
+
+class RetryRefused(ValueError):
+    """`/baro retry` cannot apply; the message is shown to the user."""
+
+
+def reset_for_retry(run: Run, only: tuple[str, ...] = ()) -> Run:
+    """`/baro retry [S3 …]`: failed and blocked stories (or the named ones and what they
+    block) go back to pending with fresh budgets, on the same branch."""
+    if run.plan is None:
+        raise RetryRefused("this run has no plan to retry; comment `/baro` to start again")
+    if run.state not in ("checkpoint", "failed", "cancelled", "running"):
+        raise RetryRefused(f"the run is {run.state}; there is nothing to retry")
+    unknown = [sid for sid in only if sid not in run.stories]
+    if unknown:
+        raise RetryRefused(f"no such story in this plan: {', '.join(unknown)}")
+    retryable = {"failed", "blocked", "cancelled"}
+    if only:
+        targets = set(only)
+        for sid in only:
+            targets.update(dependency_closure(run.plan, sid))
+        targets = {sid for sid in targets if run.stories[sid].state in retryable}
+    else:
+        targets = {sid for sid, r in run.stories.items() if r.state in retryable}
+    if not targets:
+        raise RetryRefused("no failed, blocked or cancelled stories to retry")
+    stories = dict(run.stories)
+    for sid in targets:
+        stories[sid] = stories[sid].model_copy(
+            update={
+                "state": "pending",
+                "story_retries": 0,
+                "infra_retries": 0,
+                "awaiting_decision": False,
+                "failure": None,
+                "failure_kind": None,
+            }
+        )
+    return run.model_copy(update={"state": "running", "stories": stories, "finished_at": None})

@@ -2,15 +2,20 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from app.runs.models import Plan
 from app.runs.run import Run, StoryRecord
 from app.runs.scheduler import (
     RetryBudget,
+    RetryRefused,
     admit,
     apply_failure,
+    cancel,
     finished,
     mark_dispatched,
     on_failure,
+    reset_for_retry,
 )
 
 
@@ -135,3 +140,43 @@ def test_finished_when_nothing_can_run() -> None:
     assert finished(done)
     blocked = make_run(S1="failed", S2="landed", S3="blocked", S4="blocked", S5="landed")
     assert finished(blocked)
+
+
+def test_cancel_keeps_landed_and_running_stories() -> None:
+    run = make_run(S1="landed", S2="running")
+    cancelled = cancel(run)
+    assert cancelled is not None and cancelled.state == "cancelled"
+    assert cancelled.stories["S1"].state == "landed"
+    assert cancelled.stories["S2"].state == "running"
+    assert cancelled.stories["S3"].state == "cancelled"
+    assert cancel(cancelled) is None
+
+
+def test_retry_resets_failed_and_blocked() -> None:
+    run = make_run(S1="failed", S2="landed", S3="blocked", S4="blocked", S5="landed")
+    run = run.model_copy(update={"state": "checkpoint"})
+    again = reset_for_retry(run)
+    assert again.state == "running"
+    assert {s: r.state for s, r in again.stories.items()} == {
+        "S1": "pending",
+        "S2": "landed",
+        "S3": "pending",
+        "S4": "pending",
+        "S5": "landed",
+    }
+    assert admit(again, max_parallel=5) == ["S1"]
+
+
+def test_retry_named_stories_and_refusals() -> None:
+    run = make_run(S1="failed", S2="landed", S3="blocked", S4="blocked", S5="failed")
+    run = run.model_copy(update={"state": "checkpoint"})
+    only_s5 = reset_for_retry(run, ("S5",))
+    assert only_s5.stories["S5"].state == "pending"
+    assert only_s5.stories["S1"].state == "failed"
+    with pytest.raises(RetryRefused, match="no such story in this plan: S9"):
+        reset_for_retry(run, ("S9",))
+    with pytest.raises(RetryRefused, match="nothing to retry"):
+        reset_for_retry(run.model_copy(update={"state": "planning"}))
+    landed = make_run(S1="landed", S2="landed", S3="landed", S4="landed", S5="landed")
+    with pytest.raises(RetryRefused, match="no failed"):
+        reset_for_retry(landed.model_copy(update={"state": "checkpoint"}))
