@@ -66,9 +66,13 @@ def _worker(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def _runner(settings: Settings, args: argparse.Namespace) -> None:
-    from runner.worker import build_worker
+    from runner.worker import RunnerStartupError, build_worker
 
-    _supervised(lambda: build_worker(settings), "runner")
+    try:
+        _supervised(lambda: build_worker(settings), "runner")
+    except RunnerStartupError as exc:
+        print(f"baro-bot: {exc}", file=sys.stderr)
+        raise SystemExit(3) from None
 
 
 def main(argv: list[str] | None = None) -> int:

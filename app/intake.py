@@ -72,6 +72,7 @@ class Intake:
             issue_number=t.issue_number,
             issue_title=t.issue_title,
             requester=t.sender_login,
+            requester_id=t.sender_id,
             trigger=t.kind,
             plan_only=t.verb == "plan",
             instructions=t.instructions,

@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     planner_max_rounds: int = Field(default=40, gt=0)
     auto_execute: bool = True
     max_parallel: int = Field(default=4, ge=1, le=32)
+
+    # Runners: where mirrors and worktrees live, the sandbox, per-story budgets.
+    runner_data_dir: Path = Path("/var/tmp/baro-runner")  # noqa: S108 (Fly: a volume)
+    sandbox: Literal["bwrap", "none"] = "bwrap"
+    story_budget_usd: Decimal = Field(default=Decimal("0.50"), gt=0)
+    story_max_rounds: int = Field(default=40, gt=0)
+    story_lease_seconds: float = Field(default=60.0, gt=1)
     model_keys: dict[str, SecretStr] = Field(default_factory=dict, exclude=True)
     """API keys by model name, read from each model's `api_key_env` at start-up."""
 

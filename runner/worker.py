@@ -1,32 +1,122 @@
-"""The runner process: arq worker on the `baro:runner` queue.
+"""The runner process: arq worker on the `baro:runner` queue, executing stories.
 
-Story execution arrives with the runners issue; for now the queue answers a liveness job so
-that operators can deploy and scale the process group.
+At start-up it proves that the sandbox confines commands and refuses to start otherwise;
+`BARO_SANDBOX=none` is an explicit, loudly logged opt-out for trusted local development.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import socket
+import uuid
+from pathlib import Path
 from typing import Any
 
+import httpx
 from arq.worker import Worker, func
+from githubkit.cache import AsyncRedisCacheStrategy
 
-from app.queue import RUNNER_QUEUE, deserialize, redis_settings, serialize
+from app.github import GitHubGateway
+from app.jobs import Jobs
+from app.llm.prices import load_prices
+from app.queue import RUNNER_QUEUE, connect, deserialize, redis_settings, serialize
+from app.runs.store import RunStore
 from app.settings import Settings
+from runner.sandbox import SandboxPolicy, SandboxUnavailable, make_sandbox
+from runner.story import StoryRunner
+from runner.workspace import Workspaces
+
+log = logging.getLogger(__name__)
+
+STORY_TIMEOUT = 2 * 3600
+HEALTH_CHECK_INTERVAL = 10
 
 
 async def runner_ping(ctx: dict[str, Any]) -> str:
     return "pong"
 
 
+async def run_story(ctx: dict[str, Any], run_id: str, story_id: str, attempt: int) -> str:
+    """Execute one story attempt (idempotent: stale or landed attempts are no-ops)."""
+    runner: StoryRunner = ctx["story_runner"]
+    outcome = await runner.run_story(run_id, story_id, attempt)
+    log.info("run_story %s/%s attempt %d: %s", run_id, story_id, attempt, outcome)
+    return outcome
+
+
+def sandbox_policy(settings: Settings) -> SandboxPolicy:
+    """Hide what a sandboxed command must never see: other repositories, the App's key."""
+    hidden: list[Path] = [settings.runner_data_dir / "mirrors"]
+    if settings.github_private_key_file is not None:
+        hidden.append(settings.github_private_key_file.resolve())
+    config = os.environ.get("BARO_CONFIG")
+    if config:
+        hidden.append(Path(config).resolve())
+    return SandboxPolicy(hidden_paths=tuple(hidden))
+
+
+class RunnerStartupError(RuntimeError):
+    pass
+
+
 def build_worker(settings: Settings, **overrides: Any) -> Worker:
+    redis = connect(settings.redis_url)
+    runner_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+    async def startup(ctx: dict[str, Any]) -> None:
+        data_dir = settings.runner_data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        (data_dir / "mirrors").mkdir(exist_ok=True)
+        (data_dir / "worktrees").mkdir(exist_ok=True)
+        data_dir.chmod(0o711)
+        (data_dir / "mirrors").chmod(0o700)
+        (data_dir / "worktrees").chmod(0o711)
+        sandbox = make_sandbox(settings.sandbox, sandbox_policy(settings))
+        try:
+            await sandbox.self_check(data_dir / "worktrees")
+        except SandboxUnavailable as exc:
+            raise RunnerStartupError(
+                f"the sandbox does not work here, refusing to run stories: {exc}"
+            ) from exc
+        http = httpx.AsyncClient(timeout=httpx.Timeout(600, connect=10))
+        jobs = Jobs(redis)
+        ctx["http"] = http
+        ctx["story_runner"] = StoryRunner(
+            settings=settings,
+            store=RunStore(redis),
+            gateway=GitHubGateway(
+                settings, AsyncRedisCacheStrategy(redis, prefix="baro:githubkit")
+            ),
+            workspaces=Workspaces(data_dir),
+            sandbox=sandbox,
+            http=http,
+            prices=load_prices(settings.prices_file),
+            notify=jobs.story_finished,
+            runner_id=runner_id,
+        )
+        log.info("runner %s ready (sandbox: %s)", runner_id, settings.sandbox)
+
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        if "http" in ctx:
+            await ctx["http"].aclose()
+        await redis.aclose()
+
     options: dict[str, Any] = {
-        "functions": [func(runner_ping, name="runner_ping")],
+        "functions": [
+            func(runner_ping, name="runner_ping"),
+            func(run_story, name="run_story", timeout=STORY_TIMEOUT, max_tries=3),
+        ],
         "queue_name": RUNNER_QUEUE,
         "redis_settings": redis_settings(settings.redis_url),
+        "on_startup": startup,
+        "on_shutdown": shutdown,
         "job_serializer": serialize,
         "job_deserializer": deserialize,
-        "job_timeout": 60,
-        "health_check_interval": 10,
+        "job_timeout": STORY_TIMEOUT,
+        "job_completion_wait": 30,
+        "health_check_interval": HEALTH_CHECK_INTERVAL,
+        "max_jobs": 2,
         "poll_delay": 0.2,
     }
     options.update(overrides)

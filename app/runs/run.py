@@ -98,6 +98,7 @@ class Run(BaseModel):
     issue_number: int
     issue_title: str
     requester: str
+    requester_id: int | None = None
     trigger: Literal["label", "comment"]
     plan_only: bool = False
     instructions: str = ""

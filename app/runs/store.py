@@ -29,6 +29,14 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+_CLAIM = """
+local current = redis.call('get', KEYS[1])
+if current == false or current == ARGV[1] or current == ARGV[2] then
+  redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"""
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('del', KEYS[1])
@@ -164,6 +172,16 @@ class RunStore:
     async def acquire_lease(self, run_id: str, story_id: str, holder: str, ttl: float) -> bool:
         key = self._lease_key(run_id, story_id)
         return bool(await self.redis.set(key, holder, nx=True, px=int(ttl * 1000)))
+
+    async def claim_lease(
+        self, run_id: str, story_id: str, expected: str, holder: str, ttl: float
+    ) -> bool:
+        """Take over a lease held as `expected` (or lapsed, or already ours)."""
+        key = self._lease_key(run_id, story_id)
+        claimed = await self.redis.eval(  # type: ignore[misc]
+            _CLAIM, 1, key, expected, holder, str(int(ttl * 1000))
+        )
+        return bool(claimed)
 
     async def renew_lease(self, run_id: str, story_id: str, holder: str, ttl: float) -> bool:
         """Extend our lease; False means it expired or someone else holds it now."""

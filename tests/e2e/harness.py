@@ -65,9 +65,10 @@ class Bot:
     log_dir: Path
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    def start(self, kind: str, *args: str) -> None:
-        with (self.log_dir / f"{kind}.log").open("ab") as log:
-            self.procs[kind] = subprocess.Popen(
+    def start(self, name: str, *args: str) -> None:
+        kind = name.split("-", 1)[0]
+        with (self.log_dir / f"{name}.log").open("ab") as log:
+            self.procs[name] = subprocess.Popen(
                 [sys.executable, "-m", "app.cli", kind, *args],
                 env=self.env,
                 cwd=ROOT,
@@ -75,10 +76,12 @@ class Bot:
                 stderr=subprocess.STDOUT,
             )
 
-    def start_all(self) -> None:
+    def start_all(self, runners: int = 0) -> None:
         port = self.web_url.rsplit(":", 1)[1]
         self.start("web", "--port", port)
         self.start("worker")
+        for i in range(runners):
+            self.start(f"runner-{i}" if i else "runner")
         wait_for(self._web_up, 30, "the web process")
 
     def _web_up(self) -> bool:
@@ -127,6 +130,7 @@ def bot_env(
             "BARO_REDIS_URL": redis_url,
             "BARO_GITHUB_WRITE_SPACING": "0",
             "BARO_LOG_LEVEL": "INFO",
+            "BARO_RUNNER_DATA_DIR": tempfile.mkdtemp(prefix="baro-runner-", dir="/var/tmp"),
         }
     )
     if model_url is not None:

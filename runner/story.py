@@ -1,0 +1,324 @@
+"""The runner's `run_story` job: one story attempt → one commit on the run branch.
+
+Idempotent under at-least-once delivery: a stale attempt is a no-op, a story whose commit
+is already on the branch is recorded as landed without committing again, and a lease with
+a heartbeat says who works on the story (the orchestrator's reaper re-dispatches a story
+whose lease lapsed). Every ending is written to the run record as a typed outcome with
+evidence, then the orchestrator is told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import httpx
+
+from app.gitcmd import GitAuth, GitError
+from app.github import GitHubGateway
+from app.llm.catalog import CatalogError, ModelCatalog, build_client
+from app.llm.client import ModelClient
+from app.llm.prices import PriceTable
+from app.llm.types import Usage
+from app.runs.models import Story
+from app.runs.run import FailureKind, Run, now
+from app.runs.store import RunStore
+from app.settings import Settings
+from runner.agent import AgentResult, StoryAgent, StoryBrief, StoryBudget, turn_pricer
+from runner.commit_message import CommitMessage
+from runner.landing import Conflict, LandError, land
+from runner.mirror import RepoRef
+from runner.workspace import Workspaces
+from runner.worktree import Worktree
+
+if TYPE_CHECKING:
+    from runner.sandbox import CommandSandbox
+
+log = logging.getLogger(__name__)
+
+AGENT_FAILURES: dict[str, FailureKind] = {
+    "budget": "execution",
+    "no_finish": "execution",
+    "model_fatal": "provider",
+    "model_unavailable": "provider",
+    "verification": "verification",
+    "cancelled": "cancelled",
+    "conflict": "conflict",
+}
+LAND_FAILURES: dict[str, FailureKind] = {
+    "no_change": "no_change",
+    "workflow": "workflow",
+    "conflict": "conflict",
+    "push": "transport",
+}
+
+
+@dataclass
+class Outcome:
+    """How the attempt ended, as recorded on the story."""
+
+    landed_sha: str | None = None
+    kind: FailureKind | None = None
+    message: str | None = None
+    evidence: list[str] = field(default_factory=list)
+    summary: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    cost: float | None = 0.0
+    model: str | None = None
+
+
+class StoryFailed(Exception):
+    def __init__(self, kind: FailureKind, message: str, evidence: list[str] | None = None):
+        super().__init__(message)
+        self.kind: FailureKind = kind
+        self.message = message
+        self.evidence = evidence or []
+
+
+@dataclass
+class StoryRunner:
+    settings: Settings
+    store: RunStore
+    gateway: GitHubGateway
+    workspaces: Workspaces
+    sandbox: CommandSandbox
+    http: httpx.AsyncClient
+    prices: PriceTable
+    notify: Callable[[str, str, int], Awaitable[None]]
+    """(run_id, story_id, attempt) → the orchestrator's `story_finished`."""
+    runner_id: str
+
+    async def run_story(self, run_id: str, story_id: str, attempt: int) -> str:
+        run = await self.store.find(run_id)
+        if run is None or run.plan is None or story_id not in run.stories:
+            return "unknown run or story"
+        record = run.stories[story_id]
+        if record.state == "landed":
+            return "already landed"
+        if record.state != "running" or record.attempts != attempt:
+            return f"stale attempt {attempt} (story is {record.state}, attempt {record.attempts})"
+        holder = f"{self.runner_id}:{attempt}"
+        ttl = self.settings.story_lease_seconds
+        if not await self.store.claim_lease(run_id, story_id, f"queued:{attempt}", holder, ttl):
+            return "another runner holds this story"
+        async with self._heartbeat(run_id, story_id, holder) as lost:
+            try:
+                outcome = await self._attempt(run, run.plan.story(story_id), lost)
+            except StoryFailed as failed:
+                outcome = Outcome(
+                    kind=failed.kind, message=failed.message, evidence=failed.evidence
+                )
+            except Exception as exc:  # the runner's own trouble: typed, never lost
+                log.exception("story %s/%s crashed", run_id, story_id)
+                outcome = Outcome(kind="infrastructure", message=f"runner error: {exc!r}"[:500])
+        await self._record(run_id, story_id, attempt, outcome)
+        await self.store.release_lease(run_id, story_id, holder)
+        await self.notify(run_id, story_id, attempt)
+        return "landed" if outcome.landed_sha else f"failed ({outcome.kind})"
+
+    @contextlib.asynccontextmanager
+    async def _heartbeat(
+        self, run_id: str, story_id: str, holder: str
+    ) -> AsyncIterator[asyncio.Event]:
+        """Renew the lease while the attempt runs; `lost` is set if it could not be renewed."""
+        lost = asyncio.Event()
+        ttl = self.settings.story_lease_seconds
+
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(ttl / 4)
+                try:
+                    if not await self.store.renew_lease(run_id, story_id, holder, ttl):
+                        lost.set()
+                        return
+                except Exception:  # Redis hiccup: try again next beat
+                    log.warning("lease renewal for %s/%s failed", run_id, story_id)
+
+        task = asyncio.create_task(beat())
+        try:
+            yield lost
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _attempt(self, run: Run, story: Story, lost: asyncio.Event) -> Outcome:
+        assert run.plan is not None and run.branch is not None
+        record = run.stories[story.id]
+        model_name, client, price_key = self._client(run, story, record.story_retries)
+        try:
+            token = await self.gateway.repo_token(
+                run.installation_id, run.repo, {"contents": "write", "metadata": "read"}
+            )
+            async with self.gateway.installation(run.installation_id).session() as gh:
+                repository = await gh.repository(run.owner, run.repo)
+        except Exception as exc:
+            raise StoryFailed("transport", f"GitHub: {type(exc).__name__}: {exc}"[:500]) from exc
+        auth = GitAuth(token)
+        repo = RepoRef(repository.full_name, repository.clone_url)
+        try:
+            sha = await self.workspaces.find_landed(repo, run.branch, auth, run.id, story.id)
+        except GitError as exc:
+            raise StoryFailed("transport", str(exc)) from exc
+        if sha is not None:
+            return Outcome(landed_sha=sha, summary="landed by an earlier delivery of this job")
+
+        async def should_stop() -> bool:
+            if lost.is_set():
+                return True
+            current = await self.store.find(run.id)
+            return current is None or current.state != "running"
+
+        config = run.repo_config
+        brief = StoryBrief(
+            repo_full_name=repository.full_name,
+            run_id=run.id,
+            story=story,
+            design_note=run.plan.design_note,
+            plan_summary=run.plan.summary,
+            sibling_titles=[f"{s.id}: {s.title}" for s in run.plan.stories if s.id != story.id],
+            sibling_files=sorted(
+                {f for s in run.plan.stories if s.id != story.id for f in s.writes}
+                - set(story.writes)
+            ),
+            verify_commands=list(config.verify) if config else [],
+            previous_failure=record.failure if record.attempts > 1 else None,
+        )
+        budget = StoryBudget(
+            max_rounds=self.settings.story_max_rounds, max_cost_usd=self.settings.story_budget_usd
+        )
+        try:
+            async with self.workspaces.worktree(
+                repo, run.branch, auth, run_id=run.id, story_id=story.id, attempt=record.attempts
+            ) as wt:
+                for command in config.setup if config else []:
+                    setup = await self.sandbox.run(command, cwd=wt.path, timeout=900, network=True)
+                    if not setup.ok:
+                        raise StoryFailed(
+                            "execution",
+                            f"setup command failed: {command}",
+                            [setup.output[-2000:]],
+                        )
+                agent = StoryAgent(
+                    client,
+                    brief,
+                    wt.path,
+                    self.sandbox,
+                    pricer=turn_pricer(self.prices, price_key),
+                    budget=budget,
+                    should_stop=should_stop,
+                )
+                result = await agent.work()
+                if result.status != "finished":
+                    return _from_agent(result, model_name)
+
+                async def resolve(conflict: Conflict) -> bool:
+                    return await agent.resolve_conflict(list(conflict.files), conflict.details)
+
+                message = CommitMessage(
+                    run_id=run.id,
+                    story_id=story.id,
+                    title=story.title,
+                    summary=agent.result.summary,
+                    co_author=(run.requester, run.requester_id) if run.requester_id else None,
+                )
+                try:
+                    landed = await _land(wt, message, auth, resolve)
+                except LandError as exc:
+                    outcome = _from_agent(agent.result, model_name)
+                    outcome.kind = LAND_FAILURES.get(exc.kind, "transport")
+                    outcome.message = exc.message
+                    return outcome
+                outcome = _from_agent(agent.result, model_name)
+                outcome.landed_sha = landed
+                return outcome
+        except GitError as exc:
+            raise StoryFailed("transport", str(exc)) from exc
+
+    def _client(self, run: Run, story: Story, retries: int) -> tuple[str, ModelClient, str]:
+        routing = self.settings.routing
+        if routing is None:
+            raise StoryFailed("provider", "no models are configured on this baro server")
+        if run.repo_config is not None:
+            routing = routing.for_repo(run.repo_config)
+        name = routing.model_for_story(story.tier, attempt=retries + 1)
+        try:
+            model = ModelCatalog(self.settings.models).get(name)
+        except CatalogError as exc:
+            raise StoryFailed("provider", str(exc)) from exc
+        key = self.settings.model_keys.get(name)
+        if key is None:
+            raise StoryFailed("provider", f"model {name!r} has no API key on this runner")
+        return name, build_client(model, key.get_secret_value(), self.http), model.price_key
+
+    async def _record(self, run_id: str, story_id: str, attempt: int, outcome: Outcome) -> None:
+        def apply(run: Run) -> Run | None:
+            record = run.stories.get(story_id)
+            if record is None or record.attempts != attempt or record.state != "running":
+                return None
+            cost = (
+                None
+                if outcome.cost is None or record.cost_usd is None
+                else record.cost_usd + outcome.cost
+            )
+            update: dict[str, object] = {
+                "finished_at": now(),
+                "model": outcome.model or record.model,
+                "input_tokens": record.input_tokens + outcome.usage.prompt,
+                "cache_read_tokens": record.cache_read_tokens + outcome.usage.cache_read,
+                "output_tokens": record.output_tokens + outcome.usage.output,
+                "cost_usd": cost,
+                "summary": outcome.summary or record.summary,
+            }
+            if outcome.landed_sha:
+                update.update(state="landed", sha=outcome.landed_sha, failure=None)
+            else:
+                update.update(
+                    state="failed",
+                    awaiting_decision=True,
+                    failure_kind=outcome.kind or "execution",
+                    failure=outcome.message,
+                    evidence=outcome.evidence[-6:],
+                )
+            stories = dict(run.stories)
+            stories[story_id] = record.model_copy(update=update)
+            return run.model_copy(update={"stories": stories})
+
+        await self.store.update(run_id, apply)
+        await self.store.append_event(
+            run_id,
+            "story_landed" if outcome.landed_sha else "story_failed",
+            story=story_id,
+            attempt=attempt,
+            sha=outcome.landed_sha,
+            failure=outcome.kind,
+        )
+
+
+async def _land(
+    wt: Worktree,
+    message: CommitMessage,
+    auth: GitAuth,
+    resolve: Callable[[Conflict], Awaitable[bool]],
+) -> str:
+    landed = await land(wt, message, auth, on_conflict=resolve)
+    return landed.sha
+
+
+def _from_agent(result: AgentResult, model: str) -> Outcome:
+    cost = None if result.cost is None else float(result.cost)
+    outcome = Outcome(
+        summary=result.summary or None,
+        usage=result.usage,
+        cost=cost,
+        model=result.model or model,
+        evidence=list(result.evidence),
+    )
+    if result.status != "finished":
+        outcome.kind = AGENT_FAILURES.get(result.reason or "", "execution")
+        outcome.message = result.message or result.reason
+    return outcome

@@ -1,0 +1,190 @@
+"""Where a story runs: a worktree at the run-branch head, from a per-repository mirror.
+
+`Workspaces` owns the runner's data directory:
+
+    <data_dir>/mirrors/<owner>/<repo>.git        bare mirror (+ `.lock` beside it)
+    <data_dir>/worktrees/<run>-<story>-<attempt>-<random>
+
+A story attempt gets `prepare` (or the `worktree` context manager), lets the agent edit
+files, then `land`s one commit; `find_landed` lets a re-delivered job see that its story
+already landed instead of committing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import secrets
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from app.gitcmd import GitAuth, GitError
+from runner.commit_message import (
+    RUN_TRAILER,
+    STORY_TRAILER,
+    CoAuthor,
+    CommitMessage,
+    is_story_commit,
+    render_commit_message,
+)
+from runner.landing import Conflict, Landed, LandError, OnConflict, land
+from runner.mirror import Mirror, MirrorCache, RepoRef, check_branch
+from runner.worktree import DiffStat, Identity, Worktree, changed_files, diff_stat
+
+log = logging.getLogger(__name__)
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class Workspaces:
+    """Mirrors and worktrees under one data directory; one instance per runner process."""
+
+    def __init__(self, data_dir: Path, *, identity: Identity | None = None) -> None:
+        self.data_dir = data_dir
+        self.identity = identity or Identity()
+        self.mirrors = MirrorCache(data_dir / "mirrors")
+        self.worktrees_dir = data_dir / "worktrees"
+
+    async def prepare(
+        self,
+        repo: RepoRef,
+        branch: str,
+        auth: GitAuth,
+        *,
+        run_id: str,
+        story_id: str,
+        attempt: int,
+    ) -> Worktree:
+        """A fresh detached worktree at the current head of `branch` (fetched just now)."""
+        check_branch(branch)
+        mirror = self.mirrors.get(repo)
+        name = "-".join([_safe(run_id), _safe(story_id), str(int(attempt)), secrets.token_hex(3)])
+        path = self.worktrees_dir / name
+        self._ensure_worktrees_dir()
+        head = await mirror.fetch(branch, auth)
+        async with mirror.locked():
+            await mirror.git(["worktree", "add", "--quiet", "--detach", str(path), head])
+        try:
+            git_dir = _admin_dir(path, mirror)
+        except BaseException:
+            await _remove(path, mirror)
+            raise
+        return Worktree(
+            path=path,
+            git_dir=git_dir,
+            mirror=mirror,
+            repo=repo,
+            branch=branch,
+            base=head,
+            run_id=run_id,
+            story_id=story_id,
+            attempt=attempt,
+            identity=self.identity,
+        )
+
+    async def cleanup(self, worktree: Worktree) -> None:
+        await cleanup(worktree)
+
+    @contextlib.asynccontextmanager
+    async def worktree(
+        self,
+        repo: RepoRef,
+        branch: str,
+        auth: GitAuth,
+        *,
+        run_id: str,
+        story_id: str,
+        attempt: int,
+    ) -> AsyncIterator[Worktree]:
+        """`prepare`, and `cleanup` however the block ends."""
+        wt = await self.prepare(
+            repo, branch, auth, run_id=run_id, story_id=story_id, attempt=attempt
+        )
+        try:
+            yield wt
+        finally:
+            await asyncio.shield(cleanup(wt))
+
+    async def find_landed(
+        self, repo: RepoRef, branch: str, auth: GitAuth, run_id: str, story_id: str
+    ) -> str | None:
+        """The sha of this story's commit on the run branch (freshly fetched), if any."""
+        mirror = self.mirrors.get(repo)
+        head = await mirror.fetch(branch, auth)
+        out = await mirror.git(
+            [
+                "log",
+                "--format=%H%x00%B%x1e",
+                "--fixed-strings",
+                "--all-match",
+                f"--grep={RUN_TRAILER}: {run_id}",
+                f"--grep={STORY_TRAILER}: {story_id}",
+                head,
+            ]
+        )
+        for record in out.split("\x1e"):
+            sha, _, body = record.strip("\n").partition("\0")
+            if sha and is_story_commit(body, run_id, story_id):
+                return sha
+        return None
+
+    def _ensure_worktrees_dir(self) -> None:
+        # Searchable (not readable) by others: a sandbox uid must reach its own worktree.
+        self.worktrees_dir.mkdir(parents=True, exist_ok=True)
+        self.worktrees_dir.chmod(0o711)
+
+
+async def cleanup(worktree: Worktree) -> None:
+    """Remove the worktree and prune its record in the mirror; never raises for git errors."""
+    await _remove(worktree.path, worktree.mirror)
+
+
+async def _remove(path: Path, mirror: Mirror) -> None:
+    try:
+        await mirror.git(["worktree", "remove", "--force", "--force", str(path)])
+    except GitError as err:
+        log.warning("git worktree remove %s failed, deleting it: %s", path, err)
+    await asyncio.to_thread(shutil.rmtree, path, ignore_errors=True)
+    try:
+        async with mirror.locked():
+            await mirror.git(["worktree", "prune"])
+    except GitError as err:
+        log.warning("git worktree prune in %s failed: %s", mirror.path, err)
+
+
+def _admin_dir(path: Path, mirror: Mirror) -> Path:
+    """The worktree's git directory inside the mirror, read before the agent can touch it."""
+    text = (path / ".git").read_text().strip()
+    git_dir = Path(text.removeprefix("gitdir:").strip())
+    if not git_dir.is_absolute():
+        git_dir = (path / git_dir).resolve()
+    if not git_dir.resolve().is_relative_to((mirror.path / "worktrees").resolve()):
+        raise GitError(f"unexpected worktree git dir {git_dir}")
+    return git_dir
+
+
+def _safe(value: str) -> str:
+    return _UNSAFE.sub("_", value)[:40] or "_"
+
+
+__all__ = [
+    "CoAuthor",
+    "CommitMessage",
+    "Conflict",
+    "DiffStat",
+    "Identity",
+    "LandError",
+    "Landed",
+    "OnConflict",
+    "RepoRef",
+    "Workspaces",
+    "Worktree",
+    "changed_files",
+    "cleanup",
+    "diff_stat",
+    "land",
+    "render_commit_message",
+]

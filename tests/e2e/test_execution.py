@@ -1,0 +1,149 @@
+"""Issue #4/#5 end to end: a planned run executes on real runners and lands commits."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from testbed.models.harness import RunningModelServer
+from tests.conftest import RedisServer
+from tests.e2e.conftest import DEFAULT_SCRIPT
+from tests.e2e.harness import Bot, World, bot_env, new_bot, wait_for
+from tests.e2e.test_planning import run_state, tracking
+
+
+def story(sid: str, title: str, deps: list[str], path: str, check: str) -> dict[str, Any]:
+    return {
+        "id": sid,
+        "title": title,
+        "description": f"Create {path}.",
+        "depends_on": deps,
+        "writes": [path],
+        "acceptance": [f"{path} exists"],
+        "tests": [check],
+        "tier": "light",
+    }
+
+
+PLAN = {
+    "summary": "Greetings in three files.",
+    "design_note": "Plain text files at the repository root.",
+    "stories": [
+        story("S1", "Hello file", [], "hello.txt", "grep -q hello hello.txt"),
+        story("S2", "World file", [], "world.txt", "grep -q world world.txt"),
+        story("S3", "Both file", ["S1", "S2"], "both.txt", "grep -q 'hello world' both.txt"),
+    ],
+}
+
+
+def writes(path: str, text: str) -> list[dict[str, Any]]:
+    """A story agent's turns: create the file, then finish."""
+    return [
+        {
+            "tool_calls": [
+                {
+                    "name": "editor",
+                    "arguments": {"command": "create", "path": path, "file_text": text},
+                }
+            ],
+            "usage": {"input": 800, "output": 60},
+        },
+        {
+            "tool_calls": [{"name": "finish", "arguments": {"summary": f"Created {path}."}}],
+            "usage": {"input": 900, "cached": 800, "output": 20},
+        },
+    ]
+
+
+def script(title: str) -> dict[str, Any]:
+    return {
+        "rules": [
+            {
+                "name": "plan",
+                "match": {"system": "baro's planner", "first_user": title},
+                "turns": [{"tool_calls": [{"name": "submit_plan", "arguments": PLAN}]}],
+            },
+            {
+                "name": "S1",
+                "match": {"first_user": "Implement story S1"},
+                "turns": writes("hello.txt", "hello\n"),
+            },
+            {
+                "name": "S2",
+                "match": {"first_user": "Implement story S2"},
+                "turns": writes("world.txt", "world\n"),
+            },
+            {
+                "name": "S3",
+                "match": {"first_user": "Implement story S3"},
+                "turns": writes("both.txt", "hello world\n"),
+            },
+            *DEFAULT_SCRIPT["rules"],
+        ]
+    }
+
+
+@pytest.fixture(scope="module")
+def runners_bot(world: World, e2e_redis: RedisServer, models: RunningModelServer) -> Iterator[Bot]:
+    running = new_bot(bot_env(world.testbed, world.app, e2e_redis.url, models.url))
+    running.start_all(runners=2)
+    yield running
+    running.stop()
+
+
+def git_log(world: World, repo: Any, branch: str) -> list[str]:
+    out = subprocess.run(
+        ["git", "--git-dir", str(repo.git_dir), "log", "--format=%s%x00%b%x1e", branch],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [entry.strip() for entry in out.split("\x1e") if entry.strip()]
+
+
+async def test_label_to_landed_commits(
+    world: World, runners_bot: Bot, models: RunningModelServer
+) -> None:
+    repo = world.new_repo()
+    issue = world.new_issue(repo, "Greet the world")
+    models.set_script(script("Greet the world"))
+    await world.deliver_label(runners_bot, repo, issue.number)
+
+    def done() -> Any:
+        comment = tracking(world, repo, issue.number)
+        if comment is None or "<!-- baro:run:" not in comment.body:
+            return None
+        state = run_state(runners_bot.env["BARO_REDIS_URL"], comment.body)
+        return state if state["state"] in ("done", "checkpoint", "failed") else None
+
+    try:
+        state = wait_for(done, 90, "the run to finish")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{runners_bot.logs()}") from None
+    assert state["state"] == "done", state
+    assert {sid: s["state"] for sid, s in state["stories"].items()} == {
+        "S1": "landed",
+        "S2": "landed",
+        "S3": "landed",
+    }
+    branch = state["branch"]
+    log = git_log(world, repo, branch)
+    subjects = [entry.split("\x00")[0] for entry in log]
+    assert subjects[0] == "S3: Both file"
+    assert sorted(subjects[1:3]) == ["S1: Hello file", "S2: World file"]
+    assert len(subjects) == 4  # three stories on top of the initial commit
+    assert f"Baro-Run: {state['id']}" in log[0]
+    assert "Baro-Story: S3" in log[0]
+    assert "Co-authored-by: maintainer <" in log[0]
+    assert world.state.read_file(repo, branch, "both.txt") == b"hello world\n"
+    assert state["stories"]["S1"]["sha"]
+    assert state["stories"]["S1"]["input_tokens"] == 1700 + 800
+    comment = wait_for(
+        lambda: (c := tracking(world, repo, issue.number)) and "- [x] **S3**" in c.body and c,
+        10,
+        "the final checklist",
+    )
+    assert "- [x] **S1**" in comment.body and "- [x] **S2**" in comment.body

@@ -1,0 +1,386 @@
+"""Mirrors, worktrees and landing against the testbed's real git smart HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from app.gitcmd import GitAuth, GitError
+from runner.workspace import (
+    CommitMessage,
+    Conflict,
+    LandError,
+    RepoRef,
+    Workspaces,
+    Worktree,
+    changed_files,
+    cleanup,
+    diff_stat,
+    land,
+)
+from testbed.github.entities import Installation, Repo
+from testbed.github.server import TestbedServer, running_testbed
+from testbed.github.state import GitHubState
+
+BRANCH = "baro/issue-1-demo"
+RUN = "r1"
+_names = itertools.count(1)
+
+
+@dataclass
+class Hub:
+    state: GitHubState
+    tb: TestbedServer
+    inst: Installation
+
+
+@dataclass
+class Env:
+    hub: Hub
+    repo: Repo
+    ref: RepoRef
+    auth: GitAuth
+    ws: Workspaces
+    data_dir: Path
+
+    def git(self, *args: str) -> str:
+        """git on the hosted bare repository (the truth on 'GitHub')."""
+        return subprocess.run(
+            ["git", f"--git-dir={self.repo.git_dir}", *args],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+
+    def raw_message(self, sha: str) -> str:
+        """The commit message exactly as stored."""
+        return self.git("cat-file", "commit", sha).split("\n\n", 1)[1]
+
+    def head(self) -> str | None:
+        return self.hub.state.branch_sha(self.repo, BRANCH)
+
+    def read(self, path: str) -> str | None:
+        data = self.hub.state.read_file(self.repo, BRANCH, path)
+        return None if data is None else data.decode()
+
+    def story_commits(self) -> list[str]:
+        """Messages of the commits on the run branch that are not on main."""
+        out = self.git("log", "--format=%B%x1e", f"main..refs/heads/{BRANCH}")
+        return [m.strip("\n") for m in out.split("\x1e") if m.strip()]
+
+    async def prepare(self, story: str, attempt: int = 1) -> Worktree:
+        return await self.ws.prepare(
+            self.ref, BRANCH, self.auth, run_id=RUN, story_id=story, attempt=attempt
+        )
+
+
+@pytest.fixture(scope="module")
+def hub() -> Iterator[Hub]:
+    with GitHubState() as state, running_testbed(state) as tb:
+        app = state.create_app("baro-test")
+        inst = state.create_installation(app, "octo")
+        yield Hub(state, tb, inst)
+
+
+@pytest.fixture
+def env(hub: Hub, tmp_path: Path) -> Env:
+    files = {"README.md": "# demo\n", "a.py": "x = 1\ny = 2\n"}
+    repo = hub.state.create_repo("octo", f"demo{next(_names)}", files, installation=hub.inst)
+    subprocess.run(
+        ["git", f"--git-dir={repo.git_dir}", "update-ref", f"refs/heads/{BRANCH}", "main"],
+        check=True,
+    )
+    token = hub.state.create_token(hub.inst)
+    ref = RepoRef(repo.full_name, hub.tb.clone_url(repo))
+    data_dir = tmp_path / "data"
+    return Env(hub, repo, ref, GitAuth(token.token), Workspaces(data_dir), data_dir)
+
+
+def message(story: str, title: str = "A story", summary: str = "Did it.") -> CommitMessage:
+    return CommitMessage(RUN, story, title, summary, ("octo", 7))
+
+
+def files_holding(root: Path, needle: str) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and needle.encode() in p.read_bytes()]
+
+
+async def test_prepare_at_run_branch_head_and_cleanup(env: Env) -> None:
+    first = await env.prepare("S1")
+    (first.path / "b.py").write_text("b = 1\n")
+    await land(first, message("S1"), env.auth)
+    await cleanup(first)
+
+    wt = await env.prepare("S2")
+    assert wt.base == env.head()
+    assert (wt.path / "b.py").read_text() == "b = 1\n"  # holds what S1 landed
+    assert wt.path.parent == env.data_dir / "worktrees"
+    assert wt.path.name.startswith("r1-S2-1-")
+    mirror = env.data_dir / "mirrors" / env.repo.full_name.lower()
+    assert wt.mirror.path == mirror.with_name(mirror.name + ".git")
+    await cleanup(wt)
+    assert not wt.path.exists()
+    listing = subprocess.run(
+        ["git", f"--git-dir={wt.mirror.path}", "worktree", "list", "--porcelain"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "worktree " + str(wt.path) not in listing
+    assert not (wt.mirror.path / "worktrees").exists() or not any(
+        (wt.mirror.path / "worktrees").iterdir()
+    )
+
+
+async def test_context_manager_cleans_up_on_error(env: Env) -> None:
+    kept: list[Path] = []
+    with pytest.raises(RuntimeError):
+        async with env.ws.worktree(
+            env.ref, BRANCH, env.auth, run_id=RUN, story_id="S1", attempt=2
+        ) as wt:
+            kept.append(wt.path)
+            raise RuntimeError("story failed")
+    assert not kept[0].exists()
+
+
+async def test_land_one_commit_with_message_and_no_token_on_disk(env: Env) -> None:
+    start = env.head()
+    wt = await env.prepare("S1")
+    (wt.path / "a.py").write_text("x = 10\ny = 2\n")
+    (wt.path / "pkg").mkdir()
+    (wt.path / "pkg" / "new.py").write_text("n = 1\n")
+    assert await changed_files(wt) == ["a.py", "pkg/new.py"]
+    stat = await diff_stat(wt)
+    assert (stat.files, stat.insertions, stat.deletions) == (2, 2, 1)
+
+    msg = message("S1", "Reservation enum", "Adds the enum.")
+    landed = await land(wt, msg, env.auth)
+
+    assert landed.attempts == 1 and not landed.rebased
+    assert env.head() == landed.sha
+    assert env.git("rev-parse", f"{landed.sha}^").strip() == start
+    assert env.raw_message(landed.sha) == msg.render()
+    assert env.git("log", "-1", "--format=%an <%ae>|%cn", landed.sha).strip() == (
+        "baro-bot <baro-bot@users.noreply.github.com>|baro-bot"
+    )
+    assert env.read("pkg/new.py") == "n = 1\n"
+    assert await changed_files(wt) == ["a.py", "pkg/new.py"]
+
+    token = env.auth.token
+    basic = env.auth.header().removeprefix("Authorization: Basic ")
+    assert files_holding(env.data_dir, token) == []
+    assert files_holding(env.data_dir, basic) == []
+    config = (wt.mirror.path / "config").read_text()
+    assert env.ref.clone_url in config and "@" not in config
+    await cleanup(wt)
+
+
+async def test_concurrent_stories_both_land(env: Env) -> None:
+    start = env.head()
+    first, second = await asyncio.gather(env.prepare("S1"), env.prepare("S2"))
+    assert first.base == second.base == start
+    (first.path / "one.py").write_text("one = 1\n")
+    (second.path / "two.py").write_text("two = 2\n")
+
+    results = await asyncio.gather(
+        land(first, message("S1", "One"), env.auth), land(second, message("S2", "Two"), env.auth)
+    )
+
+    assert sorted(r.rebased for r in results) == [False, True]
+    assert max(r.attempts for r in results) >= 2
+    commits = env.story_commits()
+    assert len(commits) == 2
+    assert {c.split("\n")[0] for c in commits} == {"S1: One", "S2: Two"}
+    assert env.read("one.py") == "one = 1\n" and env.read("two.py") == "two = 2\n"
+    assert env.head() in {r.sha for r in results}
+    await asyncio.gather(cleanup(first), cleanup(second))
+
+
+async def _racing_edits(env: Env) -> tuple[Worktree, str]:
+    """S1 lands `x = 10`; S2, prepared from the same head, has `x = 20` on the same line."""
+    first, second = await asyncio.gather(env.prepare("S1"), env.prepare("S2"))
+    (first.path / "a.py").write_text("x = 10\ny = 2\n")
+    (second.path / "a.py").write_text("x = 20\ny = 2\n")
+    (second.path / "other.py").write_text("o = 1\n")
+    landed = await land(first, message("S1"), env.auth)
+    await cleanup(first)
+    return second, landed.sha
+
+
+async def test_conflict_resolved_by_the_agent(env: Env) -> None:
+    second, first_sha = await _racing_edits(env)
+    seen: list[Conflict] = []
+
+    async def resolve(conflict: Conflict) -> bool:
+        seen.append(conflict)
+        text = (conflict.worktree / "a.py").read_text()
+        assert "<<<<<<<" in text and ">>>>>>>" in text
+        (conflict.worktree / "a.py").write_text("x = 30\ny = 2\n")
+        return True
+
+    landed = await land(second, message("S2", "Second"), env.auth, on_conflict=resolve)
+
+    assert [c.files for c in seen] == [("a.py",)]
+    assert seen[0].worktree == second.path and "a.py" in seen[0].details
+    assert landed.rebased and landed.attempts == 2
+    assert env.git("rev-parse", f"{landed.sha}^").strip() == first_sha
+    assert env.read("a.py") == "x = 30\ny = 2\n"
+    assert env.read("other.py") == "o = 1\n"
+    assert len(env.story_commits()) == 2
+    assert env.raw_message(landed.sha) == message("S2", "Second").render()
+    await cleanup(second)
+
+
+async def test_conflict_declined_leaves_the_branch_alone(env: Env) -> None:
+    second, first_sha = await _racing_edits(env)
+
+    async def give_up(conflict: Conflict) -> bool:
+        return False
+
+    with pytest.raises(LandError) as caught:
+        await land(second, message("S2"), env.auth, on_conflict=give_up)
+    assert caught.value.kind == "conflict"
+    assert caught.value.files == ["a.py"]
+    assert str(caught.value) == "conflicts with stories that landed first in: a.py"
+    assert env.head() == first_sha
+    await cleanup(second)
+
+
+async def test_conflict_markers_left_in_place_fail(env: Env) -> None:
+    second, first_sha = await _racing_edits(env)
+    calls: list[int] = []
+
+    async def claims_done(conflict: Conflict) -> bool:
+        calls.append(conflict.round)
+        return True
+
+    with pytest.raises(LandError) as caught:
+        await land(second, message("S2"), env.auth, on_conflict=claims_done)
+    assert caught.value.kind == "conflict"
+    assert calls == [1, 2]  # bounded by max_conflict_rounds
+    assert env.head() == first_sha
+
+    with pytest.raises(LandError) as caught:
+        await land(second, message("S2"), env.auth)  # no callback at all
+    assert caught.value.kind == "conflict" and caught.value.files == ["a.py"]
+    assert env.head() == first_sha
+    await cleanup(second)
+
+
+async def test_no_change(env: Env) -> None:
+    start = env.head()
+    wt = await env.prepare("S1")
+    with pytest.raises(LandError) as caught:
+        await land(wt, message("S1"), env.auth)
+    assert caught.value.kind == "no_change"
+    assert str(caught.value) == "the story produced no changes (no work product)"
+    assert env.head() == start
+    await cleanup(wt)
+
+
+async def test_workflow_change_is_refused_before_pushing(env: Env) -> None:
+    start = env.head()
+    wt = await env.prepare("S1")
+    (wt.path / ".github" / "workflows").mkdir(parents=True)
+    (wt.path / ".github" / "workflows" / "ci.yml").write_text("on: push\n")
+    (wt.path / "a.py").write_text("x = 3\n")
+    with pytest.raises(LandError) as caught:
+        await land(wt, message("S1"), env.auth)
+    assert caught.value.kind == "workflow"
+    assert caught.value.files == [".github/workflows/ci.yml"]
+    assert "no workflows permission" in str(caught.value)
+    assert ".github/workflows/ci.yml cannot be pushed" in str(caught.value)
+    assert env.head() == start
+    await cleanup(wt)
+
+
+async def test_find_landed_after_a_crash(env: Env) -> None:
+    assert await env.ws.find_landed(env.ref, BRANCH, env.auth, RUN, "S1") is None
+    wt = await env.prepare("S1")
+    (wt.path / "b.py").write_text("b = 1\n")
+    landed = await land(wt, message("S1"), env.auth)
+    other = await env.prepare("S10")
+    (other.path / "c.py").write_text("c = 1\n")
+    await land(other, message("S10"), env.auth)
+    await cleanup(wt)
+    await cleanup(other)
+
+    # A new runner process (fresh objects) on the same data dir, and one on a fresh machine.
+    again = Workspaces(env.data_dir)
+    assert await again.find_landed(env.ref, BRANCH, env.auth, RUN, "S1") == landed.sha
+    elsewhere = Workspaces(env.data_dir.with_name("other-machine"))
+    assert await elsewhere.find_landed(env.ref, BRANCH, env.auth, RUN, "S1") == landed.sha
+    assert await again.find_landed(env.ref, BRANCH, env.auth, "r2", "S1") is None
+    assert await again.find_landed(env.ref, BRANCH, env.auth, RUN, "S2") is None
+
+
+async def test_landing_twice_does_not_stack_commits(env: Env) -> None:
+    wt = await env.prepare("S1")
+    (wt.path / "b.py").write_text("b = 1\n")
+    first = await land(wt, message("S1"), env.auth)
+    other = await env.prepare("S2")
+    (other.path / "c.py").write_text("c = 1\n")
+    await land(other, message("S2"), env.auth)
+
+    # As if the first push's answer had been lost: land again from the same worktree.
+    again = await land(wt, message("S1"), env.auth)
+    assert again.sha == first.sha
+    assert len(env.story_commits()) == 2
+    await cleanup(wt)
+    await cleanup(other)
+
+
+async def test_server_errors_are_retried(env: Env) -> None:
+    wt = await env.prepare("S1")
+    (wt.path / "b.py").write_text("b = 1\n")
+    git_path = rf"^/{env.repo.full_name}\.git/"
+    env.hub.state.faults.add(method="POST", path=git_path + "git-receive-pack$", status=500)
+    env.hub.state.faults.add(method="POST", path=git_path + "git-upload-pack$", status=502)
+    landed = await land(wt, message("S1"), env.auth)
+    assert landed.attempts == 2 and not landed.rebased
+    assert env.head() == landed.sha
+    await cleanup(wt)
+
+
+async def test_bad_token_is_a_clear_error_without_the_token(env: Env) -> None:
+    bad = GitAuth("ghs_" + "x" * 36)
+    with pytest.raises(GitError) as caught:
+        await env.ws.prepare(env.ref, BRANCH, bad, run_id=RUN, story_id="S1", attempt=1)
+    assert bad.token not in str(caught.value)
+    assert "fetch" in str(caught.value)
+
+    start = env.head()
+    wt = await env.prepare("S1")
+    (wt.path / "b.py").write_text("b = 1\n")
+    with pytest.raises(LandError) as landing:
+        await land(wt, message("S1"), bad)
+    assert landing.value.kind == "push"
+    assert f"push to {BRANCH} failed" in str(landing.value)
+    assert bad.token not in str(landing.value)
+    assert env.head() == start
+    await cleanup(wt)
+
+
+async def test_repo_ref_refuses_credentials_and_odd_names() -> None:
+    with pytest.raises(ValueError):
+        RepoRef("octo/demo", "http://x-access-token:secret@127.0.0.1/octo/demo.git")
+    with pytest.raises(ValueError):
+        RepoRef("octo/..", "http://127.0.0.1/octo/demo.git")
+    with pytest.raises(ValueError):
+        RepoRef("octo/demo", "file:///tmp/demo.git")
+
+
+async def test_mirror_lock_holds_across_instances(env: Env) -> None:
+    """Two Workspaces on one data dir (as two runner processes) share the mirror's flock."""
+    await env.ws.find_landed(env.ref, BRANCH, env.auth, RUN, "S1")  # creates the mirror
+    other = Workspaces(env.data_dir)
+    async with env.ws.mirrors.get(env.ref).locked():
+        waiting = asyncio.create_task(other.find_landed(env.ref, BRANCH, env.auth, RUN, "S1"))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+    assert await asyncio.wait_for(waiting, 10) is None
