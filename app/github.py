@@ -21,7 +21,13 @@ from githubkit import AppAuthStrategy, AppInstallationAuthStrategy, GitHub
 from githubkit.cache import BaseCacheStrategy
 from githubkit.exception import GitHubException, RateLimitExceeded, RequestError, RequestFailed
 from githubkit.typing import RetryOption
-from githubkit_schemas.latest.models import FullRepository, Issue, IssueComment
+from githubkit_schemas.latest.models import (
+    FullRepository,
+    Issue,
+    IssueComment,
+    PullRequest,
+    PullRequestSimple,
+)
 
 from app.settings import Settings
 
@@ -199,6 +205,54 @@ class InstallationClient:
             return True
 
         return await self.writer.run(call)
+
+    async def find_pull(self, owner: str, repo: str, branch: str) -> PullRequestSimple | None:
+        """The open PR from `branch`, so a re-run finds it instead of opening another."""
+        resp = await self.gh.rest.pulls.async_list(
+            owner, repo, state="open", head=f"{owner}:{branch}", per_page=10
+        )
+        pulls: list[PullRequestSimple] = resp.parsed_data
+        return pulls[0] if pulls else None
+
+    async def create_pull(
+        self, owner: str, repo: str, *, title: str, body: str, head: str, base: str, draft: bool
+    ) -> PullRequest:
+        resp = await self.writer.run(
+            lambda: self.gh.rest.pulls.async_create(
+                owner,
+                repo,
+                title=title,
+                body=truncate_body(body),
+                head=head,
+                base=base,
+                draft=draft,
+                maintainer_can_modify=True,
+            )
+        )
+        return resp.parsed_data
+
+    async def update_pull(
+        self, owner: str, repo: str, number: int, *, title: str, body: str
+    ) -> None:
+        await self.writer.run(
+            lambda: self.gh.rest.pulls.async_update(
+                owner, repo, number, title=title, body=truncate_body(body)
+            )
+        )
+
+    async def request_review(self, owner: str, repo: str, number: int, login: str) -> None:
+        """Ask the requester to review; GitHub refuses the PR's author, which is fine."""
+
+        async def call() -> None:
+            try:
+                await self.gh.rest.pulls.async_request_reviewers(
+                    owner, repo, number, reviewers=[login]
+                )
+            except RequestFailed as exc:
+                if exc.response.status_code != 422:
+                    raise
+
+        await self.writer.run(call)
 
     async def add_labels(self, owner: str, repo: str, number: int, labels: list[str]) -> None:
         await self.writer.run(

@@ -45,3 +45,13 @@ class Jobs:
     async def refresh(self, run_id: str) -> None:
         """Dispatch what can start and re-render the tracking comment."""
         await self.redis.enqueue_job("refresh_run", run_id, _queue_name=ORCHESTRATOR_QUEUE)
+
+    async def verify_run(self, run_id: str) -> None:
+        await self.redis.enqueue_job(
+            "verify_run", run_id, _job_id=f"verify:{run_id}", _queue_name=RUNNER_QUEUE
+        )
+
+    async def run_verified(self, run_id: str) -> None:
+        await self.redis.enqueue_job(
+            "run_verified", run_id, _job_id=f"verified:{run_id}", _queue_name=ORCHESTRATOR_QUEUE
+        )

@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from app.github import GitHubGateway
+from app.runs.models import RunState
+from app.runs.pr_body import is_checkpoint, render_final_comment, render_pr_body, render_pr_title
 from app.runs.report import render_plan
 from app.runs.run import Run, StoryRecord, now
 from app.runs.scheduler import RetryBudget, admit, apply_failure, finished, mark_dispatched
@@ -26,6 +28,9 @@ Enqueue = Callable[[str, str, int], Awaitable[None]]
 """(run_id, story_id, attempt) → put `run_story` on the runner queue."""
 
 QUEUED_LEASE_SECONDS = 30 * 60
+LABEL_RUNNING = "baro:running"
+LABEL_DONE = "baro:done"
+LABEL_FAILED = "baro:failed"
 
 
 @dataclass
@@ -34,6 +39,7 @@ class Orchestrator:
     gateway: GitHubGateway
     store: RunStore
     enqueue_story: Enqueue
+    enqueue_verify: Callable[[str], Awaitable[None]]
     budget: RetryBudget = field(default_factory=RetryBudget)
 
     async def start(self, run_id: str) -> str:
@@ -42,6 +48,8 @@ class Orchestrator:
         if run.state != "running":
             return f"skipped ({run.state})"
         await self.store.append_event(run_id, "running")
+        async with self.gateway.installation(run.installation_id).session() as gh:
+            await gh.add_labels(run.owner, run.repo, run.issue_number, [LABEL_RUNNING])
         await self.dispatch(run_id)
         return "running"
 
@@ -90,18 +98,86 @@ class Orchestrator:
         return run.stories[story_id].state
 
     async def finish(self, run_id: str) -> str:
-        """Nothing more can run. Verification and the PR come next (issue #5)."""
+        """Nothing more can run: verify the integrated branch (on a runner), then the PR."""
 
         def close(r: Run) -> Run | None:
             if r.state != "running" or not finished(r):
                 return None
-            states = [s.state for s in r.stories.values()]
-            landed_all = all(state == "landed" for state in states)
-            return r.model_copy(update={"state": "done" if landed_all else "checkpoint"})
+            return r.model_copy(update={"state": "finalizing"})
 
         run = await self.store.update(run_id, close)
-        await self.store.append_event(run_id, "finished", state=run.state)
-        await self.render(run)
+        if run.state != "finalizing":
+            return f"skipped ({run.state})"
+        await self.store.append_event(run_id, "finalizing")
+        landed = any(r.state == "landed" for r in run.stories.values())
+        verify = run.repo_config.verify if run.repo_config else []
+        if landed and verify:
+            await self.enqueue_verify(run_id)
+            await self.render(run)
+            return "verifying"
+        return await self.open_pull_request(run_id)
+
+    async def open_pull_request(self, run_id: str) -> str:
+        """One PR per run, found before created; the final comment and labels follow."""
+        run = await self.store.get(run_id)
+        if run.state != "finalizing" or run.branch is None:
+            return f"skipped ({run.state})"
+        landed = any(r.state == "landed" for r in run.stories.values())
+        branch = run.branch
+        async with self.gateway.installation(run.installation_id).session() as gh:
+            pr_url: str | None = None
+            pr_number: int | None = None
+            if landed:
+                repository = await gh.repository(run.owner, run.repo)
+                run = run.model_copy(update={"finished_at": run.finished_at or now()})
+                title = render_pr_title(run)
+                body = render_pr_body(run, repo_html_url=repository.html_url)
+                existing = await gh.find_pull(run.owner, run.repo, branch)
+                if existing is None:
+                    pull = await gh.create_pull(
+                        run.owner,
+                        run.repo,
+                        title=title,
+                        body=body,
+                        head=branch,
+                        base=run.default_branch or repository.default_branch,
+                        draft=is_checkpoint(run),
+                    )
+                    pr_url, pr_number = pull.html_url, pull.number
+                    await gh.request_review(run.owner, run.repo, pull.number, run.requester)
+                else:
+                    await gh.update_pull(
+                        run.owner, run.repo, existing.number, title=title, body=body
+                    )
+                    pr_url, pr_number = existing.html_url, existing.number
+            final = _final_state(run, landed)
+            url, number = pr_url, pr_number
+
+            def conclude(r: Run) -> Run | None:
+                if r.state != "finalizing":
+                    return None
+                return r.model_copy(
+                    update={
+                        "state": final,
+                        "pr_url": url,
+                        "pr_number": number,
+                        "finished_at": r.finished_at or now(),
+                    }
+                )
+
+            run = await self.store.update(run_id, conclude)
+            await self.store.append_event(run_id, "finished", state=run.state, pr=pr_number)
+            await gh.remove_label(run.owner, run.repo, run.issue_number, LABEL_RUNNING)
+            done = LABEL_DONE if run.state == "done" else LABEL_FAILED
+            await gh.add_labels(run.owner, run.repo, run.issue_number, [done])
+            await gh.upsert_comment(
+                run.owner,
+                run.repo,
+                run.issue_number,
+                run.marker,
+                self.settings.bot_login,
+                render_final_comment(run, pr_url=run.pr_url),
+            )
         return run.state
 
     async def reap(self) -> list[str]:
@@ -159,8 +235,14 @@ class Orchestrator:
         return configured or self.settings.max_parallel
 
 
+def _final_state(run: Run, landed: bool) -> RunState:
+    if not landed:
+        return "failed"
+    return "checkpoint" if is_checkpoint(run) else "done"
+
+
 def _to_running(run: Run) -> Run | None:
     if run.state != "ready":
         return None
     stories = run.stories or {s.id: StoryRecord() for s in (run.plan.stories if run.plan else [])}
-    return run.model_copy(update={"state": "running", "stories": stories})
+    return run.model_copy(update={"state": "running", "stories": stories, "started_at": now()})

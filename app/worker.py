@@ -84,6 +84,11 @@ async def refresh_run(ctx: dict[str, Any], run_id: str) -> str:
     return "refreshed"
 
 
+async def run_verified(ctx: dict[str, Any], run_id: str) -> str:
+    orchestrator: Orchestrator = ctx["orchestrator"]
+    return await orchestrator.open_pull_request(run_id)
+
+
 async def reap(ctx: dict[str, Any]) -> int:
     """Cron: re-dispatch stories whose runner stopped heartbeating."""
     orchestrator: Orchestrator = ctx["orchestrator"]
@@ -109,7 +114,7 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
             settings, ctx["gateway"], ctx["store"], ctx["http"], on_ready=ctx["jobs"].start
         )
         ctx["orchestrator"] = Orchestrator(
-            settings, ctx["gateway"], ctx["store"], ctx["jobs"].run_story
+            settings, ctx["gateway"], ctx["store"], ctx["jobs"].run_story, ctx["jobs"].verify_run
         )
 
     async def shutdown(ctx: dict[str, Any]) -> None:
@@ -124,6 +129,7 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
             func(start_run, name="start_run"),
             func(story_finished, name="story_finished"),
             func(refresh_run, name="refresh_run"),
+            func(run_verified, name="run_verified"),
         ],
         "cron_jobs": [
             cron(reap, second=set(range(0, 60, REAP_EVERY_SECONDS)), run_at_startup=True)

@@ -25,7 +25,7 @@ from app.llm.client import ModelClient
 from app.llm.prices import PriceTable
 from app.llm.types import Usage
 from app.runs.models import Story
-from app.runs.run import FailureKind, Run, now
+from app.runs.run import FailureKind, Run, VerifyResult, now
 from app.runs.store import RunStore
 from app.settings import Settings
 from runner.agent import AgentResult, StoryAgent, StoryBrief, StoryBudget, turn_pricer
@@ -49,6 +49,7 @@ AGENT_FAILURES: dict[str, FailureKind] = {
     "cancelled": "cancelled",
     "conflict": "conflict",
 }
+VERIFY_TIMEOUT = 1800
 LAND_FAILURES: dict[str, FailureKind] = {
     "no_change": "no_change",
     "workflow": "workflow",
@@ -91,6 +92,8 @@ class StoryRunner:
     notify: Callable[[str, str, int], Awaitable[None]]
     """(run_id, story_id, attempt) → the orchestrator's `story_finished`."""
     runner_id: str
+    verified: Callable[[str], Awaitable[None]]
+    """run_id → the orchestrator's `run_verified`."""
 
     async def run_story(self, run_id: str, story_id: str, attempt: int) -> str:
         run = await self.store.find(run_id)
@@ -150,16 +153,7 @@ class StoryRunner:
         assert run.plan is not None and run.branch is not None
         record = run.stories[story.id]
         model_name, client, price_key = self._client(run, story, record.story_retries)
-        try:
-            token = await self.gateway.repo_token(
-                run.installation_id, run.repo, {"contents": "write", "metadata": "read"}
-            )
-            async with self.gateway.installation(run.installation_id).session() as gh:
-                repository = await gh.repository(run.owner, run.repo)
-        except Exception as exc:
-            raise StoryFailed("transport", f"GitHub: {type(exc).__name__}: {exc}"[:500]) from exc
-        auth = GitAuth(token)
-        repo = RepoRef(repository.full_name, repository.clone_url)
+        repo, auth = await self._access(run)
         try:
             sha = await self.workspaces.find_landed(repo, run.branch, auth, run.id, story.id)
         except GitError as exc:
@@ -175,7 +169,7 @@ class StoryRunner:
 
         config = run.repo_config
         brief = StoryBrief(
-            repo_full_name=repository.full_name,
+            repo_full_name=repo.full_name,
             run_id=run.id,
             story=story,
             design_note=run.plan.design_note,
@@ -238,6 +232,63 @@ class StoryRunner:
                 return outcome
         except GitError as exc:
             raise StoryFailed("transport", str(exc)) from exc
+
+    async def _access(self, run: Run) -> tuple[RepoRef, GitAuth]:
+        """The repository and a fresh token that may push to it (never stored)."""
+        try:
+            token = await self.gateway.repo_token(
+                run.installation_id, run.repo, {"contents": "write", "metadata": "read"}
+            )
+            async with self.gateway.installation(run.installation_id).session() as gh:
+                repository = await gh.repository(run.owner, run.repo)
+        except Exception as exc:
+            raise StoryFailed("transport", f"GitHub: {type(exc).__name__}: {exc}"[:500]) from exc
+        return RepoRef(repository.full_name, repository.clone_url), GitAuth(token)
+
+    async def verify_run(self, run_id: str) -> str:
+        """Run the repository's `verify:` commands on the integrated run branch."""
+        run = await self.store.find(run_id)
+        if run is None or run.state != "finalizing" or run.branch is None:
+            return "skipped"
+        config = run.repo_config
+        results: list[VerifyResult] = []
+        try:
+            repo, auth = await self._access(run)
+            async with self.workspaces.worktree(
+                repo, run.branch, auth, run_id=run.id, story_id="verify", attempt=1
+            ) as wt:
+                for command in config.setup if config else []:
+                    await self.sandbox.run(command, cwd=wt.path, timeout=900, network=True)
+                for command in config.verify if config else []:
+                    result = await self.sandbox.run(command, cwd=wt.path, timeout=VERIFY_TIMEOUT)
+                    results.append(
+                        VerifyResult(
+                            command=command,
+                            exit_code=result.exit_code,
+                            passed=result.ok,
+                            output_tail=result.output[-4000:],
+                            duration_s=round(result.duration, 2),
+                        )
+                    )
+        except (StoryFailed, GitError) as exc:
+            results.append(
+                VerifyResult(
+                    command="(checkout)", exit_code=None, passed=False, output_tail=str(exc)
+                )
+            )
+        verification = results
+
+        def record(r: Run) -> Run | None:
+            if r.state != "finalizing":
+                return None
+            return r.model_copy(update={"verification": verification})
+
+        await self.store.update(run_id, record)
+        await self.store.append_event(
+            run_id, "verified", passed=all(v.passed for v in verification)
+        )
+        await self.verified(run_id)
+        return "green" if all(v.passed for v in verification) else "red"
 
     def _client(self, run: Run, story: Story, retries: int) -> tuple[str, ModelClient, str]:
         routing = self.settings.routing

@@ -45,6 +45,12 @@ async def run_story(ctx: dict[str, Any], run_id: str, story_id: str, attempt: in
     return outcome
 
 
+async def verify_run(ctx: dict[str, Any], run_id: str) -> str:
+    """Verify the integrated run branch before the PR opens."""
+    runner: StoryRunner = ctx["story_runner"]
+    return await runner.verify_run(run_id)
+
+
 def sandbox_policy(settings: Settings) -> SandboxPolicy:
     """Hide what a sandboxed command must never see: other repositories, the App's key."""
     hidden: list[Path] = [settings.runner_data_dir / "mirrors"]
@@ -94,6 +100,7 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
             prices=load_prices(settings.prices_file),
             notify=jobs.story_finished,
             runner_id=runner_id,
+            verified=jobs.run_verified,
         )
         log.info("runner %s ready (sandbox: %s)", runner_id, settings.sandbox)
 
@@ -106,6 +113,7 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
         "functions": [
             func(runner_ping, name="runner_ping"),
             func(run_story, name="run_story", timeout=STORY_TIMEOUT, max_tries=3),
+            func(verify_run, name="verify_run", timeout=STORY_TIMEOUT, max_tries=3),
         ],
         "queue_name": RUNNER_QUEUE,
         "redis_settings": redis_settings(settings.redis_url),

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from app.runs.dag import TIER_WEIGHTS, critical_path, levels, topological_order
-from app.runs.models import Plan, RunState, Story
+from app.runs.models import Plan, RunState, Story, StoryProgress
 from app.runs.report import (
     COMMANDS,
     COMMENT_LIMIT,
+    _clip,
     _code_block,
     _commands_line,
     _size,
@@ -60,17 +61,15 @@ _SHA = re.compile(r"[0-9a-f]{7,64}")
 _URL = re.compile(r"https://[^\s<>()\[\]`\"']+")
 _RETRY = "/baro retry [S3 …]"
 
-# Degradation levels, tried in order until the body fits: (evidence chars per story,
-# story-summary chars, gantt shown, design-note chars; None = whole, 0 = omitted).
-_LEVELS: tuple[tuple[int, int, bool, int | None], ...] = (
-    (6000, 400, True, None),
-    (3000, 300, True, None),
-    (1500, 200, True, None),
-    (600, 120, True, None),
-    (0, 0, True, None),
-    (0, 0, False, None),
-    (0, 0, False, 4000),
-    (0, 0, False, 0),
+#: Most characters of evidence (or of a red check's output) shown per block.
+EVIDENCE_CAP = 6000
+_SUMMARY_CAP = 300
+# What is given up after evidence, in order: (gantt shown, design-note chars; None = whole).
+_LAYOUTS: tuple[tuple[bool, int | None], ...] = (
+    (True, None),
+    (False, None),
+    (False, 4000),
+    (False, 0),
 )
 
 
@@ -295,10 +294,6 @@ def _plain(text: str) -> str:
     return " ".join(sanitize(text).split())
 
 
-def _clip(text: str, max_len: int) -> str:
-    return text if len(text) <= max_len else text[: max_len - 1].rstrip() + "…"
-
-
 def _commit(sha: str | None, repo_html_url: str) -> str:
     if not sha:
         return "–"
@@ -322,11 +317,8 @@ def _summary_tag(text: str) -> str:
     return f"<details><summary>{html.escape(text, quote=False)}</summary>"
 
 
-def _block(summary: str, body: Sequence[str], *, open_: bool = False) -> list[str]:
-    tag = _summary_tag(summary)
-    if open_:
-        tag = tag.replace("<details>", "<details open>", 1)
-    return [tag, "", *body, "", "</details>"]
+def _block(summary: str, body: Sequence[str]) -> list[str]:
+    return [_summary_tag(summary), "", *body, "", "</details>"]
 
 
 def _gantt_text(text: str) -> str:
@@ -462,12 +454,14 @@ def _story_table(rows: Sequence[_Row], repo_html_url: str) -> list[str]:
 
 
 def _story_summaries(rows: Sequence[_Row], max_len: int) -> list[str]:
+    if max_len <= 0:
+        return []
     items = [
         f"- **{r.id}** {escape_inline(r.record.summary, max_len)}"
         for r in rows
         if r.record.summary and r.record.state == "landed"
     ]
-    if not items or max_len <= 0:
+    if not items:
         return []
     return ["", *_block("What each story did", items)]
 
@@ -560,9 +554,7 @@ def _usage_row(name: str, stories: str, usage: _Usage, time: str) -> str:
 
 def _cost(run: Run) -> list[str]:
     phases = _phases(run)
-    total = _Usage()
-    for usage in phases.values():
-        total.merge(usage)
+    total = _total(run)
     planning_time = run.plan_stats.duration_s if run.plan_stats else None
     story_ids = [s for s, r in run.stories.items() if _ran(r) and not s.startswith("F")]
     fix_ids = [s for s, r in run.stories.items() if _ran(r) and s.startswith("F")]
@@ -688,12 +680,20 @@ def _footer(run: Run) -> list[str]:
     return ["", "---", "", "<sub>" + " · ".join(bits) + "</sub>"]
 
 
+def _evidence_blocks(run: Run) -> int:
+    """How many code blocks share the evidence budget: failed stories and red checks."""
+    failed = sum(
+        1 for r in run.stories.values() if r.state == "failed" and (r.evidence or r.verify_output)
+    )
+    return failed + sum(1 for v in run.verification if not v.passed and v.output_tail.strip())
+
+
 def _body(
     run: Run,
     repo_html_url: str,
-    *,
     evidence: int,
     summaries: int,
+    *,
     gantt: bool,
     note: int | None,
 ) -> str:
@@ -725,16 +725,27 @@ def _body(
 def render_pr_body(run: Run, *, repo_html_url: str, limit: int = COMMENT_LIMIT) -> str:
     """The one pull request of a run: what landed, what failed, timeline, cost, checks.
 
-    Fits `limit` by giving up, in order: evidence and output tails, the per-story summaries,
-    the gantt, then the design note; `fit_comment` is the last resort.
+    Fits `limit` by giving up, in order: evidence and output tails (first shortened to share
+    what room is left, then omitted, together with the per-story summaries), the gantt, then
+    the design note (shortened, then omitted); `fit_comment` is the last resort.
     """
     body = ""
-    for evidence, summaries, gantt, note in _LEVELS:
-        body = _body(
-            run, repo_html_url, evidence=evidence, summaries=summaries, gantt=gantt, note=note
-        )
-        if _size(body) <= limit:
-            return body
+    for gantt, note in _LAYOUTS:
+        full = _body(run, repo_html_url, EVIDENCE_CAP, _SUMMARY_CAP, gantt=gantt, note=note)
+        if _size(full) <= limit:
+            return full
+        body = _body(run, repo_html_url, 0, 0, gantt=gantt, note=note)
+        spare = limit - _size(body)
+        if spare < 0:
+            continue
+        blocks = _evidence_blocks(run)
+        cap = min(EVIDENCE_CAP, (spare - 2000) // max(blocks, 1) - 120)
+        while cap >= 200:  # share the spare room; the 2000 leaves space for summaries
+            shorter = _body(run, repo_html_url, cap, cap // 5, gantt=gantt, note=note)
+            if _size(shorter) <= limit:
+                return shorter
+            cap = cap * 3 // 4
+        return body
     return fit_comment(body, limit)
 
 
@@ -771,8 +782,9 @@ def _pr_line(run: Run, pr_url: str | None, state: RunState, landed: int) -> str:
             "nothing to review. Comment `/baro` to start again."
         )
     if landed == 0:
+        why = f" ({escape_inline(run.failure, 300)})" if run.failure else ""
         return (
-            "**No pull request:** no story landed, so there is nothing to review. Comment "
+            f"**No pull request:** no story landed{why}, so there is nothing to review. Comment "
             "`/baro retry` to retry the failed stories, or edit the issue and comment "
             "`/baro plan` to plan again."
         )
@@ -784,6 +796,12 @@ def _pr_line(run: Run, pr_url: str | None, state: RunState, landed: int) -> str:
     )
 
 
+def _progress(rec: StoryRecord) -> StoryProgress:
+    """A story that never ran cost nothing worth showing: no "$0.00" next to "blocked"."""
+    progress = rec.progress()
+    return progress if _ran(rec) else progress.model_copy(update={"cost_usd": None})
+
+
 def render_final_comment(run: Run, *, pr_url: str | None, limit: int = COMMENT_LIMIT) -> str:
     """The tracking comment once a run ends: headline, PR link, totals and the checklist."""
     rows = _rows(run)
@@ -792,7 +810,7 @@ def render_final_comment(run: Run, *, pr_url: str | None, limit: int = COMMENT_L
     total = _total(run)
     red = [v for v in run.verification if not v.passed]
     if not run.verification:
-        checks = "none configured"
+        checks = "none run"
     elif red:
         checks = f"❌ {len(red)} of {len(run.verification)} failed"
     else:
@@ -809,7 +827,7 @@ def render_final_comment(run: Run, *, pr_url: str | None, limit: int = COMMENT_L
         f"| {_count(rows, 'cancelled')} | {total.tokens:,} | {total.cost_text()} "
         f"| {format_duration(_wall_s(run))} | {checks} |",
     ]
-    checklist = [checklist_line(r.story, r.record.progress()) for r in rows if r.story]
+    checklist = [checklist_line(r.story, _progress(r.record)) for r in rows if r.story]
     if checklist:
         lines += ["", *checklist]
     lines += ["", _commands_line(next_commands(state, True))]

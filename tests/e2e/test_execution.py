@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from typing import Any
@@ -107,7 +108,12 @@ def git_log(world: World, repo: Any, branch: str) -> list[str]:
 async def test_label_to_landed_commits(
     world: World, runners_bot: Bot, models: RunningModelServer
 ) -> None:
-    repo = world.new_repo()
+    repo = world.new_repo(
+        {
+            "README.md": "# Greetings\n",
+            ".github/baro.yml": "verify:\n  - test -f README.md && test ! -e broken.flag\n",
+        }
+    )
     issue = world.new_issue(repo, "Greet the world")
     models.set_script(script("Greet the world"))
     await world.deliver_label(runners_bot, repo, issue.number)
@@ -123,7 +129,9 @@ async def test_label_to_landed_commits(
         state = wait_for(done, 90, "the run to finish")
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{runners_bot.logs()}") from None
-    assert state["state"] == "done", state
+    assert state["state"] == "done", json.dumps(
+        {k: state[k] for k in ("state", "failure", "stories", "verification")}, indent=1
+    )[:3000]
     assert {sid: s["state"] for sid, s in state["stories"].items()} == {
         "S1": "landed",
         "S2": "landed",
@@ -147,3 +155,21 @@ async def test_label_to_landed_commits(
         "the final checklist",
     )
     assert "- [x] **S1**" in comment.body and "- [x] **S2**" in comment.body
+
+    pulls = world.state.pulls(repo)
+    assert len(pulls) == 1
+    pull = pulls[0]
+    assert (pull.head_ref, pull.base_ref, pull.draft) == (branch, "main", False)
+    assert pull.issue.body.startswith(f"Closes #{issue.number}")
+    assert "S3" in pull.issue.body and "```mermaid" in pull.issue.body
+    assert "test ! -e broken.flag" in pull.issue.body  # the verification result
+    assert [u.login for u in pull.requested_reviewers] == ["maintainer"]
+    assert state["verification"][0]["passed"] is True
+    final = wait_for(
+        lambda: (c := tracking(world, repo, issue.number)) and "/pull/" in c.body and c,
+        10,
+        "the final comment",
+    )
+    assert f"/pull/{pull.number}" in final.body
+    labels = world.state.labels(repo, issue.number)
+    assert "baro:done" in labels and "baro:running" not in labels
