@@ -91,6 +91,8 @@ def command_env(
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
         "TERM": "dumb",
+        # Tests must not leave bytecode caches in the worktree for the commit to sweep up.
+        "PYTHONDONTWRITEBYTECODE": "1",
     }
     if extra:
         check_extra_env(extra)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import socket
@@ -35,27 +36,19 @@ from testbed.models.harness import running_model_server
 ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
 
-REPO_FILES: dict[str, str | bytes] = {
-    "README.md": "# inventory\n\nA tiny stock-keeping library.\n\n    pytest\n",
-    "inventory/__init__.py": '"""Stock keeping."""\n',
-    "inventory/core.py": (
-        "from dataclasses import dataclass\n\n\n"
-        "@dataclass\nclass Item:\n    sku: str\n    name: str\n    quantity: int\n"
-        "    reorder_level: int = 5\n\n\n"
-        "class Inventory:\n"
-        "    def __init__(self) -> None:\n        self.items: dict[str, Item] = {}\n\n"
-        "    def add(self, item: Item) -> None:\n        self.items[item.sku] = item\n\n"
-        "    def remove(self, sku: str, count: int) -> None:\n"
-        "        self.items[sku].quantity -= count\n"
-    ),
-    "tests/test_core.py": (
-        "from inventory.core import Inventory, Item\n\n\n"
-        "def test_add_and_remove() -> None:\n"
-        "    inv = Inventory()\n    inv.add(Item('a1', 'bolt', 10))\n    inv.remove('a1', 3)\n"
-        "    assert inv.items['a1'].quantity == 7\n"
-    ),
-    "pyproject.toml": '[project]\nname = "inventory"\nversion = "0.1.0"\n',
-}
+DEMO_REPO = Path(__file__).resolve().parent / "demo_repo"
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {
+        path.relative_to(root).as_posix(): path.read_text()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+REPO_FILES: dict[str, str | bytes] = dict(_tree(DEMO_REPO / "before"))
+AFTER = _tree(DEMO_REPO / "after")
 
 ISSUE_TITLE = "CSV export and a low-stock report"
 ISSUE_BODY = (
@@ -72,7 +65,7 @@ STORIES: list[dict[str, Any]] = [
         "negative.",
         "writes": ["inventory/core.py", "tests/test_core.py"],
         "acceptance": ["remove() beyond the quantity raises OutOfStock"],
-        "tests": ["pytest tests/test_core.py"],
+        "tests": ["python3 -m unittest tests.test_core"],
         "tier": "light",
     },
     {
@@ -81,7 +74,7 @@ STORIES: list[dict[str, Any]] = [
         "description": "inventory/export.py: to_csv(inv) -> str with header sku,name,quantity.",
         "writes": ["inventory/export.py", "tests/test_export.py"],
         "acceptance": ["rows sorted by sku", "header line first"],
-        "tests": ["pytest tests/test_export.py"],
+        "tests": ["python3 -m unittest tests.test_export"],
         "tier": "standard",
     },
     {
@@ -90,7 +83,7 @@ STORIES: list[dict[str, Any]] = [
         "description": "inventory/report.py: low_stock(inv) -> list[Item] and format_report().",
         "writes": ["inventory/report.py", "tests/test_report.py"],
         "acceptance": ["items at or below reorder_level are listed"],
-        "tests": ["pytest tests/test_report.py"],
+        "tests": ["python3 -m unittest tests.test_report"],
         "tier": "standard",
     },
     {
@@ -100,7 +93,7 @@ STORIES: list[dict[str, Any]] = [
         "depends_on": ["S2", "S3"],
         "writes": ["inventory/__main__.py"],
         "acceptance": ["python -m inventory export prints CSV"],
-        "tests": ["python -m inventory --help"],
+        "tests": ["python3 -m inventory --help"],
         "tier": "standard",
     },
     {
@@ -110,7 +103,7 @@ STORIES: list[dict[str, Any]] = [
         "depends_on": ["S4", "S1"],
         "writes": ["tests/test_cli.py"],
         "acceptance": ["both subcommands covered"],
-        "tests": ["pytest tests/test_cli.py"],
+        "tests": ["python3 -m unittest tests.test_cli"],
         "tier": "light",
     },
     {
@@ -120,10 +113,50 @@ STORIES: list[dict[str, Any]] = [
         "depends_on": ["S4"],
         "writes": ["README.md"],
         "acceptance": ["README shows both commands"],
-        "tests": [],
+        "tests": ["grep -q low-stock README.md"],
         "tier": "light",
     },
 ]
+
+
+def story_turns(story: dict[str, Any]) -> list[dict[str, Any]]:
+    """A cheap model doing one story: look, write the files, run the test, finish."""
+    files = story["writes"]
+    look = files[0] if files[0] in REPO_FILES else files[0].rsplit("/", 1)[0] or "."
+    if look not in REPO_FILES and look != ".":
+        look = "inventory"
+    writes = [
+        {"name": "editor", "arguments": {"command": "create", "path": f, "file_text": AFTER[f]}}
+        for f in files
+    ]
+    return [
+        {
+            "tool_calls": [{"name": "editor", "arguments": {"command": "view", "path": look}}],
+            "usage": {"input": 3100, "output": 90},
+            "latency": 0.4,
+        },
+        {
+            "tool_calls": writes,
+            "usage": {"input": 1200, "cached": 3100, "output": 700},
+            "latency": 1.0,
+        },
+        {
+            "tool_calls": [{"name": "bash", "arguments": {"command": story["tests"][0]}}],
+            "usage": {"input": 900, "cached": 4300, "output": 60},
+            "latency": 0.3,
+        },
+        {
+            "tool_calls": [
+                {
+                    "name": "finish",
+                    "arguments": {"summary": f"{story['title']}: {story['description']}"},
+                }
+            ],
+            "usage": {"input": 400, "cached": 5200, "output": 80},
+            "latency": 0.2,
+        },
+    ]
+
 
 MODEL_SCRIPT: dict[str, Any] = {
     "rules": [
@@ -167,7 +200,15 @@ MODEL_SCRIPT: dict[str, Any] = {
                     "latency": 0.5,
                 },
             ],
-        }
+        },
+        *(
+            {
+                "name": story["id"],
+                "match": {"first_user": f"Implement story {story['id']}:"},
+                "turns": story_turns(story),
+            }
+            for story in STORIES
+        ),
     ]
 }
 
@@ -223,12 +264,17 @@ def _pings(client: redis.Redis) -> bool:
         return False
 
 
+RUNNERS = 3
+
+
 @contextmanager
 def bot_processes(env: dict[str, str], web_port: int, logs: Path) -> Iterator[None]:
     procs: list[subprocess.Popen[bytes]] = []
+    kinds = [("web", "web", ["--port", str(web_port)]), ("worker", "worker", [])]
+    kinds += [(f"runner-{i + 1}", "runner", []) for i in range(RUNNERS)]
     try:
-        for kind, args in (("web", ["--port", str(web_port)]), ("worker", [])):
-            with (logs / f"{kind}.log").open("wb") as out:
+        for name, kind, args in kinds:
+            with (logs / f"{name}.log").open("wb") as out:
                 procs.append(
                     subprocess.Popen(
                         [sys.executable, "-m", "app.cli", kind, *args],
@@ -273,6 +319,7 @@ def run_demo(keep_logs: bool = False) -> int:
         _say(f"testbed GitHub  {github.url}  (repository acme/inventory, issue #{issue.number})")
         _say(f"scripted models {models.url}")
 
+        runner_dir = Path(tempfile.mkdtemp(prefix="baro-demo-runner-", dir="/var/tmp"))
         key_file = logs / "app.pem"
         key_file.write_text(app.private_key_pem)
         key_file.chmod(0o600)
@@ -286,23 +333,38 @@ def run_demo(keep_logs: bool = False) -> int:
                 "BARO_GITHUB_API_URL": github.url,
                 "BARO_REDIS_URL": redis_url,
                 "BARO_GITHUB_WRITE_SPACING": "0.2",
-                "BARO_MODELS": (
-                    '[{"name": "deepseek-pro", "protocol": "openai-chat", '
-                    f'"base_url": "{models.url}/v1", "model_id": "deepseek-v4-pro", '
-                    '"api_key_env": "DEMO_MODEL_KEY"}]'
+                "BARO_MODELS": json.dumps(
+                    [
+                        {
+                            "name": name,
+                            "protocol": "openai-chat",
+                            "base_url": f"{models.url}/v1",
+                            "model_id": model_id,
+                            "api_key_env": "DEMO_MODEL_KEY",
+                        }
+                        for name, model_id in (
+                            ("deepseek-pro", "deepseek-v4-pro"),
+                            ("deepseek-flash", "deepseek-v4-flash"),
+                        )
+                    ]
                 ),
-                "BARO_ROUTING": (
-                    '{"planner": "deepseek-pro", "light": "deepseek-pro", '
-                    '"standard": "deepseek-pro", "heavy": "deepseek-pro"}'
+                "BARO_ROUTING": json.dumps(
+                    {
+                        "planner": "deepseek-pro",
+                        "light": "deepseek-flash",
+                        "standard": "deepseek-flash",
+                        "heavy": "deepseek-pro",
+                    }
                 ),
                 "DEMO_MODEL_KEY": "sk-demo-not-a-real-key",
+                "BARO_RUNNER_DATA_DIR": str(runner_dir),
             }
         )
         web_port = _free_port()
         web_url = f"http://127.0.0.1:{web_port}"
         with bot_processes(env, web_port, logs):
             _wait(lambda: _healthy(web_url), 30, "baro-bot web")
-            _say(f"baro-bot web    {web_url}  + baro-bot worker\n")
+            _say(f"baro-bot web    {web_url}  + baro-bot worker + {RUNNERS} × baro-bot runner\n")
 
             payload = issue_labeled_payload(
                 state, repo, issue.number, "baro", "maintainer", installation.id
@@ -333,7 +395,24 @@ def run_demo(keep_logs: bool = False) -> int:
             _say(f"\n… planned after {time.monotonic() - sent:.2f}s; the comment now reads:\n")
             _say(_indent(planned.body))
 
+            final = _wait(
+                lambda: (c := tracking()) is not None and "/pull/" in c.body and c,
+                180,
+                "the pull request",
+            )
+            elapsed = time.monotonic() - sent
+            pull = state.pulls(repo)[0]
+            _say(f"\n… pull request #{pull.number} opened after {elapsed:.1f}s; the comment:\n")
+            _say(_indent(final.body))
+            _say(f"\nPR #{pull.number}: {pull.issue.title}  ({pull.head_ref} → {pull.base_ref})")
+            _say(f"review requested from: {[u.login for u in pull.requested_reviewers]}\n")
+            _say(_indent(pull.issue.body or ""))
+            _say("\ncommits on the run branch:")
+            _say(_indent(_git_log(repo.git_dir, pull.head_ref)))
+            _say(f"labels on the issue: {state.labels(repo, issue.number)}")
+
     _say(f"\ndemo finished in {time.monotonic() - started:.1f}s; logs: {logs}")
+    shutil.rmtree(runner_dir, ignore_errors=True)
     if not keep_logs:
         shutil.rmtree(logs, ignore_errors=True)
     return 0
@@ -342,6 +421,15 @@ def run_demo(keep_logs: bool = False) -> int:
 async def _deliver(url: str, payload: Any, secret: str) -> httpx.Response:
     async with httpx.AsyncClient(timeout=10) as client:
         return await deliver(client, url + "/webhooks/github", "issues", payload, secret)
+
+
+def _git_log(git_dir: Path, branch: str) -> str:
+    return subprocess.run(
+        ["git", "--git-dir", str(git_dir), "log", "--format=%h %s", branch],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
 
 
 def _indent(text: str) -> str:

@@ -15,7 +15,7 @@ def test_demo_runs_end_to_end() -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -25,4 +25,9 @@ def test_demo_runs_end_to_end() -> None:
     assert "baro is on it" in out
     assert "- [ ] **S4** Command-line interface · standard · deps: S2, S3" in out
     assert "```mermaid" in out
+    assert "✅ Done — 6/6 stories landed" in out
+    assert "Closes #1" in out
+    assert "S5: CLI tests" in out and "S1: Refuse to remove more than is in stock" in out
+    assert "__pycache__" not in out
+    assert "labels on the issue: ['baro', 'baro:done']" in out
     assert "demo finished" in out

@@ -50,7 +50,11 @@ def main(argv: list[str] | None = None) -> None:
         tmp.replace(args.state_file)
     print(f"testbed GitHub on {state.base_url} (app {app.id} {app.slug})", flush=True)
     config = uvicorn.Config(
-        create_app(state), log_level="info", lifespan="off", timeout_graceful_shutdown=2
+        create_app(state),
+        log_level="info",
+        lifespan="off",
+        timeout_graceful_shutdown=2,
+        loop="asyncio",  # git http-backend's pipes misbehave under uvloop
     )
     try:
         uvicorn.Server(config).run(sockets=[sock])

@@ -108,6 +108,7 @@ def start_testbed(
     state.base_url = f"http://{host}:{bound_port}"
     config = uvicorn.Config(
         create_app(state),
+        loop="asyncio",  # git http-backend's pipes misbehave under uvloop
         log_level="warning",
         access_log=False,
         lifespan="off",

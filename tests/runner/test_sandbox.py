@@ -124,6 +124,7 @@ async def test_environment_is_scrubbed(sandbox: Sandbox, area: Area) -> None:
     assert TOKEN_VALUE not in result.output
     names = {line.split("=", 1)[0] for line in result.output.splitlines() if "=" in line}
     allowed = {"PATH", "HOME", "LANG", "LC_ALL", "TERM", "TMPDIR", "SAFE_FLAG"}
+    allowed.add("PYTHONDONTWRITEBYTECODE")
     assert names - allowed <= {"PWD", "SHLVL", "_"}
     assert "TERM=dumb" in result.output
     assert "SAFE_FLAG=on" in result.output

@@ -65,7 +65,8 @@ def test_bad_names_and_values() -> None:
 
 def test_command_env_is_minimal_and_overridable() -> None:
     env = command_env(home="/h", tmpdir="/t", extra_path=("/opt/x/bin",), extra={"CI": "1"})
-    assert set(env) == {"PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "TERM", "CI"}
+    expected = {"PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "TERM", "CI"}
+    assert set(env) == expected | {"PYTHONDONTWRITEBYTECODE"}
     assert env["PATH"].startswith("/opt/x/bin:")
     assert env["TERM"] == "dumb"
 

@@ -90,7 +90,7 @@ def hub() -> Iterator[Hub]:
 
 @pytest.fixture
 def env(hub: Hub, tmp_path: Path) -> Env:
-    files = {"README.md": "# demo\n", "a.py": "x = 1\ny = 2\n"}
+    files: dict[str, str | bytes] = {"README.md": "# demo\n", "a.py": "x = 1\ny = 2\n"}
     repo = hub.state.create_repo("octo", f"demo{next(_names)}", files, installation=hub.inst)
     subprocess.run(
         ["git", f"--git-dir={repo.git_dir}", "update-ref", f"refs/heads/{BRANCH}", "main"],
@@ -178,6 +178,30 @@ async def test_land_one_commit_with_message_and_no_token_on_disk(env: Env) -> No
     config = (wt.mirror.path / "config").read_text()
     assert env.ref.clone_url in config and "@" not in config
     await cleanup(wt)
+
+
+async def test_a_planted_dot_git_is_ignored(env: Env, tmp_path: Path) -> None:
+    """The agent may rewrite `.git` in its worktree; the runner's git must not read it."""
+    pwned = tmp_path / "pwned"
+    wt = await env.prepare("S1")
+    (wt.path / ".git").unlink()
+    (wt.path / ".git" / "hooks").mkdir(parents=True)
+    (wt.path / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (wt.path / ".git" / "config").write_text(
+        f'[core]\n\tfsmonitor = "touch {pwned}"\n\thooksPath = .git/hooks\n'
+    )
+    hook = wt.path / ".git" / "hooks" / "pre-commit"
+    hook.write_text(f"#!/bin/sh\ntouch {pwned}\n")
+    hook.chmod(0o755)
+    (wt.path / "b.py").write_text("b = 1\n")
+
+    landed = await land(wt, message("S1"), env.auth)
+
+    assert not pwned.exists()
+    tree = env.git("ls-tree", "-r", "--name-only", landed.sha).split()
+    assert "b.py" in tree and not any(name.startswith(".git/") for name in tree)
+    await cleanup(wt)
+    assert not wt.path.exists()
 
 
 async def test_concurrent_stories_both_land(env: Env) -> None:
