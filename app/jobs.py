@@ -55,3 +55,13 @@ class Jobs:
         await self.redis.enqueue_job(
             "run_verified", run_id, _job_id=f"verified:{run_id}", _queue_name=ORCHESTRATOR_QUEUE
         )
+
+    async def refresh_later(self, run_id: str, delay: float) -> None:
+        """One deferred refresh per run at a time (debounced comment edits)."""
+        await self.redis.enqueue_job(
+            "refresh_run",
+            run_id,
+            _job_id=f"refresh:{run_id}",
+            _defer_by=delay,
+            _queue_name=ORCHESTRATOR_QUEUE,
+        )

@@ -11,13 +11,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from app.github import GitHubGateway
 from app.runs.models import RunState
 from app.runs.pr_body import is_checkpoint, render_final_comment, render_pr_body, render_pr_title
 from app.runs.report import render_plan
 from app.runs.run import Run, StoryRecord, now
-from app.runs.scheduler import RetryBudget, admit, apply_failure, finished, mark_dispatched
+from app.runs.scheduler import (
+    RetryBudget,
+    admit,
+    apply_failure,
+    fair_capacity,
+    finished,
+    mark_dispatched,
+    stop_for_budget,
+)
 from app.runs.scheduler import on_failure as decide_failure
 from app.runs.store import RunStore
 from app.settings import Settings
@@ -40,6 +49,7 @@ class Orchestrator:
     store: RunStore
     enqueue_story: Enqueue
     enqueue_verify: Callable[[str], Awaitable[None]]
+    defer_refresh: Callable[[str, float], Awaitable[None]]
     budget: RetryBudget = field(default_factory=RetryBudget)
 
     async def start(self, run_id: str) -> str:
@@ -55,10 +65,17 @@ class Orchestrator:
 
     async def dispatch(self, run_id: str) -> list[str]:
         chosen: list[str] = []
+        run = await self.store.get(run_id)
+        budget = float(self._budget(run))
+        await self.store.update(run_id, lambda r: stop_for_budget(r, budget))
+        others = [r for r in await self.store.active_runs() if r.id != run_id]
 
         def admit_some(run: Run) -> Run | None:
+            capacity = fair_capacity(
+                [*others, run], run.installation_id, self.settings.max_stories_in_flight
+            )
             chosen.clear()
-            chosen.extend(admit(run, self._max_parallel(run)))
+            chosen.extend(admit(run, self._max_parallel(run), capacity))
             return mark_dispatched(run, chosen) if chosen else None
 
         run = await self.store.update(run_id, admit_some)
@@ -185,6 +202,11 @@ class Orchestrator:
         failures, which re-dispatches them within their budget. Returns what was reaped."""
         reaped: list[str] = []
         for run in await self.store.active_runs():
+            if await self._stalled(run):
+                reaped.append(f"{run.id}:stalled")
+                continue
+            if run.state == "running":
+                await self.dispatch(run.id)  # capacity freed elsewhere may admit stories
             for sid, record in run.stories.items():
                 if record.state != "running":
                     continue
@@ -213,9 +235,47 @@ class Orchestrator:
                 reaped.append(f"{run.id}:{sid}")
         return reaped
 
-    async def render(self, run: Run) -> None:
+    async def _stalled(self, run: Run) -> bool:
+        """A run without progress past the stall limit ends as failed, with the reason."""
+        idle = (now() - run.updated_at).total_seconds()
+        if run.state in ("planned",) or idle < self.settings.run_stall_seconds:
+            return False
+        reason = f"no progress for {idle / 60:.0f} minutes; baro stopped the run"
+
+        def fail(r: Run) -> Run | None:
+            if r.terminal or r.updated_at != run.updated_at:
+                return None
+            return r.model_copy(update={"state": "failed", "failure": reason})
+
+        failed = await self.store.update(run.id, fail)
+        if failed.state != "failed":
+            return False
+        await self.store.append_event(run.id, "stalled", reason=reason)
+        async with self.gateway.installation(run.installation_id).session() as gh:
+            await gh.upsert_comment(
+                run.owner,
+                run.repo,
+                run.issue_number,
+                run.marker,
+                self.settings.bot_login,
+                render_final_comment(failed, pr_url=failed.pr_url),
+            )
+        return True
+
+    async def render(self, run: Run, *, force: bool = False) -> None:
+        """Re-render the tracking comment, at most once per debounce window per run; an
+        edit skipped inside the window is made by a deferred refresh, so the last state
+        always shows."""
         if run.plan is None:
             return
+        window = self.settings.comment_debounce_seconds
+        if not force and window > 0:
+            fresh = await self.store.redis.set(
+                f"baro:render:{run.id}", "1", nx=True, px=int(window * 1000)
+            )
+            if not fresh:
+                await self.defer_refresh(run.id, window)
+                return
         progress = {sid: record.progress() for sid, record in run.stories.items()}
         body = render_plan(
             run.id,
@@ -229,6 +289,10 @@ class Orchestrator:
             await gh.upsert_comment(
                 run.owner, run.repo, run.issue_number, run.marker, self.settings.bot_login, body
             )
+
+    def _budget(self, run: Run) -> Decimal:
+        configured = run.repo_config.budget_usd if run.repo_config else None
+        return configured or self.settings.run_budget_usd
 
     def _max_parallel(self, run: Run) -> int:
         configured = run.repo_config.max_parallel if run.repo_config else None

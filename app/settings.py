@@ -65,10 +65,17 @@ class Settings(BaseSettings):
     planner_max_rounds: int = Field(default=40, gt=0)
     auto_execute: bool = True
     max_parallel: int = Field(default=4, ge=1, le=32)
+    max_stories_in_flight: int = Field(default=16, ge=1)
+    """All runs together; split fairly among installations with work."""
+    run_budget_usd: Decimal = Field(default=Decimal("5.00"), gt=0)
+    run_stall_seconds: int = Field(default=3 * 3600, ge=60)
+    """A run with no progress for this long ends as failed (nothing hangs silently)."""
+    comment_debounce_seconds: float = Field(default=3.0, ge=0)
 
     # Runners: where mirrors and worktrees live, the sandbox, per-story budgets.
     runner_data_dir: Path = Path("/var/tmp/baro-runner")  # noqa: S108 (Fly: a volume)
     sandbox: Literal["bwrap", "none"] = "bwrap"
+    bwrap_path: str = "/usr/bin/bwrap"
     story_budget_usd: Decimal = Field(default=Decimal("0.50"), gt=0)
     story_max_rounds: int = Field(default=40, gt=0)
     story_lease_seconds: float = Field(default=60.0, gt=1)

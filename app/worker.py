@@ -80,7 +80,7 @@ async def story_finished(ctx: dict[str, Any], run_id: str, story_id: str) -> str
 async def refresh_run(ctx: dict[str, Any], run_id: str) -> str:
     orchestrator: Orchestrator = ctx["orchestrator"]
     await orchestrator.dispatch(run_id)
-    await orchestrator.render(await orchestrator.store.get(run_id))
+    await orchestrator.render(await orchestrator.store.get(run_id), force=True)
     return "refreshed"
 
 
@@ -114,7 +114,12 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
             settings, ctx["gateway"], ctx["store"], ctx["http"], on_ready=ctx["jobs"].start
         )
         ctx["orchestrator"] = Orchestrator(
-            settings, ctx["gateway"], ctx["store"], ctx["jobs"].run_story, ctx["jobs"].verify_run
+            settings,
+            ctx["gateway"],
+            ctx["store"],
+            ctx["jobs"].run_story,
+            ctx["jobs"].verify_run,
+            ctx["jobs"].refresh_later,
         )
 
     async def shutdown(ctx: dict[str, Any]) -> None:
@@ -128,7 +133,7 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
             func(plan_run, name="plan_run", max_tries=PLAN_MAX_TRIES, timeout=PLAN_TIMEOUT),
             func(start_run, name="start_run"),
             func(story_finished, name="story_finished"),
-            func(refresh_run, name="refresh_run"),
+            func(refresh_run, name="refresh_run", keep_result=0),
             func(run_verified, name="run_verified"),
         ],
         "cron_jobs": [

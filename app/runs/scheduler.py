@@ -158,3 +158,38 @@ def reset_for_retry(run: Run, only: tuple[str, ...] = ()) -> Run:
             }
         )
     return run.model_copy(update={"state": "running", "stories": stories, "finished_at": None})
+
+
+def spent_usd(run: Run) -> float:
+    """Known spending so far (planning included); unknown prices cannot be counted."""
+    total = run.plan_stats.cost_usd or 0.0 if run.plan_stats else 0.0
+    return total + sum(r.cost_usd or 0.0 for r in run.stories.values())
+
+
+def stop_for_budget(run: Run, budget_usd: float) -> Run | None:
+    """No new story starts once the run's budget is spent: pending ones are cancelled
+    with the reason, running ones finish, and the run ends as a checkpoint."""
+    spent = spent_usd(run)
+    if run.state != "running" or spent < budget_usd:
+        return None
+    reason = f"the run's budget of ${budget_usd:.2f} is spent (${spent:.4f})"
+    stories = {
+        sid: r.model_copy(update={"state": "cancelled", "failure": reason})
+        if r.state == "pending"
+        else r
+        for sid, r in run.stories.items()
+    }
+    if stories == run.stories and run.failure == reason:
+        return None
+    return run.model_copy(update={"stories": stories, "failure": reason})
+
+
+def fair_capacity(runs: list[Run], installation_id: int, global_cap: int) -> int:
+    """Stories this installation may start now: the global cap on stories in flight, split
+    evenly among installations with work, so one busy repository cannot starve the rest."""
+    running = {r.id: sum(1 for s in r.stories.values() if s.state == "running") for r in runs}
+    busy = {r.installation_id for r in runs if r.state == "running"} | {installation_id}
+    share = max(1, global_cap // len(busy))
+    mine = sum(running[r.id] for r in runs if r.installation_id == installation_id)
+    total = sum(running.values())
+    return max(0, min(global_cap - total, share - mine))

@@ -12,10 +12,13 @@ from app.runs.scheduler import (
     admit,
     apply_failure,
     cancel,
+    fair_capacity,
     finished,
     mark_dispatched,
     on_failure,
     reset_for_retry,
+    spent_usd,
+    stop_for_budget,
 )
 
 
@@ -180,3 +183,29 @@ def test_retry_named_stories_and_refusals() -> None:
     landed = make_run(S1="landed", S2="landed", S3="landed", S4="landed", S5="landed")
     with pytest.raises(RetryRefused, match="no failed"):
         reset_for_retry(landed.model_copy(update={"state": "checkpoint"}))
+
+
+def test_budget_stops_new_stories() -> None:
+    run = make_run(S1="landed", S2="running")
+    stories = dict(run.stories)
+    stories["S1"] = stories["S1"].model_copy(update={"cost_usd": 0.6})
+    run = run.model_copy(update={"stories": stories})
+    assert spent_usd(run) == pytest.approx(0.6)
+    assert stop_for_budget(run, 1.0) is None
+    stopped = stop_for_budget(run, 0.5)
+    assert stopped is not None
+    assert stopped.failure == "the run's budget of $0.50 is spent ($0.6000)"
+    assert stopped.stories["S2"].state == "running"  # finishes
+    assert stopped.stories["S3"].state == "cancelled"
+    assert admit(stopped, max_parallel=10) == []
+    assert stop_for_budget(stopped, 0.5) is None
+
+
+def test_fair_capacity_splits_the_global_cap() -> None:
+    busy = make_run(S1="running", S2="running", S5="running")
+    other = make_run().model_copy(update={"id": "r2", "installation_id": 2})
+    # Installation 1 already uses 3 of 4 slots; installation 2 gets its fair half.
+    assert fair_capacity([busy, other], installation_id=2, global_cap=4) == 1
+    assert fair_capacity([busy, other], installation_id=1, global_cap=4) == 0
+    assert fair_capacity([busy], installation_id=1, global_cap=10) == 7
+    assert fair_capacity([], installation_id=1, global_cap=4) == 4
