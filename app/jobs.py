@@ -46,14 +46,22 @@ class Jobs:
         """Dispatch what can start and re-render the tracking comment."""
         await self.redis.enqueue_job("refresh_run", run_id, _queue_name=ORCHESTRATOR_QUEUE)
 
-    async def verify_run(self, run_id: str) -> None:
+    async def verify_run(self, run_id: str, round_: int) -> None:
+        """Round 1 after the stories, round 2 after a fix story."""
         await self.redis.enqueue_job(
-            "verify_run", run_id, _job_id=f"verify:{run_id}", _queue_name=RUNNER_QUEUE
+            "verify_run",
+            run_id,
+            round_,
+            _job_id=f"verify:{run_id}:{round_}",
+            _queue_name=RUNNER_QUEUE,
         )
 
-    async def run_verified(self, run_id: str) -> None:
+    async def run_verified(self, run_id: str, round_: int) -> None:
         await self.redis.enqueue_job(
-            "run_verified", run_id, _job_id=f"verified:{run_id}", _queue_name=ORCHESTRATOR_QUEUE
+            "run_verified",
+            run_id,
+            _job_id=f"verified:{run_id}:{round_}",
+            _queue_name=ORCHESTRATOR_QUEUE,
         )
 
     async def refresh_later(self, run_id: str, delay: float) -> None:

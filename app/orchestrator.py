@@ -20,6 +20,7 @@ from app.runs.report import render_plan
 from app.runs.run import Run, StoryRecord, now
 from app.runs.scheduler import (
     RetryBudget,
+    add_fix_story,
     admit,
     apply_failure,
     fair_capacity,
@@ -48,7 +49,7 @@ class Orchestrator:
     gateway: GitHubGateway
     store: RunStore
     enqueue_story: Enqueue
-    enqueue_verify: Callable[[str], Awaitable[None]]
+    enqueue_verify: Callable[[str, int], Awaitable[None]]
     defer_refresh: Callable[[str, float], Awaitable[None]]
     budget: RetryBudget = field(default_factory=RetryBudget)
 
@@ -129,9 +130,22 @@ class Orchestrator:
         landed = any(r.state == "landed" for r in run.stories.values())
         verify = run.repo_config.verify if run.repo_config else []
         if landed and verify:
-            await self.enqueue_verify(run_id)
+            await self.enqueue_verify(run_id, 2 if run.fix_story else 1)
             await self.render(run)
             return "verifying"
+        return await self.open_pull_request(run_id)
+
+    async def verified(self, run_id: str) -> str:
+        """Verification finished: red gets one fix story, then the PR either way."""
+
+        def maybe_fix(r: Run) -> Run | None:
+            return add_fix_story(r) if r.state == "finalizing" else None
+
+        run = await self.store.update(run_id, maybe_fix)
+        if run.state == "running":
+            await self.store.append_event(run_id, "fix_story", story=run.fix_story)
+            await self.dispatch(run_id)
+            return f"fixing ({run.fix_story})"
         return await self.open_pull_request(run_id)
 
     async def open_pull_request(self, run_id: str) -> str:

@@ -86,7 +86,7 @@ async def refresh_run(ctx: dict[str, Any], run_id: str) -> str:
 
 async def run_verified(ctx: dict[str, Any], run_id: str) -> str:
     orchestrator: Orchestrator = ctx["orchestrator"]
-    return await orchestrator.open_pull_request(run_id)
+    return await orchestrator.verified(run_id)
 
 
 async def reap(ctx: dict[str, Any]) -> int:

@@ -92,8 +92,8 @@ class StoryRunner:
     notify: Callable[[str, str, int], Awaitable[None]]
     """(run_id, story_id, attempt) → the orchestrator's `story_finished`."""
     runner_id: str
-    verified: Callable[[str], Awaitable[None]]
-    """run_id → the orchestrator's `run_verified`."""
+    verified: Callable[[str, int], Awaitable[None]]
+    """(run_id, round) → the orchestrator's `run_verified`."""
 
     async def run_story(self, run_id: str, story_id: str, attempt: int) -> str:
         run = await self.store.find(run_id)
@@ -245,7 +245,7 @@ class StoryRunner:
             raise StoryFailed("transport", f"GitHub: {type(exc).__name__}: {exc}"[:500]) from exc
         return RepoRef(repository.full_name, repository.clone_url), GitAuth(token)
 
-    async def verify_run(self, run_id: str) -> str:
+    async def verify_run(self, run_id: str, round_: int = 1) -> str:
         """Run the repository's `verify:` commands on the integrated run branch."""
         run = await self.store.find(run_id)
         if run is None or run.state != "finalizing" or run.branch is None:
@@ -287,7 +287,7 @@ class StoryRunner:
         await self.store.append_event(
             run_id, "verified", passed=all(v.passed for v in verification)
         )
-        await self.verified(run_id)
+        await self.verified(run_id, round_)
         return "green" if all(v.passed for v in verification) else "red"
 
     def _client(self, run: Run, story: Story, retries: int) -> tuple[str, ModelClient, str]:

@@ -45,10 +45,10 @@ async def run_story(ctx: dict[str, Any], run_id: str, story_id: str, attempt: in
     return outcome
 
 
-async def verify_run(ctx: dict[str, Any], run_id: str) -> str:
+async def verify_run(ctx: dict[str, Any], run_id: str, round_: int = 1) -> str:
     """Verify the integrated run branch before the PR opens."""
     runner: StoryRunner = ctx["story_runner"]
-    return await runner.verify_run(run_id)
+    return await runner.verify_run(run_id, round_)
 
 
 def sandbox_policy(settings: Settings) -> SandboxPolicy:
@@ -59,7 +59,7 @@ def sandbox_policy(settings: Settings) -> SandboxPolicy:
     config = os.environ.get("BARO_CONFIG")
     if config:
         hidden.append(Path(config).resolve())
-    return SandboxPolicy(hidden_paths=tuple(hidden))
+    return SandboxPolicy(hidden_paths=tuple(hidden), bwrap_path=settings.bwrap_path)
 
 
 class RunnerStartupError(RuntimeError):

@@ -117,6 +117,8 @@ class Run(BaseModel):
     pr_number: int | None = None
     pr_url: str | None = None
     verification: list[VerifyResult] = Field(default_factory=list)
+    fix_story: str | None = None
+    """The story added after a red verification (at most one per run)."""
     created_at: datetime = Field(default_factory=now)
     updated_at: datetime = Field(default_factory=now)
     version: int = 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.runs.dag import TIER_WEIGHTS, dependency_closure, ready_set, remaining_path_length
+from app.runs.models import Story
 from app.runs.run import FailureKind, Run, StoryRecord, now
 
 #: Failures that say something about the story (its retry budget, maybe a stronger model).
@@ -193,3 +194,43 @@ def fair_capacity(runs: list[Run], installation_id: int, global_cap: int) -> int
     mine = sum(running[r.id] for r in runs if r.installation_id == installation_id)
     total = sum(running.values())
     return max(0, min(global_cap - total, share - mine))
+
+
+def add_fix_story(run: Run) -> Run | None:
+    """Red verification on the integrated branch: one bounded "fix" story with the failing
+    output, after which verification runs again (and the PR opens whatever it says)."""
+    if run.plan is None or run.fix_story is not None:
+        return None
+    red = [v for v in run.verification if not v.passed]
+    if not red:
+        return None
+    number = 1 + max(int(s.id[1:]) for s in run.plan.stories)
+    sid = f"S{number}"
+    failures = "\n\n".join(
+        f"$ {v.command}\n(exit code {v.exit_code})\n{v.output_tail[-1500:]}" for v in red
+    )
+    story = Story(
+        id=sid,
+        title="Make the verification pass on the integrated branch",
+        description=(
+            "Every story landed, but these verification commands fail on the integrated "
+            "branch. Find the cause and fix it without undoing what the stories built.\n\n"
+            + failures
+        ),
+        depends_on=[s.id for s in run.plan.stories if run.stories[s.id].state == "landed"],
+        writes=["."],
+        acceptance=["every verification command passes"],
+        tests=[v.command for v in red],
+        tier="standard",
+    )
+    plan = run.plan.model_copy(update={"stories": [*run.plan.stories, story]})
+    stories = {**run.stories, sid: StoryRecord()}
+    return run.model_copy(
+        update={
+            "plan": plan,
+            "stories": stories,
+            "fix_story": sid,
+            "state": "running",
+            "verification": [],
+        }
+    )

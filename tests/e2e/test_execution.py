@@ -173,3 +173,67 @@ async def test_label_to_landed_commits(
     assert f"/pull/{pull.number}" in final.body
     labels = world.state.labels(repo, issue.number)
     assert "baro:done" in labels and "baro:running" not in labels
+
+
+async def test_red_verification_gets_one_fix_story(
+    world: World, runners_bot: Bot, models: RunningModelServer
+) -> None:
+    # Each story alone passes; together they need combined.ok, which the fix story adds.
+    verify = 'test "$(cat a.txt b.txt 2>/dev/null | wc -l)" -lt 2 -o -e combined.ok'
+    repo = world.new_repo({"README.md": "# x\n", ".github/baro.yml": f"verify:\n  - '{verify}'\n"})
+    issue = world.new_issue(repo, "Integration needs a fix")
+    plan = {
+        "summary": "Two files.",
+        "design_note": "Root files.",
+        "stories": [
+            story("S1", "A file", [], "a.txt", "test -f a.txt"),
+            story("S2", "B file", [], "b.txt", "test -f b.txt"),
+        ],
+    }
+    models.set_script(
+        {
+            "rules": [
+                {
+                    "name": "plan",
+                    "match": {"first_user": "Integration needs a fix"},
+                    "turns": [{"tool_calls": [{"name": "submit_plan", "arguments": plan}]}],
+                },
+                {
+                    "name": "S1",
+                    "match": {"first_user": "Implement story S1"},
+                    "turns": writes("a.txt", "a\n"),
+                },
+                {
+                    "name": "S2",
+                    "match": {"first_user": "Implement story S2"},
+                    "turns": writes("b.txt", "b\n"),
+                },
+                {
+                    "name": "fix",
+                    "match": {"first_user": "Implement story S3"},
+                    "turns": writes("combined.ok", "ok\n"),
+                },
+            ]
+        }
+    )
+    await world.deliver_label(runners_bot, repo, issue.number)
+
+    def done() -> Any:
+        comment = tracking(world, repo, issue.number)
+        if comment is None:
+            return None
+        state = run_state(runners_bot.env["BARO_REDIS_URL"], comment.body)
+        return state if state["state"] in ("done", "checkpoint", "failed") else None
+
+    state = wait_for(done, 90, "the run to finish")
+    assert state["state"] == "done", state["stories"]
+    assert state["fix_story"] == "S3"
+    assert state["stories"]["S3"]["state"] == "landed"
+    assert [v["passed"] for v in state["verification"]] == [True]
+    fix = state["plan"]["stories"][-1]
+    assert fix["id"] == "S3"
+    assert fix["tests"] == [verify]
+    assert "(exit code 1)" in fix["description"]
+    subjects = [e.split("\x00")[0] for e in git_log(world, repo, state["branch"])]
+    assert subjects[0] == "S3: Make the verification pass on the integrated branch"
+    assert len(world.state.pulls(repo)) == 1
