@@ -237,3 +237,34 @@ async def test_red_verification_gets_one_fix_story(
     subjects = [e.split("\x00")[0] for e in git_log(world, repo, state["branch"])]
     assert subjects[0] == "S3: Make the verification pass on the integrated branch"
     assert len(world.state.pulls(repo)) == 1
+
+
+def test_no_secret_reaches_logs_comments_or_prompts(
+    world: World, runners_bot: Bot, models: RunningModelServer
+) -> None:
+    """After the runs above: every token, key and secret the bot used is absent from the
+    processes' logs, every comment and PR body, and everything sent to the models."""
+    from tests.e2e.harness import PLANNER_KEY
+
+    secrets = {
+        "webhook secret": world.app.webhook_secret,
+        "model key": PLANNER_KEY,
+        "private key": world.app.private_key_pem.splitlines()[1],
+        **{f"token {t[:8]}": t for t in list(world.state.tokens)},
+    }
+    assert len(secrets) > 3  # installation tokens were minted
+    logs = runners_bot.logs()
+    texts = [
+        c.body
+        for repo in world.state.repos.values()
+        for i in repo.issues.values()
+        for c in world.state.comments(repo, i.number)
+    ]
+    texts += [
+        p.issue.body or "" for repo in world.state.repos.values() for p in world.state.pulls(repo)
+    ]
+    prompts = [json.dumps(r.body) for r in models.requests]
+    for name, value in secrets.items():
+        assert value not in logs, name
+        assert not any(value in text for text in texts), name
+        assert not any(value in prompt for prompt in prompts), name
