@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.llm.client import ModelClient
 from app.llm.errors import FatalError, ModelError, RetryableError
+from app.llm.meter import Pricer, UsageMeter
 from app.llm.prices import PriceTable
 from app.llm.types import AssistantTurn, Conversation, ToolCall, Usage
 from runner.process import CommandResult
@@ -63,7 +64,6 @@ FailReason = Literal[
     "cancelled",
     "conflict",
 ]
-Pricer = Callable[[AssistantTurn], Decimal | None]
 StopCheck = Callable[[], Awaitable[bool]]
 
 EVIDENCE_ITEMS = 6
@@ -155,34 +155,19 @@ def story_test_command(entry: str) -> str:
     return text
 
 
-class _Meter:
-    """Usage, cost and rounds so far, checked against the budget."""
+class _Meter(UsageMeter):
+    """The shared meter plus the story's per-phase round limit."""
 
     def __init__(self, budget: StoryBudget, pricer: Pricer, model: str) -> None:
+        super().__init__(pricer, model)
         self.budget = budget
-        self.pricer = pricer
-        self.usage = Usage()
-        self.cost: Decimal | None = Decimal(0)
-        self.rounds = 0
-        self.model = model
 
-    def add(self, turn: AssistantTurn) -> None:
-        self.rounds += 1
-        self.usage = self.usage + turn.usage
-        self.model = turn.model or self.model
-        price = self.pricer(turn)
-        self.cost = None if price is None or self.cost is None else self.cost + price
-
-    def over_budget(self, phase_rounds: int, round_cap: int) -> str | None:
+    def exceeded(self, phase_rounds: int, round_cap: int) -> str | None:
         b = self.budget
-        tokens = self.usage.prompt + self.usage.output
-        if tokens > b.max_tokens:
-            return f"the story used {tokens:,} tokens (budget {b.max_tokens:,})"
-        if self.cost is not None and self.cost > b.max_cost_usd:
-            return f"the story spent ${self.cost:.4f} (budget ${b.max_cost_usd})"
-        if phase_rounds >= round_cap:
+        problem = super().over_budget("the story", b.max_tokens, b.max_cost_usd)
+        if problem is None and phase_rounds >= round_cap:
             return f"the story was not finished within {round_cap} model rounds"
-        return None
+        return problem
 
 
 class StoryAgent:
@@ -298,7 +283,7 @@ class StoryAgent:
                 if complaint is None:
                     return summary
                 self.conversation.user(complaint)
-            problem = self._meter.over_budget(phase_rounds, round_cap)
+            problem = self._meter.exceeded(phase_rounds, round_cap)
             if problem is not None:
                 raise _Failed("budget", problem)
 

@@ -10,12 +10,16 @@ from collections.abc import Iterable, Iterator, Mapping
 
 import httpx
 
-from app.llm.anthropic import AnthropicClient
-from app.llm.client import ModelClient
+from app.llm import anthropic, openai_chat, openai_responses
+from app.llm.client import ModelClient, Wire, WireClient
 from app.llm.config import ModelConfig
-from app.llm.openai_chat import OpenAIChatClient
-from app.llm.openai_responses import OpenAIResponsesClient
 from app.llm.retry import RetryingClient, RetryPolicy
+
+WIRES: dict[str, Wire] = {
+    "openai-chat": openai_chat.WIRE,
+    "openai-responses": openai_responses.WIRE,
+    "anthropic": anthropic.WIRE,
+}
 
 
 class CatalogError(ValueError):
@@ -29,13 +33,8 @@ def build_client(
     retry_policy: RetryPolicy | None = None,
 ) -> ModelClient:
     """A client for one model, wrapped in retries (`RetryPolicy()` by default)."""
-    inner: ModelClient
-    if model_config.protocol == "openai-chat":
-        inner = OpenAIChatClient(model_config, api_key, http)
-    elif model_config.protocol == "openai-responses":
-        inner = OpenAIResponsesClient(model_config, api_key, http)
-    else:
-        inner = AnthropicClient(model_config, api_key, http)
+    wire = WIRES[model_config.protocol]
+    inner: ModelClient = WireClient(wire, model_config, api_key, http)
     return RetryingClient(inner, retry_policy or RetryPolicy())
 
 

@@ -12,13 +12,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import httpx
-
-from app.llm.client import output_budget
+from app.llm.client import Wire
 from app.llm.config import ModelConfig
 from app.llm.errors import FatalError, RetryableError
 from app.llm.openai_chat import tool_result_text
-from app.llm.transport import post_json
 from app.llm.types import (
     AssistantTurn,
     Conversation,
@@ -189,40 +186,9 @@ def parse_response(
     )
 
 
-class OpenAIResponsesClient:
-    """`POST {base_url}/responses` with Bearer auth."""
-
-    def __init__(self, config: ModelConfig, api_key: str, http: httpx.AsyncClient) -> None:
-        self._config = config
-        self._key = api_key
-        self._http = http
-
-    def __repr__(self) -> str:
-        return f"OpenAIResponsesClient({self._config.name!r})"
-
-    @property
-    def config(self) -> ModelConfig:
-        return self._config
-
-    async def complete(
-        self,
-        conversation: Conversation,
-        tools: Sequence[ToolSpec],
-        *,
-        max_tokens: int | None = None,
-    ) -> AssistantTurn:
-        body = build_request(
-            self._config, conversation, tools, output_budget(self._config, max_tokens)
-        )
-        reply = await post_json(
-            self._http,
-            f"{self._config.base_url}/responses",
-            headers={"Authorization": f"Bearer {self._key}"},
-            body=body,
-            timeout_s=self._config.request_timeout_s,
-            model=self._config.name,
-            secret=self._key,
-        )
-        return parse_response(
-            reply.body, requested_at=reply.requested_at, latency_s=reply.latency_s
-        )
+WIRE = Wire(
+    path="/responses",
+    headers=lambda key: {"Authorization": f"Bearer {key}"},
+    build_request=build_request,
+    parse_response=parse_response,
+)

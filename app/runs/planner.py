@@ -10,21 +10,20 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
 from app.llm.client import ModelClient
 from app.llm.errors import ModelError
-from app.llm.types import AssistantTurn, Conversation, ToolSpec, Usage
+from app.llm.meter import Pricer, UsageMeter
+from app.llm.types import Conversation, ToolSpec, Usage
 from app.runs.models import MAX_STORIES, TIERS, Plan, PlanStats, parse_plan
 from app.runs.repo_tools import READ_TOOLS, ReadOnlyRepo, ToolError
 from app.runs.sanitize import frame_untrusted, sanitize
 
 log = logging.getLogger(__name__)
-
-Pricer = Callable[[AssistantTurn], Decimal | None]
 
 
 @dataclass(frozen=True)
@@ -145,36 +144,21 @@ def first_message(request: PlanRequest) -> str:
     return "\n".join(parts)
 
 
-class _Meter:
-    """Usage, cost and rounds so far, checked against the budget."""
+class _Meter(UsageMeter):
+    """The shared meter plus the planner's round limit, repairs and stats."""
 
     def __init__(self, budget: PlannerBudget, pricer: Pricer) -> None:
+        super().__init__(pricer)
         self.budget = budget
-        self.pricer = pricer
-        self.usage = Usage()
-        self.cost: Decimal | None = Decimal(0)
-        self.rounds = 0
-        self.model: str | None = None
         self.started = time.monotonic()
         self.repairs = 0
 
-    def add(self, turn: AssistantTurn) -> None:
-        self.rounds += 1
-        self.usage = self.usage + turn.usage
-        self.model = turn.model or self.model
-        price = self.pricer(turn)
-        self.cost = None if price is None or self.cost is None else self.cost + price
-
-    def over_budget(self) -> str | None:
+    def exceeded(self) -> str | None:
         b = self.budget
-        tokens = self.usage.prompt + self.usage.output
-        if tokens > b.max_tokens:
-            return f"the planner used {tokens:,} tokens (budget {b.max_tokens:,})"
-        if self.cost is not None and self.cost > b.max_cost_usd:
-            return f"the planner spent ${self.cost:.4f} (budget ${b.max_cost_usd})"
-        if self.rounds >= b.max_rounds:
+        problem = super().over_budget("the planner", b.max_tokens, b.max_cost_usd)
+        if problem is None and self.rounds >= b.max_rounds:
             return f"the planner did not submit a valid plan within {b.max_rounds} rounds"
-        return None
+        return problem
 
     def stats(self) -> PlanStats:
         return PlanStats(
@@ -252,7 +236,7 @@ async def make_plan(
             content, is_error = _run_tool(repo, call.name, call.arguments)
             conversation.tool_result(call.id, content, is_error=is_error)
 
-        problem = meter.over_budget()
+        problem = meter.exceeded()
         if problem is not None:
             raise PlannerFailed(problem, last_errors, meter.stats())
 
