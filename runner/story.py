@@ -50,6 +50,8 @@ AGENT_FAILURES: dict[str, FailureKind] = {
     "conflict": "conflict",
 }
 VERIFY_TIMEOUT = 1800
+TRANSCRIPT_MAX_CHARS = 2_000_000
+TRANSCRIPT_TTL_SECONDS = 7 * 24 * 3600
 LAND_FAILURES: dict[str, FailureKind] = {
     "no_change": "no_change",
     "workflow": "workflow",
@@ -206,7 +208,10 @@ class StoryRunner:
                     budget=budget,
                     should_stop=should_stop,
                 )
-                result = await agent.work()
+                try:
+                    result = await agent.work()
+                finally:
+                    await self._save_transcript(run.id, story.id, record.attempts, agent, auth)
                 if result.status != "finished":
                     return _from_agent(result, model_name)
 
@@ -232,6 +237,24 @@ class StoryRunner:
                 return outcome
         except GitError as exc:
             raise StoryFailed("transport", str(exc)) from exc
+
+    async def _save_transcript(
+        self, run_id: str, story_id: str, attempt: int, agent: StoryAgent, auth: GitAuth
+    ) -> None:
+        """The attempt's conversation, for debugging: secrets redacted, size and age capped."""
+        text = agent.conversation.model_dump_json()
+        for secret in (
+            auth.token,
+            *(k.get_secret_value() for k in self.settings.model_keys.values()),
+        ):
+            text = text.replace(secret, "***")
+        if len(text) > TRANSCRIPT_MAX_CHARS:
+            text = text[:TRANSCRIPT_MAX_CHARS]
+        key = f"baro:transcript:{run_id}:{story_id}:{attempt}"
+        try:
+            await self.store.redis.set(key, text, ex=TRANSCRIPT_TTL_SECONDS)
+        except Exception:  # debugging aid only: never fail a story over it
+            log.warning("could not save the transcript of %s/%s", run_id, story_id)
 
     async def _access(self, run: Run) -> tuple[RepoRef, GitAuth]:
         """The repository and a fresh token that may push to it (never stored)."""

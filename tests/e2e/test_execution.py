@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from redis import Redis
 
 from testbed.models.harness import RunningModelServer
 from tests.conftest import RedisServer
@@ -173,6 +174,11 @@ async def test_label_to_landed_commits(
     assert f"/pull/{pull.number}" in final.body
     labels = world.state.labels(repo, issue.number)
     assert "baro:done" in labels and "baro:running" not in labels
+    client = Redis.from_url(runners_bot.env["BARO_REDIS_URL"])
+    transcript = client.get(f"baro:transcript:{state['id']}:S3:1")
+    client.close()
+    assert transcript is not None
+    assert b"Implement story S3" in transcript and b"both.txt" in transcript
 
 
 async def test_red_verification_gets_one_fix_story(
