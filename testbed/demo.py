@@ -21,9 +21,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import httpx
 import redis
@@ -302,14 +302,97 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def run_demo(keep_logs: bool = False) -> int:
+REAL_MODEL_VARS = ("BARO_MODELS", "BARO_ROUTING", "BARO_PRICES_FILE")
+
+
+def _model_env(models_url: str | None) -> dict[str, str]:
+    """The scripted models, or the operator's real ones when BARO_MODELS is set."""
+    if models_url is None:
+        return {k: os.environ[k] for k in REAL_MODEL_VARS if k in os.environ}
+    return {
+        "BARO_MODELS": json.dumps(
+            [
+                {
+                    "name": name,
+                    "protocol": "openai-chat",
+                    "base_url": f"{models_url}/v1",
+                    "model_id": model_id,
+                    "api_key_env": "DEMO_MODEL_KEY",
+                }
+                for name, model_id in (
+                    ("deepseek-pro", "deepseek-v4-pro"),
+                    ("deepseek-flash", "deepseek-v4-flash"),
+                )
+            ]
+        ),
+        "BARO_ROUTING": json.dumps(
+            {
+                "planner": "deepseek-pro",
+                "light": "deepseek-flash",
+                "standard": "deepseek-flash",
+                "heavy": "deepseek-pro",
+            }
+        ),
+        "DEMO_MODEL_KEY": "sk-demo-not-a-real-key",
+    }
+
+
+class Progress:
+    """Prints each story transition as it happens, read from the run record in Redis."""
+
+    ICONS: ClassVar[dict[str, str]] = {
+        "running": "⏳",
+        "landed": "✅",
+        "failed": "❌",
+        "blocked": "⛔",
+        "cancelled": "⏹",
+    }
+
+    def __init__(self, redis_url: str, started: float) -> None:
+        self.client = redis.Redis.from_url(redis_url)
+        self.started = started
+        self.seen: dict[str, tuple[str, int]] = {}
+        self.run_state = ""
+
+    def poll(self, run_id: str) -> dict[str, Any] | None:
+        raw = self.client.get(f"baro:run:{run_id}")
+        if not isinstance(raw, bytes):
+            return None
+        run: dict[str, Any] = json.loads(raw)
+        at = f"{time.monotonic() - self.started:6.1f}s"
+        if run["state"] != self.run_state:
+            self.run_state = run["state"]
+            _say(f"{at}  run {run_id} is {run['state']}")
+        for sid, record in sorted(run.get("stories", {}).items(), key=lambda kv: int(kv[0][1:])):
+            key = (record["state"], record["attempts"])
+            if self.seen.get(sid) == key or record["state"] == "pending":
+                continue
+            self.seen[sid] = key
+            icon = self.ICONS.get(record["state"], "·")
+            detail = ""
+            if record["state"] == "landed":
+                detail = f"commit {record['sha'][:7]} · {record.get('model') or ''}"
+            elif record["state"] == "running":
+                detail = f"attempt {record['attempts']}"
+            elif record.get("failure"):
+                detail = record["failure"][:100]
+            _say(f"{at}  {icon} {sid} {record['state']:<9} {detail}")
+        return run
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def run_demo(keep_logs: bool = False, json_path: Path | None = None) -> int:
     started = time.monotonic()
     logs = Path(tempfile.mkdtemp(prefix="baro-demo-logs-"))
+    real_models = "BARO_MODELS" in os.environ
+    models_cm = nullcontext(None) if real_models else running_model_server(MODEL_SCRIPT)
     with (
         private_redis() as redis_url,
         GitHubState() as state,
         running_testbed(state) as github,
-        running_model_server(MODEL_SCRIPT) as models,
+        models_cm as models,
     ):
         app = state.create_app("baro-demo")
         installation = state.create_installation(app, "acme")
@@ -317,7 +400,7 @@ def run_demo(keep_logs: bool = False) -> int:
         state.set_permission(repo, "maintainer", "write")
         issue = state.create_issue(repo, ISSUE_TITLE, ISSUE_BODY, "reporter")
         _say(f"testbed GitHub  {github.url}  (repository acme/inventory, issue #{issue.number})")
-        _say(f"scripted models {models.url}")
+        _say("models          " + ("from BARO_MODELS (real)" if models is None else models.url))
 
         runner_dir = Path(tempfile.mkdtemp(prefix="baro-demo-runner-", dir="/var/tmp"))
         key_file = logs / "app.pem"
@@ -333,89 +416,112 @@ def run_demo(keep_logs: bool = False) -> int:
                 "BARO_GITHUB_API_URL": github.url,
                 "BARO_REDIS_URL": redis_url,
                 "BARO_GITHUB_WRITE_SPACING": "0.2",
-                "BARO_MODELS": json.dumps(
-                    [
-                        {
-                            "name": name,
-                            "protocol": "openai-chat",
-                            "base_url": f"{models.url}/v1",
-                            "model_id": model_id,
-                            "api_key_env": "DEMO_MODEL_KEY",
-                        }
-                        for name, model_id in (
-                            ("deepseek-pro", "deepseek-v4-pro"),
-                            ("deepseek-flash", "deepseek-v4-flash"),
-                        )
-                    ]
-                ),
-                "BARO_ROUTING": json.dumps(
-                    {
-                        "planner": "deepseek-pro",
-                        "light": "deepseek-flash",
-                        "standard": "deepseek-flash",
-                        "heavy": "deepseek-pro",
-                    }
-                ),
-                "DEMO_MODEL_KEY": "sk-demo-not-a-real-key",
                 "BARO_RUNNER_DATA_DIR": str(runner_dir),
+                **_model_env(None if models is None else models.url),
             }
         )
         web_port = _free_port()
         web_url = f"http://127.0.0.1:{web_port}"
-        with bot_processes(env, web_port, logs):
-            _wait(lambda: _healthy(web_url), 30, "baro-bot web")
-            _say(f"baro-bot web    {web_url}  + baro-bot worker + {RUNNERS} × baro-bot runner\n")
-
-            payload = issue_labeled_payload(
-                state, repo, issue.number, "baro", "maintainer", installation.id
-            )
-            _say("→ @maintainer adds the label `baro`; GitHub delivers a signed webhook")
-            sent = time.monotonic()
-            resp = asyncio.run(_deliver(web_url, payload, app.webhook_secret))
-            _say(f"← {resp.status_code} {resp.text}  ({(time.monotonic() - sent) * 1000:.0f} ms)")
-
-            def tracking() -> Any:
-                for comment in state.comments(repo, issue.number):
-                    if comment.user.login == app.bot.login and "baro:run:" in comment.body:
-                        return comment
-                return None
-
-            _wait(lambda: state.reactions(repo, issue_number=issue.number), 30, "the reaction")
-            reactions = state.reactions(repo, issue_number=issue.number)
-            _say(f"\n👀 reactions on the issue: {[(r.content, r.user.login) for r in reactions]}")
-            first = _wait(tracking, 30, "the tracking comment")
-            _say(f"tracking comment #{first.id} after {time.monotonic() - sent:.2f}s\n")
-            _say(_indent(first.body))
-
-            planned = _wait(
-                lambda: (c := tracking()) is not None and "```mermaid" in c.body and c,
-                60,
-                "the plan",
-            )
-            _say(f"\n… planned after {time.monotonic() - sent:.2f}s; the comment now reads:\n")
-            _say(_indent(planned.body))
-
-            final = _wait(
-                lambda: (c := tracking()) is not None and "/pull/" in c.body and c,
-                180,
-                "the pull request",
-            )
-            elapsed = time.monotonic() - sent
-            pull = state.pulls(repo)[0]
-            _say(f"\n… pull request #{pull.number} opened after {elapsed:.1f}s; the comment:\n")
-            _say(_indent(final.body))
-            _say(f"\nPR #{pull.number}: {pull.issue.title}  ({pull.head_ref} → {pull.base_ref})")
-            _say(f"review requested from: {[u.login for u in pull.requested_reviewers]}\n")
-            _say(_indent(pull.issue.body or ""))
-            _say("\ncommits on the run branch:")
-            _say(_indent(_git_log(repo.git_dir, pull.head_ref)))
-            _say(f"labels on the issue: {state.labels(repo, issue.number)}")
-
+        progress = Progress(redis_url, started)
+        try:
+            with bot_processes(env, web_port, logs):
+                _wait(lambda: _healthy(web_url), 30, "baro-bot web")
+                _say(f"baro-bot web    {web_url}  + worker + {RUNNERS} runners\n")
+                summary = _drive(state, repo, issue, app, installation.id, web_url, progress)
+        finally:
+            progress.close()
     _say(f"\ndemo finished in {time.monotonic() - started:.1f}s; logs: {logs}")
     shutil.rmtree(runner_dir, ignore_errors=True)
+    if json_path is not None:
+        json_path.write_text(json.dumps(summary, indent=2) + "\n")
+        _say(f"summary written to {json_path}")
     if not keep_logs:
         shutil.rmtree(logs, ignore_errors=True)
-    return 0
+    return 0 if summary["state"] == "done" else 1
+
+
+def _drive(
+    state: GitHubState,
+    repo: Any,
+    issue: Any,
+    app: Any,
+    installation_id: int,
+    web_url: str,
+    progress: Progress,
+) -> dict[str, Any]:
+    """Label the issue, follow the run to its PR, print what a maintainer sees."""
+    payload = issue_labeled_payload(
+        state, repo, issue.number, "baro", "maintainer", installation_id
+    )
+    _say("→ @maintainer adds the label `baro`; GitHub delivers a signed webhook")
+    sent = time.monotonic()
+    resp = asyncio.run(_deliver(web_url, payload, app.webhook_secret))
+    _say(f"← {resp.status_code} {resp.text}  ({(time.monotonic() - sent) * 1000:.0f} ms)")
+
+    def tracking() -> Any:
+        for comment in state.comments(repo, issue.number):
+            if comment.user.login == app.bot.login and "baro:run:" in comment.body:
+                return comment
+        return None
+
+    _wait(lambda: state.reactions(repo, issue_number=issue.number), 30, "the reaction")
+    reactions = state.reactions(repo, issue_number=issue.number)
+    _say(f"\n👀 reactions on the issue: {[(r.content, r.user.login) for r in reactions]}")
+    first = _wait(tracking, 30, "the tracking comment")
+    _say(f"tracking comment #{first.id} after {time.monotonic() - sent:.2f}s\n")
+    _say(_indent(first.body))
+    run_id = first.body.split("<!-- baro:run:", 1)[1].split(" -->", 1)[0]
+
+    planned = _wait(
+        lambda: (c := tracking()) is not None and "```mermaid" in c.body and c, 300, "the plan"
+    )
+    _say(f"\n… planned after {time.monotonic() - sent:.2f}s; the comment now reads:\n")
+    _say(_indent(planned.body))
+    _say("\nprogress:")
+
+    def finished() -> dict[str, Any] | None:
+        run = progress.poll(run_id)
+        if run is None or run["state"] not in ("done", "checkpoint", "failed", "cancelled"):
+            return None
+        comment = tracking()
+        return run if comment is not None and "<!-- baro:run:" in comment.body else None
+
+    run = _wait(finished, 900, "the run to finish")
+    final = _wait(
+        lambda: (c := tracking()) is not None and "stories landed" in c.body and c,
+        30,
+        "the final comment",
+    )
+    _say(f"\n… run {run['state']} after {time.monotonic() - sent:.1f}s; the comment:\n")
+    _say(_indent(final.body))
+    pulls = state.pulls(repo)
+    summary: dict[str, Any] = {
+        "run": run_id,
+        "state": run["state"],
+        "pr": None,
+        "stories": {
+            sid: {
+                "state": r["state"],
+                "commit": r.get("sha"),
+                "model": r.get("model"),
+                "attempts": r["attempts"],
+                "cost_usd": r.get("cost_usd"),
+            }
+            for sid, r in run["stories"].items()
+        },
+        "planner_cost_usd": (run.get("plan_stats") or {}).get("cost_usd"),
+        "seconds": round(time.monotonic() - sent, 1),
+    }
+    if pulls:
+        pull = pulls[0]
+        summary["pr"] = {"number": pull.number, "title": pull.issue.title, "draft": pull.draft}
+        _say(f"\nPR #{pull.number}: {pull.issue.title}  ({pull.head_ref} → {pull.base_ref})")
+        _say(f"review requested from: {[u.login for u in pull.requested_reviewers]}\n")
+        _say(_indent(pull.issue.body or ""))
+        _say("\ncommits on the run branch:")
+        _say(_indent(_git_log(repo.git_dir, pull.head_ref)))
+    _say(f"labels on the issue: {state.labels(repo, issue.number)}")
+    return summary
 
 
 async def _deliver(url: str, payload: Any, secret: str) -> httpx.Response:
@@ -439,8 +545,9 @@ def _indent(text: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs")
+    parser.add_argument("--json", type=Path, default=None, help="write a summary to this file")
     args = parser.parse_args()
-    sys.exit(run_demo(keep_logs=args.keep_logs))
+    sys.exit(run_demo(keep_logs=args.keep_logs, json_path=args.json))
 
 
 if __name__ == "__main__":
