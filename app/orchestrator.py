@@ -207,7 +207,7 @@ class Orchestrator:
                 run.issue_number,
                 run.marker,
                 self.settings.bot_login,
-                render_final_comment(run, pr_url=run.pr_url),
+                tracking_body(run),
             )
         return run.state
 
@@ -272,7 +272,7 @@ class Orchestrator:
                 run.issue_number,
                 run.marker,
                 self.settings.bot_login,
-                render_final_comment(failed, pr_url=failed.pr_url),
+                tracking_body(failed),
             )
         return True
 
@@ -290,15 +290,7 @@ class Orchestrator:
             if not fresh:
                 await self.defer_refresh(run.id, window)
                 return
-        progress = {sid: record.progress() for sid, record in run.stories.items()}
-        body = render_plan(
-            run.id,
-            run.plan,
-            stats=run.plan_stats,
-            state=run.state,
-            auto_execute=True,
-            progress=progress,
-        )
+        body = tracking_body(run)
         async with self.gateway.installation(run.installation_id).session() as gh:
             await gh.upsert_comment(
                 run.owner, run.repo, run.issue_number, run.marker, self.settings.bot_login, body
@@ -311,6 +303,23 @@ class Orchestrator:
     def _max_parallel(self, run: Run) -> int:
         configured = run.repo_config.max_parallel if run.repo_config else None
         return configured or self.settings.max_parallel
+
+
+def tracking_body(run: Run) -> str:
+    """The tracking comment for any state: the live checklist, or the final summary (so a
+    late, debounced refresh can never replace the final word with a stale view)."""
+    if run.terminal:
+        return render_final_comment(run, pr_url=run.pr_url)
+    assert run.plan is not None
+    progress = {sid: record.progress() for sid, record in run.stories.items()}
+    return render_plan(
+        run.id,
+        run.plan,
+        stats=run.plan_stats,
+        state=run.state,
+        auto_execute=True,
+        progress=progress,
+    )
 
 
 def _final_state(run: Run, landed: bool) -> RunState:
