@@ -254,6 +254,28 @@ class InstallationClient:
 
         await self.writer.run(call)
 
+    async def upsert_latest(
+        self,
+        owner: str,
+        repo: str,
+        number: int,
+        marker: str,
+        author: str,
+        make_body: Callable[[], Awaitable[str]],
+    ) -> None:
+        """Upsert a comment whose body is computed inside the installation's write lock, so
+        that of two concurrent renders the one written last also reflects the latest state."""
+
+        async def call() -> None:
+            body = truncate_body(await make_body())
+            existing = await self.find_comment(owner, repo, number, marker, author)
+            if existing is None:
+                await self.gh.rest.issues.async_create_comment(owner, repo, number, body=body)
+            elif existing.body != body:
+                await self.gh.rest.issues.async_update_comment(owner, repo, existing.id, body=body)
+
+        await self.writer.run(call)
+
     async def add_labels(self, owner: str, repo: str, number: int, labels: list[str]) -> None:
         await self.writer.run(
             lambda: self.gh.rest.issues.async_add_labels(owner, repo, number, labels=labels)
@@ -281,6 +303,9 @@ class GitHubGateway:
             base_url=settings.github_api_url,
             cache_strategy=cache,
             auto_retry=self.retry,
+            # Find-then-update needs fresh reads: a cached comment list (GitHub allows 60 s)
+            # could hide a comment we just wrote and lead to a duplicate.
+            http_cache=False,
             user_agent=f"{settings.github_app_slug}/baro-bot",
         )
         self._writers: dict[int, SerializedWriter] = {}

@@ -201,14 +201,7 @@ class Orchestrator:
             await gh.remove_label(run.owner, run.repo, run.issue_number, LABEL_RUNNING)
             done = LABEL_DONE if run.state == "done" else LABEL_FAILED
             await gh.add_labels(run.owner, run.repo, run.issue_number, [done])
-            await gh.upsert_comment(
-                run.owner,
-                run.repo,
-                run.issue_number,
-                run.marker,
-                self.settings.bot_login,
-                tracking_body(run),
-            )
+        await self.write_tracking(run)
         return run.state
 
     async def reap(self) -> list[str]:
@@ -265,15 +258,7 @@ class Orchestrator:
         if failed.state != "failed":
             return False
         await self.store.append_event(run.id, "stalled", reason=reason)
-        async with self.gateway.installation(run.installation_id).session() as gh:
-            await gh.upsert_comment(
-                run.owner,
-                run.repo,
-                run.issue_number,
-                run.marker,
-                self.settings.bot_login,
-                tracking_body(failed),
-            )
+        await self.write_tracking(failed)
         return True
 
     async def render(self, run: Run, *, force: bool = False) -> None:
@@ -290,10 +275,17 @@ class Orchestrator:
             if not fresh:
                 await self.defer_refresh(run.id, window)
                 return
-        body = tracking_body(run)
+        await self.write_tracking(run)
+
+    async def write_tracking(self, run: Run) -> None:
+        """Write the tracking comment from the run's state as it is at the moment of writing."""
+
+        async def latest() -> str:
+            return tracking_body(await self.store.get(run.id))
+
         async with self.gateway.installation(run.installation_id).session() as gh:
-            await gh.upsert_comment(
-                run.owner, run.repo, run.issue_number, run.marker, self.settings.bot_login, body
+            await gh.upsert_latest(
+                run.owner, run.repo, run.issue_number, run.marker, self.settings.bot_login, latest
             )
 
     def _budget(self, run: Run) -> Decimal:

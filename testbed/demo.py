@@ -487,8 +487,14 @@ def _drive(
         return run if comment is not None and "<!-- baro:run:" in comment.body else None
 
     run = _wait(finished, 900, "the run to finish")
+    headline = {
+        "done": "Done —",
+        "checkpoint": "Checkpoint —",
+        "failed": "Failed —",
+        "cancelled": "Cancelled —",
+    }[run["state"]]
     final = _wait(
-        lambda: (c := tracking()) is not None and "stories landed" in c.body and c,
+        lambda: (c := tracking()) is not None and headline in c.body and c,
         30,
         "the final comment",
     )
