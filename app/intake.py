@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from app import replies
 from app.github import WRITE_PERMISSIONS, InstallationClient
+from app.orchestrator import LABEL_RUNNING, set_state_label
 from app.runs.report import render_help, render_plan, render_queued
 from app.runs.run import Run, issue_key, run_id_for
 from app.runs.scheduler import RetryRefused, cancel, reset_for_retry
@@ -126,6 +127,7 @@ class Intake:
                 return IntakeResult("no-run", run.id)
             await self.store.update(run.id, cancel)
             await self.store.append_event(run.id, "cancelled", by=t.sender_login)
+            await set_state_label(self.gh, run, None)
             await self.refresh(run.id)
             await self._reply(t, replies.cancelled(run.id))
             return IntakeResult("cancelled", run.id)
@@ -137,6 +139,7 @@ class Intake:
                 return IntakeResult("retry-refused", run.id)
             await self.store.claim_issue(run.issue_key, run.id)
             await self.store.append_event(run.id, "retry", by=t.sender_login, only=t.stories)
+            await set_state_label(self.gh, run, LABEL_RUNNING)
             await self.refresh(run.id)
             return IntakeResult("retry", run.id)
         if t.verb == "approve" and run.state == "planned" and run.plan is not None:

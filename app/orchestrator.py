@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from app.github import GitHubGateway
+from app.github import GitHubGateway, InstallationClient
 from app.runs.models import RunState
 from app.runs.pr_body import is_checkpoint, render_final_comment, render_pr_body, render_pr_title
 from app.runs.report import render_plan
@@ -41,6 +41,7 @@ QUEUED_LEASE_SECONDS = 30 * 60
 LABEL_RUNNING = "baro:running"
 LABEL_DONE = "baro:done"
 LABEL_FAILED = "baro:failed"
+STATE_LABELS = (LABEL_RUNNING, LABEL_DONE, LABEL_FAILED)
 
 
 @dataclass
@@ -60,7 +61,7 @@ class Orchestrator:
             return f"skipped ({run.state})"
         await self.store.append_event(run_id, "running")
         async with self.gateway.installation(run.installation_id).session() as gh:
-            await gh.add_labels(run.owner, run.repo, run.issue_number, [LABEL_RUNNING])
+            await set_state_label(gh, run, LABEL_RUNNING)
         await self.dispatch(run_id)
         return "running"
 
@@ -198,9 +199,7 @@ class Orchestrator:
 
             run = await self.store.update(run_id, conclude)
             await self.store.append_event(run_id, "finished", state=run.state, pr=pr_number)
-            await gh.remove_label(run.owner, run.repo, run.issue_number, LABEL_RUNNING)
-            done = LABEL_DONE if run.state == "done" else LABEL_FAILED
-            await gh.add_labels(run.owner, run.repo, run.issue_number, [done])
+            await set_state_label(gh, run, LABEL_DONE if run.state == "done" else LABEL_FAILED)
         await self.write_tracking(run)
         return run.state
 
@@ -295,6 +294,15 @@ class Orchestrator:
     def _max_parallel(self, run: Run) -> int:
         configured = run.repo_config.max_parallel if run.repo_config else None
         return configured or self.settings.max_parallel
+
+
+async def set_state_label(gh: InstallationClient, run: Run, label: str | None) -> None:
+    """Exactly one of the state labels on the issue (none for a cancelled run)."""
+    for other in STATE_LABELS:
+        if other != label:
+            await gh.remove_label(run.owner, run.repo, run.issue_number, other)
+    if label is not None:
+        await gh.add_labels(run.owner, run.repo, run.issue_number, [label])
 
 
 def tracking_body(run: Run) -> str:

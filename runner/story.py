@@ -182,7 +182,7 @@ class StoryRunner:
                 - set(story.writes)
             ),
             verify_commands=list(config.verify) if config else [],
-            previous_failure=record.failure if record.attempts > 1 else None,
+            previous_failure=record.previous_failure if record.attempts > 1 else None,
         )
         budget = StoryBudget(
             max_rounds=self.settings.story_max_rounds, max_cost_usd=self.settings.story_budget_usd
@@ -214,6 +214,10 @@ class StoryRunner:
                     await self._save_transcript(run.id, story.id, record.attempts, agent, auth)
                 if result.status != "finished":
                     return _from_agent(result, model_name)
+                if await should_stop():  # cancelled while the agent finished: do not land
+                    outcome = _from_agent(result, model_name)
+                    outcome.kind, outcome.message = "cancelled", "the run was cancelled"
+                    return outcome
 
                 async def resolve(conflict: Conflict) -> bool:
                     return await agent.resolve_conflict(list(conflict.files), conflict.details)

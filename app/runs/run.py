@@ -67,6 +67,8 @@ class StoryRecord(BaseModel):
     verify_output: str | None = None
     failure_kind: FailureKind | None = None
     failure: str | None = None
+    previous_failure: str | None = None
+    """Why the attempt before this one failed (shown to the retrying agent)."""
     awaiting_decision: bool = False
     """A runner reported a failure that the orchestrator has not yet acted on."""
     evidence: list[str] = Field(default_factory=list)

@@ -57,9 +57,19 @@ def mark_dispatched(run: Run, story_ids: list[str]) -> Run:
                 "finished_at": None,
                 "failure": None,
                 "failure_kind": None,
+                "previous_failure": _previous_failure(record),
             }
         )
     return run.model_copy(update={"stories": stories})
+
+
+def _previous_failure(record: StoryRecord) -> str | None:
+    """What the last attempt ran into, handed to the next attempt's agent as evidence."""
+    if record.failure is None:
+        return record.previous_failure
+    tail = "\n".join(record.evidence[-2:])
+    kind = f"{record.failure_kind}: " if record.failure_kind else ""
+    return f"{kind}{record.failure}" + (f"\n\n{tail}" if tail else "")
 
 
 @dataclass(frozen=True)
@@ -107,6 +117,8 @@ def finished(run: Run) -> bool:
     states = [r.state for r in run.stories.values()]
     if "running" in states:
         return False
+    if any(r.awaiting_decision for r in run.stories.values()):
+        return False  # a reported failure may still be retried
     return not admit(run, max_parallel=len(states) or 1)
 
 
