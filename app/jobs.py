@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from arq.connections import ArqRedis
@@ -16,6 +17,15 @@ class Jobs:
     async def plan(self, run_id: str) -> None:
         await self.redis.enqueue_job(
             "plan_run", run_id, _job_id=f"plan:{run_id}", _queue_name=ORCHESTRATOR_QUEUE
+        )
+
+    async def replan(self, run_id: str) -> None:
+        """A plan job whose worker died: a new job (the first one's id stays taken)."""
+        await self.redis.enqueue_job(
+            "plan_run",
+            run_id,
+            _job_id=f"plan:{run_id}:{uuid.uuid4().hex[:8]}",
+            _queue_name=ORCHESTRATOR_QUEUE,
         )
 
     async def start(self, run_id: str) -> None:

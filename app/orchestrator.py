@@ -42,6 +42,7 @@ LABEL_RUNNING = "baro:running"
 LABEL_DONE = "baro:done"
 LABEL_FAILED = "baro:failed"
 STATE_LABELS = (LABEL_RUNNING, LABEL_DONE, LABEL_FAILED)
+RESUME_AFTER_SECONDS = 10.0
 
 
 @dataclass
@@ -52,6 +53,7 @@ class Orchestrator:
     enqueue_story: Enqueue
     enqueue_verify: Callable[[str, int], Awaitable[None]]
     defer_refresh: Callable[[str, float], Awaitable[None]]
+    enqueue_plan: Callable[[str], Awaitable[None]]
     budget: RetryBudget = field(default_factory=RetryBudget)
 
     async def start(self, run_id: str) -> str:
@@ -83,8 +85,10 @@ class Orchestrator:
         run = await self.store.update(run_id, admit_some)
         for sid in chosen:
             attempt = run.stories[sid].attempts
-            await self.store.acquire_lease(run_id, sid, f"queued:{attempt}", QUEUED_LEASE_SECONDS)
+            # Enqueue first: a worker killed in between leaves no lease, so the reaper retries
+            # the story at once instead of waiting out a queued lease.
             await self.enqueue_story(run_id, sid, attempt)
+            await self.store.acquire_lease(run_id, sid, f"queued:{attempt}", QUEUED_LEASE_SECONDS)
             await self.store.append_event(run_id, "dispatched", story=sid, attempt=attempt)
         if chosen:
             await self.render(run)
@@ -211,6 +215,7 @@ class Orchestrator:
             if await self._stalled(run):
                 reaped.append(f"{run.id}:stalled")
                 continue
+            reaped += await self._resume(run)
             if run.state == "running":
                 await self.dispatch(run.id)  # capacity freed elsewhere may admit stories
             for sid, record in run.stories.items():
@@ -240,6 +245,29 @@ class Orchestrator:
                 await self.story_finished(run.id, sid)
                 reaped.append(f"{run.id}:{sid}")
         return reaped
+
+    async def _resume(self, run: Run) -> list[str]:
+        """Pick up what a killed worker dropped: a plan nobody works on, a ready run that
+        never started, a story failure nobody decided on."""
+        idle = (now() - run.updated_at).total_seconds()
+        resumed: list[str] = []
+        if run.state == "planning" and idle > RESUME_AFTER_SECONDS:
+            orphaned = await self.store.lease_holder(run.id, "plan") is None
+            if orphaned and await self._once(f"replan:{run.id}", 60):
+                await self.enqueue_plan(run.id)
+                resumed.append(f"{run.id}:replanned")
+        if run.state == "ready" and idle > RESUME_AFTER_SECONDS:
+            await self.start(run.id)
+            resumed.append(f"{run.id}:started")
+        for sid, record in run.stories.items():
+            waited = (now() - (record.finished_at or now())).total_seconds()
+            if record.awaiting_decision and waited > RESUME_AFTER_SECONDS:
+                await self.story_finished(run.id, sid)
+                resumed.append(f"{run.id}:{sid}:decided")
+        return resumed
+
+    async def _once(self, key: str, seconds: int) -> bool:
+        return bool(await self.store.redis.set(f"baro:once:{key}", "1", nx=True, ex=seconds))
 
     async def _stalled(self, run: Run) -> bool:
         """A run without progress past the stall limit ends as failed, with the reason."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 REPO_CONFIG_PATH = ".github/baro.yml"
 AGENT_DOCS = ("AGENTS.md", "CLAUDE.md", "README.md")
 RETRY_HINT = "Comment `/baro plan` to try again."
+PLAN_LEASE = "plan"
+PLAN_LEASE_SECONDS = 30.0
 
 
 class RunFailed(Exception):
@@ -76,6 +79,13 @@ class Planning:
         run = await self.store.get(run_id)
         if run.state not in ("queued", "planning"):
             return f"skipped ({run.state})"
+        holder = f"planner:{uuid.uuid4().hex[:12]}"
+        if not await self.store.claim_lease(run_id, PLAN_LEASE, "", holder, PLAN_LEASE_SECONDS):
+            return "being planned by another worker"
+        async with self.store.heartbeat(run_id, PLAN_LEASE, holder, PLAN_LEASE_SECONDS):
+            return await self._plan_leased(run_id, final_attempt)
+
+    async def _plan_leased(self, run_id: str, final_attempt: bool) -> str:
         run = await self.store.update(run_id, _to_planning)
         if run.state != "planning":
             return f"skipped ({run.state})"

@@ -120,6 +120,7 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
             ctx["jobs"].run_story,
             ctx["jobs"].verify_run,
             ctx["jobs"].refresh_later,
+            ctx["jobs"].replan,
         )
 
     async def shutdown(ctx: dict[str, Any]) -> None:

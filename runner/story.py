@@ -10,9 +10,8 @@ evidence, then the orchestrator is told.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -110,7 +109,7 @@ class StoryRunner:
         ttl = self.settings.story_lease_seconds
         if not await self.store.claim_lease(run_id, story_id, f"queued:{attempt}", holder, ttl):
             return "another runner holds this story"
-        async with self._heartbeat(run_id, story_id, holder) as lost:
+        async with self.store.heartbeat(run_id, story_id, holder, ttl) as lost:
             try:
                 outcome = await self._attempt(run, run.plan.story(story_id), lost)
             except StoryFailed as failed:
@@ -121,35 +120,8 @@ class StoryRunner:
                 log.exception("story %s/%s crashed", run_id, story_id)
                 outcome = Outcome(kind="infrastructure", message=f"runner error: {exc!r}"[:500])
         await self._record(run_id, story_id, attempt, outcome)
-        await self.store.release_lease(run_id, story_id, holder)
         await self.notify(run_id, story_id, attempt)
         return "landed" if outcome.landed_sha else f"failed ({outcome.kind})"
-
-    @contextlib.asynccontextmanager
-    async def _heartbeat(
-        self, run_id: str, story_id: str, holder: str
-    ) -> AsyncIterator[asyncio.Event]:
-        """Renew the lease while the attempt runs; `lost` is set if it could not be renewed."""
-        lost = asyncio.Event()
-        ttl = self.settings.story_lease_seconds
-
-        async def beat() -> None:
-            while True:
-                await asyncio.sleep(ttl / 4)
-                try:
-                    if not await self.store.renew_lease(run_id, story_id, holder, ttl):
-                        lost.set()
-                        return
-                except Exception:  # Redis hiccup: try again next beat
-                    log.warning("lease renewal for %s/%s failed", run_id, story_id)
-
-        task = asyncio.create_task(beat())
-        try:
-            yield lost
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     async def _attempt(self, run: Run, story: Story, lost: asyncio.Event) -> Outcome:
         assert run.plan is not None and run.branch is not None

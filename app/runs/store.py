@@ -6,14 +6,19 @@ twice cannot apply the same transition twice.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
-from collections.abc import Callable
+import logging
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from app.runs.run import Run, now
+
+log = logging.getLogger(__name__)
 
 PREFIX = "baro:"
 ACTIVE_RUNS = f"{PREFIX}runs:active"
@@ -198,3 +203,31 @@ class RunStore:
         if value is None:
             return None
         return value.decode() if isinstance(value, bytes) else str(value)
+
+    @contextlib.asynccontextmanager
+    async def heartbeat(
+        self, run_id: str, name: str, holder: str, ttl: float
+    ) -> AsyncIterator[asyncio.Event]:
+        """Keep a held lease alive while the block runs; the event is set if it was lost.
+        The lease is released at the end."""
+        lost = asyncio.Event()
+
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(ttl / 4)
+                try:
+                    if not await self.renew_lease(run_id, name, holder, ttl):
+                        lost.set()
+                        return
+                except Exception:  # a Redis hiccup: try again at the next beat
+                    log.warning("renewing lease %s/%s failed", run_id, name)
+
+        task = asyncio.create_task(beat())
+        try:
+            yield lost
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            with contextlib.suppress(Exception):
+                await self.release_lease(run_id, name, holder)
