@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Literal, TypeVar, cast
 
 from githubkit import AppAuthStrategy, AppInstallationAuthStrategy, GitHub
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_BODY = 65_536
+TOKEN_REUSE_MARGIN = 10 * 60
 TRUNCATION_NOTE = "\n\n---\n*… truncated: GitHub limits a comment to 65,536 characters.*"
 WRITE_PERMISSIONS = frozenset({"admin", "write", "maintain"})
 Reaction = Literal["+1", "-1", "laugh", "confused", "heart", "hooray", "rocket", "eyes"]
@@ -309,16 +310,24 @@ class GitHubGateway:
             user_agent=f"{settings.github_app_slug}/baro-bot",
         )
         self._writers: dict[int, SerializedWriter] = {}
+        self._tokens: dict[tuple[int, str, tuple[tuple[str, str], ...]], tuple[str, float]] = {}
         self._clients: dict[int, InstallationClient] = {}
 
     async def repo_token(self, installation_id: int, repo: str, permissions: dict[str, str]) -> str:
-        """A fresh installation token narrowed to one repository and the given permissions."""
+        """An installation token narrowed to one repository and the given permissions,
+        reused in this process until shortly before it expires (GitHub: one hour)."""
+        key = (installation_id, repo, tuple(sorted(permissions.items())))
+        cached = self._tokens.get(key)
+        if cached is not None and cached[1] - time.time() > TOKEN_REUSE_MARGIN:
+            return cached[0]
         resp = await self.app.rest.apps.async_create_installation_access_token(
             installation_id,
             repositories=[repo],
             permissions=cast("AppPermissionsType", permissions),
         )
         token: str = resp.parsed_data.token
+        expires = datetime.strptime(resp.parsed_data.expires_at, "%Y-%m-%dT%H:%M:%SZ")
+        self._tokens[key] = (token, expires.replace(tzinfo=UTC).timestamp())
         return token
 
     def installation(self, installation_id: int) -> InstallationClient:

@@ -241,7 +241,10 @@ class Orchestrator:
                     )
                     return r.model_copy(update={"stories": stories})
 
-                await self.store.update(run.id, expire)
+                before = await self.store.get(run.id)
+                after = await self.store.update(run.id, expire)
+                if after.version == before.version:
+                    continue  # it landed or failed in the meantime: nothing was lost
                 await self.story_finished(run.id, sid)
                 reaped.append(f"{run.id}:{sid}")
         return reaped

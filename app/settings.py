@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     story_budget_usd: Decimal = Field(default=Decimal("0.50"), gt=0)
     story_max_rounds: int = Field(default=40, gt=0)
     story_lease_seconds: float = Field(default=60.0, gt=1)
+    runner_concurrency: int = Field(default=2, ge=1, le=64)
+    """Stories one runner process works on at once (they mostly wait on models)."""
     model_keys: dict[str, SecretStr] = Field(default_factory=dict, exclude=True)
     """API keys by model name, read from each model's `api_key_env` at start-up."""
 

@@ -10,6 +10,7 @@ evidence, then the orchestrator is told.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -109,21 +110,27 @@ class StoryRunner:
         ttl = self.settings.story_lease_seconds
         if not await self.store.claim_lease(run_id, story_id, f"queued:{attempt}", holder, ttl):
             return "another runner holds this story"
-        async with self.store.heartbeat(run_id, story_id, holder, ttl) as lost:
-            try:
-                outcome = await self._attempt(run, run.plan.story(story_id), lost)
-            except StoryFailed as failed:
-                outcome = Outcome(
-                    kind=failed.kind, message=failed.message, evidence=failed.evidence
-                )
-            except Exception as exc:  # the runner's own trouble: typed, never lost
-                log.exception("story %s/%s crashed", run_id, story_id)
-                outcome = Outcome(kind="infrastructure", message=f"runner error: {exc!r}"[:500])
-        await self._record(run_id, story_id, attempt, outcome)
-        await self.notify(run_id, story_id, attempt)
+        # The worktree is removed only after the result is recorded and the orchestrator
+        # told: the next stories should not wait for clean-up.
+        async with contextlib.AsyncExitStack() as cleanup:
+            async with self.store.heartbeat(run_id, story_id, holder, ttl) as lost:
+                try:
+                    outcome = await self._attempt(run, run.plan.story(story_id), lost, cleanup)
+                except StoryFailed as failed:
+                    outcome = Outcome(
+                        kind=failed.kind, message=failed.message, evidence=failed.evidence
+                    )
+                except Exception as exc:  # the runner's own trouble: typed, never lost
+                    log.exception("story %s/%s crashed", run_id, story_id)
+                    message = f"runner error: {exc!r}"[:500]
+                    outcome = Outcome(kind="infrastructure", message=message)
+            await self._record(run_id, story_id, attempt, outcome)
+            await self.notify(run_id, story_id, attempt)
         return "landed" if outcome.landed_sha else f"failed ({outcome.kind})"
 
-    async def _attempt(self, run: Run, story: Story, lost: asyncio.Event) -> Outcome:
+    async def _attempt(
+        self, run: Run, story: Story, lost: asyncio.Event, cleanup: contextlib.AsyncExitStack
+    ) -> Outcome:
         assert run.plan is not None and run.branch is not None
         record = run.stories[story.id]
         model_name, client, price_key = self._client(run, story, record.story_retries)
@@ -160,57 +167,64 @@ class StoryRunner:
             max_rounds=self.settings.story_max_rounds, max_cost_usd=self.settings.story_budget_usd
         )
         try:
-            async with self.workspaces.worktree(
-                repo, run.branch, auth, run_id=run.id, story_id=story.id, attempt=record.attempts
-            ) as wt:
-                for command in config.setup if config else []:
-                    setup = await self.sandbox.run(command, cwd=wt.path, timeout=900, network=True)
-                    if not setup.ok:
-                        raise StoryFailed(
-                            "execution",
-                            f"setup command failed: {command}",
-                            [setup.output[-2000:]],
-                        )
-                agent = StoryAgent(
-                    client,
-                    brief,
-                    wt.path,
-                    self.sandbox,
-                    pricer=turn_pricer(self.prices, price_key),
-                    budget=budget,
-                    should_stop=should_stop,
-                )
-                try:
-                    result = await agent.work()
-                finally:
-                    await self._save_transcript(run.id, story.id, record.attempts, agent, auth)
-                if result.status != "finished":
-                    return _from_agent(result, model_name)
-                if await should_stop():  # cancelled while the agent finished: do not land
-                    outcome = _from_agent(result, model_name)
-                    outcome.kind, outcome.message = "cancelled", "the run was cancelled"
-                    return outcome
-
-                async def resolve(conflict: Conflict) -> bool:
-                    return await agent.resolve_conflict(list(conflict.files), conflict.details)
-
-                message = CommitMessage(
+            wt = await cleanup.enter_async_context(
+                self.workspaces.worktree(
+                    repo,
+                    run.branch,
+                    auth,
                     run_id=run.id,
                     story_id=story.id,
-                    title=story.title,
-                    summary=agent.result.summary,
-                    co_author=(run.requester, run.requester_id) if run.requester_id else None,
+                    attempt=record.attempts,
                 )
-                try:
-                    landed = await _land(wt, message, auth, resolve)
-                except LandError as exc:
-                    outcome = _from_agent(agent.result, model_name)
-                    outcome.kind = LAND_FAILURES.get(exc.kind, "transport")
-                    outcome.message = exc.message
-                    return outcome
-                outcome = _from_agent(agent.result, model_name)
-                outcome.landed_sha = landed
+            )
+            for command in config.setup if config else []:
+                setup = await self.sandbox.run(command, cwd=wt.path, timeout=900, network=True)
+                if not setup.ok:
+                    raise StoryFailed(
+                        "execution",
+                        f"setup command failed: {command}",
+                        [setup.output[-2000:]],
+                    )
+            agent = StoryAgent(
+                client,
+                brief,
+                wt.path,
+                self.sandbox,
+                pricer=turn_pricer(self.prices, price_key),
+                budget=budget,
+                should_stop=should_stop,
+            )
+            try:
+                result = await agent.work()
+            finally:
+                await self._save_transcript(run.id, story.id, record.attempts, agent, auth)
+            if result.status != "finished":
+                return _from_agent(result, model_name)
+            if await should_stop():  # cancelled while the agent finished: do not land
+                outcome = _from_agent(result, model_name)
+                outcome.kind, outcome.message = "cancelled", "the run was cancelled"
                 return outcome
+
+            async def resolve(conflict: Conflict) -> bool:
+                return await agent.resolve_conflict(list(conflict.files), conflict.details)
+
+            message = CommitMessage(
+                run_id=run.id,
+                story_id=story.id,
+                title=story.title,
+                summary=agent.result.summary,
+                co_author=(run.requester, run.requester_id) if run.requester_id else None,
+            )
+            try:
+                landed = await _land(wt, message, auth, resolve)
+            except LandError as exc:
+                outcome = _from_agent(agent.result, model_name)
+                outcome.kind = LAND_FAILURES.get(exc.kind, "transport")
+                outcome.message = exc.message
+                return outcome
+            outcome = _from_agent(agent.result, model_name)
+            outcome.landed_sha = landed
+            return outcome
         except GitError as exc:
             raise StoryFailed("transport", str(exc)) from exc
 

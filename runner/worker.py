@@ -124,8 +124,8 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
         "job_timeout": STORY_TIMEOUT,
         "job_completion_wait": 30,
         "health_check_interval": HEALTH_CHECK_INTERVAL,
-        "max_jobs": 2,
-        "poll_delay": 0.2,
+        "max_jobs": settings.runner_concurrency,
+        "poll_delay": 0.05,
     }
     options.update(overrides)
     return Worker(**options)

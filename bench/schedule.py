@@ -1,0 +1,838 @@
+"""Scheduling benchmark: how close a whole run gets to the DAG's lower bound.
+
+Runs the real system — a private redis-server, the testbed GitHub and the scripted model
+server (in this process), `baro-bot web`, `baro-bot worker` and R × `baro-bot runner` as
+subprocesses — and submits plans of fixed shapes through the scripted planner. Every story is
+a scripted agent that creates one file (`editor create`) and calls `finish`; its two turns'
+latencies add up to a fixed work time T (heavy-tier stories: T × --heavy-factor). Each story
+still runs its own test (`test -f <file>`) in the bubblewrap sandbox and is fetched, checked
+out, committed and pushed to the testbed for real: that per-story machinery, plus the
+orchestrator's dispatching, is the overhead measured here.
+
+    uv run python bench/schedule.py                       # 3 runners, T = 3 s, shapes a,b,c
+    uv run python bench/schedule.py --runners 4 --story-seconds 2 --shapes a,c --keep-logs
+
+Shapes (documented in `SHAPES` below):
+
+    a  "reservations", 10 stories, 4 levels (1/2/3/4), critical path of 4 stories
+       (S1 enum → S2 entity → S6 mapper → S7 service); S2, S4 and S7 are heavy.
+    b  24 stories, 6 levels (3/6/7/4/3/1), critical path of 6 stories
+       (S1 → S5 → S10 → S17 → S21 → S24); S1, S8, S10 and S17 are heavy.
+    c  100 stories: plans are capped at 25 stories (app/runs/models.py MAX_STORIES), so
+       4 issues of one repository, each a wide 25-story plan (1 root → 23 in parallel →
+       1 sink), are labelled at once and run concurrently: 4 roots, 92 parallel, 4 sinks.
+
+Slots: a runner process executes up to `max_jobs = 2` stories at once (runner/worker.py), so
+R runners give 2R story slots; every bound uses slots = 2R. Per shape one JSON line is printed:
+
+    bound_s          max(critical path, total work / slots) with the scripted latencies
+    level_barrier_s  a schedule that waits for each level to finish (levels packed onto the
+                     slots longest first; = Σ ceil(level size / slots) × T when uniform)
+    ideal_list_s     a zero-overhead ready-set list schedule, critical path first (what the
+                     scheduler could reach when the bound is not attainable)
+    wall_dispatch_s  first story dispatched → last story landed (run record `started_at` /
+                     `finished_at` in `baro:run:<id>`), the scheduler's own window
+    wall_label_s     label delivered → run `finished` event (adds intake, planning, the PR)
+    overhead_*_s     wall − bound, for both walls
+    goal_met_*       the project goal, wall ≤ 1.10 × bound + 3 s (`goal_s`), for both walls;
+                     the exit status is 0 when every shape meets it in the dispatch window
+
+`steps_mean_s` says where a story's time goes (mean per story, seconds):
+
+    gap_dep_landed_to_dispatch   its last dependency's `story_landed` → its `dispatched`
+    queue_dispatch_to_pickup     `dispatched` → a runner starts the job (slot wait + arq poll)
+    access (.token_mint)         installation token mint + repository lookup
+    find_landed_fetch            the idempotency check's `git fetch`
+    prepare_fetch_worktree       a second `git fetch` + `git worktree add`
+    agent_over_scripted          agent time beyond the scripted latencies (.model_over_…:
+                                 HTTP to the model; .sandbox_tests: `test -f` under bwrap)
+    land_commit_push             commit + push, with fetch + rebase + push again when a
+                                 sibling landed first (.rebase, .rebases_per_story)
+    cleanup_worktree, transcript_record_notify, runner_other
+    mirror_lock_wait / _held     the per-repository mirror lock (inside the steps above)
+    landed_to_orchestrator_pickup  `story_landed` → the worker starts `story_finished`
+    exec_over_T                  runner pickup → `story_landed`, minus the scripted time
+
+`critical_chain` is the realised chain (from the story that landed last, back through the
+dependency that released each story) with gap / queue / exec per link; `slot_busy` is the
+runners' job time over slots × wall; `bot_cpu_s`, `testbed_cpu_s`, `machine_cpu_busy` and
+`load_avg_1m_before` show whether CPU (ours or other processes') limited the run. The
+runner/worker steps come from timing probes this script wraps around their methods when it
+starts those processes (`bench/schedule.py --probe runner|worker …` = `baro-bot
+runner|worker` with the probes); nothing in the app is changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import contextvars
+import functools
+import heapq
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PROBE_DIR_ENV = "BENCH_PROBE_DIR"
+GOAL_FACTOR = 1.10
+GOAL_SLACK_S = 3.0
+SLOTS_PER_RUNNER = 2  # runner/worker.py: max_jobs
+
+
+# --- shapes --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Node:
+    id: str
+    title: str
+    deps: tuple[str, ...] = ()
+    heavy: bool = False
+
+
+@dataclass(frozen=True)
+class Shape:
+    key: str
+    name: str
+    nodes: tuple[Node, ...]
+    runs: int = 1
+    """How many issues get this plan at once (shape c: 4 × 25 stories)."""
+
+
+def _n(sid: str, title: str, *deps: str, heavy: bool = False) -> Node:
+    return Node(sid, title, tuple(deps), heavy)
+
+
+RESERVATIONS = (
+    _n("S1", "ReservationStatus enum"),
+    _n("S2", "Reservation entity", "S1", heavy=True),
+    _n("S3", "Reservation DTOs", "S1"),
+    _n("S4", "Flyway migration for reservations", "S2", heavy=True),
+    _n("S5", "Reservation repository", "S2"),
+    _n("S6", "Reservation mapper", "S2", "S3"),
+    _n("S7", "Reservation service", "S5", "S6", heavy=True),
+    _n("S8", "Reservation controller", "S3", "S6"),
+    _n("S9", "Repository spec", "S5"),
+    _n("S10", "Mapper spec", "S6"),
+)
+
+TWENTY_FOUR = (
+    # level 1
+    _n("S1", "Domain schema", heavy=True),
+    _n("S2", "Configuration loader"),
+    _n("S3", "Structured logging"),
+    # level 2
+    _n("S4", "Customer model", "S1"),
+    _n("S5", "Order model", "S1"),
+    _n("S6", "Product model", "S1"),
+    _n("S7", "Settings validation", "S2"),
+    _n("S8", "Request logging middleware", "S3", heavy=True),
+    _n("S9", "Audit log sink", "S3", "S2"),
+    # level 3
+    _n("S10", "Order pricing rules", "S5", "S6", heavy=True),
+    _n("S11", "Customer repository", "S4"),
+    _n("S12", "Order repository", "S5"),
+    _n("S13", "Product repository", "S6"),
+    _n("S14", "Customer validation", "S4", "S7"),
+    _n("S15", "Audit events for orders", "S5", "S9"),
+    _n("S16", "Settings reference docs", "S7"),
+    # level 4
+    _n("S17", "Checkout service", "S10", "S12", heavy=True),
+    _n("S18", "Customer service", "S11", "S14"),
+    _n("S19", "Catalogue service", "S13"),
+    _n("S20", "Logging docs", "S8", "S16"),
+    # level 5
+    _n("S21", "Checkout API", "S17", "S18"),
+    _n("S22", "Catalogue API", "S19"),
+    _n("S23", "Checkout spec", "S17"),
+    # level 6
+    _n("S24", "End-to-end checkout spec", "S21", "S22"),
+)
+
+WIDE = (
+    _n("S1", "Shared module"),
+    *(_n(f"S{i}", f"Handler {i - 1}", "S1") for i in range(2, 25)),
+    _n("S25", "Registry of all handlers", *(f"S{i}" for i in range(2, 25))),
+)
+
+SHAPES: dict[str, Shape] = {
+    "a": Shape("a", "reservations-10", RESERVATIONS),
+    "b": Shape("b", "layered-24", TWENTY_FOUR),
+    "c": Shape("c", "wide-4x25", WIDE, runs=4),
+}
+
+
+def _path(node: Node) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "_", node.title.lower()).strip("_")
+    return f"work/{node.id.lower()}_{slug}.txt"
+
+
+def _seconds(node: Node, story_s: float, heavy_factor: float) -> float:
+    return story_s * (heavy_factor if node.heavy else 1.0)
+
+
+def _plan(shape: Shape) -> dict[str, Any]:
+    return {
+        "summary": f"Benchmark plan {shape.name}.",
+        "design_note": "Each story writes one text file under work/.",
+        "stories": [
+            {
+                "id": n.id,
+                "title": n.title,
+                "description": f"Create {_path(n)}.",
+                "depends_on": list(n.deps),
+                "writes": [_path(n)],
+                "acceptance": [f"{_path(n)} exists"],
+                "tests": [f"test -f {_path(n)}"],
+                "tier": "heavy" if n.heavy else "light",
+            }
+            for n in shape.nodes
+        ],
+    }
+
+
+def _story_turns(node: Node, seconds: float) -> list[dict[str, Any]]:
+    path = _path(node)
+    return [
+        {
+            "tool_calls": [
+                {
+                    "name": "editor",
+                    "arguments": {
+                        "command": "create",
+                        "path": path,
+                        "file_text": f"{node.id}: {node.title}\n",
+                    },
+                }
+            ],
+            "usage": {"input": 800, "output": 60},
+            "latency": seconds / 2,
+        },
+        {
+            "tool_calls": [{"name": "finish", "arguments": {"summary": f"Created {path}."}}],
+            "usage": {"input": 100, "cached": 800, "output": 20},
+            "latency": seconds / 2,
+        },
+    ]
+
+
+def _script(shape: Shape, titles: list[str], story_s: float, heavy: float) -> dict[str, Any]:
+    plan = _plan(shape)
+    return {
+        "rules": [
+            *(
+                {
+                    "name": f"plan-{i}",
+                    "match": {"system": "baro's planner", "first_user": re.escape(title)},
+                    "turns": [{"tool_calls": [{"name": "submit_plan", "arguments": plan}]}],
+                }
+                for i, title in enumerate(titles)
+            ),
+            *(
+                {
+                    "name": n.id,
+                    "match": {"first_user": f"Implement story {n.id}:"},
+                    "turns": _story_turns(n, _seconds(n, story_s, heavy)),
+                }
+                for n in shape.nodes
+            ),
+        ]
+    }
+
+
+# --- bounds (pure) --------------------------------------------------------------------------
+
+
+def _union(
+    shape: Shape, story_s: float, heavy: float
+) -> tuple[dict[str, list[str]], dict[str, float]]:
+    """The DAG of all the shape's runs as one graph (ids prefixed per run) and durations."""
+    deps: dict[str, list[str]] = {}
+    dur: dict[str, float] = {}
+    for r in range(shape.runs):
+        for n in shape.nodes:
+            deps[f"{r}:{n.id}"] = [f"{r}:{d}" for d in n.deps]
+            dur[f"{r}:{n.id}"] = _seconds(n, story_s, heavy)
+    return deps, dur
+
+
+def _remaining(deps: dict[str, list[str]], dur: dict[str, float]) -> dict[str, float]:
+    from app.runs.dag import topological_order
+
+    kids: dict[str, list[str]] = {k: [] for k in deps}
+    for k, ds in deps.items():
+        for d in ds:
+            kids[d].append(k)
+    out: dict[str, float] = {}
+    for k in reversed(topological_order(deps)):
+        out[k] = dur[k] + max((out[c] for c in kids[k]), default=0.0)
+    return out
+
+
+def _pack(durations: list[float], slots: int) -> float:
+    """Makespan of independent jobs on `slots`, longest first."""
+    ends = [0.0] * slots
+    for d in sorted(durations, reverse=True):
+        heapq.heappush(ends, heapq.heappop(ends) + d)
+    return max(ends)
+
+
+def _list_schedule(deps: dict[str, list[str]], dur: dict[str, float], slots: int) -> float:
+    """Ready-set admission without overhead: a free slot takes the ready story with the
+    longest remaining path (what app/runs/scheduler.py does, with real durations)."""
+    remaining = _remaining(deps, dur)
+    order = {k: i for i, k in enumerate(deps)}
+    waiting = {k: set(ds) for k, ds in deps.items()}
+    ready = [(-remaining[k], order[k], k) for k, ds in waiting.items() if not ds]
+    heapq.heapify(ready)
+    running: list[tuple[float, str]] = []
+    clock = 0.0
+    done = 0
+    while done < len(deps):
+        while ready and len(running) < slots:
+            _, _, k = heapq.heappop(ready)
+            heapq.heappush(running, (clock + dur[k], k))
+        clock, k = heapq.heappop(running)
+        done += 1
+        for other, ds in waiting.items():
+            if k in ds:
+                ds.discard(k)
+                if not ds:
+                    heapq.heappush(ready, (-remaining[other], order[other], other))
+    return clock
+
+
+def bounds(shape: Shape, slots: int, story_s: float, heavy: float) -> dict[str, Any]:
+    from app.runs.dag import levels
+
+    deps, dur = _union(shape, story_s, heavy)
+    critical = max(_remaining(deps, dur).values())
+    work = sum(dur.values())
+    barrier = sum(_pack([dur[k] for k in level], slots) for level in levels(deps))
+    return {
+        "levels": [len(level) for level in levels(deps)],
+        "critical_path_s": round(critical, 2),
+        "total_work_s": round(work, 2),
+        "bound_s": round(max(critical, work / slots), 2),
+        "level_barrier_s": round(barrier, 2),
+        "ideal_list_s": round(_list_schedule(deps, dur, slots), 2),
+    }
+
+
+# --- probes (run inside the bot's worker and runner processes) ---------------------------
+
+_CURRENT: contextvars.ContextVar[tuple[str | None, str | None]] = contextvars.ContextVar(
+    "bench_story", default=(None, None)
+)
+
+
+class _ProbeLog:
+    def __init__(self, path: Path) -> None:
+        self.out = path.open("a", buffering=1)
+
+    def emit(self, step: str, t0: float, t1: float) -> None:
+        run, story = _CURRENT.get()
+        self.out.write(
+            json.dumps({"run": run, "story": story, "step": step, "t0": t0, "t1": t1}) + "\n"
+        )
+
+
+def _timed(
+    log: _ProbeLog,
+    owner: Any,
+    name: str,
+    step: str,
+    key: Callable[..., tuple[str | None, str | None]] | None = None,
+) -> None:
+    original: Callable[..., Awaitable[Any]] = getattr(owner, name)
+
+    @functools.wraps(original)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        token = _CURRENT.set(key(*args, **kwargs)) if key else None
+        t0 = time.time()
+        try:
+            return await original(*args, **kwargs)
+        finally:
+            log.emit(step, t0, time.time())
+            if token is not None:
+                _CURRENT.reset(token)
+
+    setattr(owner, name, wrapper)
+
+
+def _story_key(_self: Any, run_id: str, story_id: str, *_: Any, **__: Any) -> tuple[str, str]:
+    return run_id, story_id
+
+
+def _install_probes(kind: str) -> None:
+    directory = os.environ.get(PROBE_DIR_ENV)
+    if not directory or kind not in ("runner", "worker"):
+        return
+    log = _ProbeLog(Path(directory) / f"{kind}-{os.getpid()}.jsonl")
+    if kind == "worker":
+        from app import orchestrator
+
+        cls = orchestrator.Orchestrator
+        _timed(log, cls, "story_finished", "story_finished", _story_key)
+        _timed(log, cls, "dispatch", "dispatch")
+        _timed(log, cls, "render", "render")
+        return
+    from app import github, jobs
+    from runner import agent, landing, mirror, story, workspace
+
+    _timed(log, story.StoryRunner, "run_story", "job", _story_key)
+    _timed(log, story.StoryRunner, "_access", "access")
+    _timed(log, github.GitHubGateway, "repo_token", "mint")
+    _timed(log, workspace.Workspaces, "find_landed", "find_landed")
+    _timed(log, workspace.Workspaces, "prepare", "prepare")
+    _timed(log, mirror.Mirror, "fetch", "fetch")
+    _timed(log, agent.StoryAgent, "work", "agent")
+    _timed(log, agent.StoryAgent, "_complete", "model")
+    _timed(log, agent.StoryAgent, "verify", "verify")
+    _timed(log, story.StoryRunner, "_save_transcript", "transcript")
+    _timed(log, story, "_land", "land")
+    _timed(log, landing, "_commit", "commit")
+    _timed(log, landing, "_rebase", "rebase")
+    _timed(log, workspace, "cleanup", "cleanup")
+    _timed(log, story.StoryRunner, "_record", "record")
+    _timed(log, jobs.Jobs, "story_finished", "notify")
+
+    locked = mirror.Mirror.locked
+
+    @contextlib.asynccontextmanager
+    async def timed_locked(self: Any) -> AsyncIterator[None]:
+        t0 = time.time()
+        async with locked(self):
+            t1 = time.time()
+            log.emit("lock_wait", t0, t1)
+            try:
+                yield
+            finally:
+                log.emit("lock_held", t1, time.time())
+
+    mirror.Mirror.locked = timed_locked  # type: ignore[method-assign]
+
+
+def probe_main(argv: list[str]) -> int:
+    """`baro-bot <kind> …` with timing probes installed first."""
+    _install_probes(argv[0])
+    from app.cli import main as cli_main
+
+    return cli_main(argv)
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _ts(value: str | None) -> float | None:
+    return datetime.fromisoformat(value).timestamp() if value else None
+
+
+def _cpu(pids: list[int]) -> tuple[float, float, float, float]:
+    """Machine busy and total ticks, then CPU seconds of the bot's processes (with their
+    reaped children: git, bwrap) and of this process (testbed GitHub with its git
+    children, scripted models)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    hz = os.sysconf("SC_CLK_TCK")
+    bot = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            bot += sum(int(x) for x in stat[11:15]) / hz
+    return sum(fields) - idle, sum(fields), bot, sum(os.times()[:4])
+
+
+@dataclass
+class Outcome:
+    run_ids: list[str]
+    delivered_at: float
+    records: list[dict[str, Any]] = field(default_factory=list)
+    events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    machine_busy: float = 0.0
+    bot_cpu_s: float = 0.0
+    testbed_cpu_s: float = 0.0
+    load_avg: float = 0.0
+
+
+def _wait(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def _events(client: Any, run_id: str) -> list[dict[str, Any]]:
+    out = []
+    for _id, raw in client.xrange(f"baro:run:{run_id}:events"):
+        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        out.append({"kind": fields["kind"], "at": _ts(fields["at"]), **json.loads(fields["data"])})
+    return out
+
+
+def run_shape(shape: Shape, ctx: Any, args: argparse.Namespace, index: int) -> Outcome:
+    import redis
+
+    world, bot, models = ctx["world"], ctx["bot"], ctx["models"]
+    repo = world.new_repo({"README.md": f"# Benchmark {shape.name}\n"})
+    titles = [
+        f"Bench {index} {shape.name} issue {i + 1} of {shape.runs}" for i in range(shape.runs)
+    ]
+    issues = [world.new_issue(repo, t, "Scheduling benchmark.") for t in titles]
+    models.set_script(_script(shape, titles, args.story_seconds, args.heavy_factor))
+    client = redis.Redis.from_url(bot.env["BARO_REDIS_URL"])
+    pids = [p.pid for p in bot.procs.values()]
+    load = os.getloadavg()[0]
+    busy0, total0, bot0, tb0 = _cpu(pids)
+
+    async def label_all() -> None:
+        for issue in issues:
+            resp = await world.deliver_label(bot, repo, issue.number)
+            if resp.status_code >= 300:
+                raise SystemExit(f"bench: webhook refused: {resp.status_code} {resp.text}")
+
+    delivered = time.time()
+    asyncio.run(label_all())
+
+    def run_ids() -> list[str] | None:
+        name = repo.full_name.lower()
+        keys = [f"baro:issue:{name}#{i.number}:active" for i in issues]
+        values: list[bytes | None] = [client.get(k) for k in keys]  # type: ignore[misc]
+        return [v.decode() for v in values if v] if all(values) else None
+
+    ids: list[str] = _wait(run_ids, 60, "the runs to be created")
+    budget = 90 + 8 * bounds(shape, args.slots, args.story_seconds, args.heavy_factor)["bound_s"]
+
+    def all_finished() -> bool:
+        return all(any(e["kind"] == "finished" for e in _events(client, r)) for r in ids)
+
+    _wait(all_finished, budget, f"shape {shape.key} to finish")
+    busy1, total1, bot1, tb1 = _cpu(pids)
+    outcome = Outcome(
+        ids,
+        delivered,
+        machine_busy=(busy1 - busy0) / max(1, total1 - total0),
+        bot_cpu_s=bot1 - bot0,
+        testbed_cpu_s=tb1 - tb0,
+        load_avg=load,
+    )
+    for r in ids:
+        raw: bytes | None = client.get(f"baro:run:{r}")  # type: ignore[assignment]
+        outcome.records.append(json.loads(raw or b"{}"))
+        outcome.events[r] = _events(client, r)
+    client.close()
+    return outcome
+
+
+def _probes(directory: Path, run_ids: set[str]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for path in directory.glob("*.jsonl"):
+        kind = path.name.split("-", 1)[0]
+        for line in path.read_text().splitlines():
+            entry = json.loads(line)
+            if entry["run"] in run_ids:
+                out.append({**entry, "proc": kind})
+    return out
+
+
+RUNNER_STEPS = ("access", "find_landed", "prepare", "agent", "transcript", "land", "cleanup")
+
+
+def analyse(
+    shape: Shape, outcome: Outcome, probes: list[dict[str, Any]], args: argparse.Namespace
+) -> dict[str, Any]:
+    b = bounds(shape, args.slots, args.story_seconds, args.heavy_factor)
+    nodes = {n.id: n for n in shape.nodes}
+    stories: dict[str, dict[str, Any]] = {}
+    states: dict[str, int] = {}
+    finished_at: list[float] = []
+    for rec, run_id in zip(outcome.records, outcome.run_ids, strict=True):
+        events = outcome.events[run_id]
+        finished_at += [e["at"] for e in events if e["kind"] == "finished"]
+        for sid, s in rec.get("stories", {}).items():
+            states[s["state"]] = states.get(s["state"], 0) + 1
+            key = f"{run_id}:{sid}"
+            dispatched = [
+                e["at"] for e in events if e["kind"] == "dispatched" and e.get("story") == sid
+            ]
+            landed = [
+                e["at"] for e in events if e["kind"] == "story_landed" and e.get("story") == sid
+            ]
+            stories[key] = {
+                "run": run_id,
+                "id": sid,
+                "attempts": s["attempts"],
+                "started": _ts(s["started_at"]),
+                "finished": _ts(s["finished_at"]),
+                "dispatched": dispatched[-1] if dispatched else None,
+                "landed": landed[-1] if landed else None,
+                "steps": {},
+                "rebases": 0,
+            }
+    for p in probes:
+        st = stories.get(f"{p['run']}:{p['story']}")
+        if st is None:
+            continue
+        kind, dt = p["step"], p["t1"] - p["t0"]
+        if kind in ("lock_wait", "lock_held"):
+            st[kind] = st.get(kind, 0.0) + dt
+        elif kind == "job":
+            st["pickup"] = p["t0"]
+            st["job_end"] = p["t1"]
+            st["steps"]["job"] = st["steps"].get("job", 0.0) + dt
+        elif kind == "story_finished" and p["proc"] == "worker":
+            st.setdefault("sf_start", p["t0"])
+            st["steps"]["story_finished"] = st["steps"].get("story_finished", 0.0) + dt
+        else:
+            st["steps"][kind] = st["steps"].get(kind, 0.0) + dt
+            st["rebases"] += kind == "rebase"
+    # per-story derived intervals
+    for st in stories.values():
+        node = nodes[st["id"]]
+        work = _seconds(node, args.story_seconds, args.heavy_factor)
+        s = st["steps"]
+        releasers = [stories[f"{st['run']}:{d}"]["landed"] for d in node.deps]
+        st["gap"] = (
+            st["dispatched"] - max(releasers)
+            if node.deps and st["dispatched"] and all(releasers)
+            else None
+        )
+        st["queue"] = (
+            st["pickup"] - st["dispatched"] if "pickup" in st and st["dispatched"] else None
+        )
+        st["model_extra"] = s.get("model", 0.0) - work
+        st["agent_extra"] = s.get("agent", 0.0) - work
+        inside = (
+            sum(s.get(k, 0.0) for k in RUNNER_STEPS) + s.get("record", 0.0) + s.get("notify", 0.0)
+        )
+        st["runner_other"] = s.get("job", 0.0) - inside
+        st["exec_overhead"] = (
+            (st["landed"] - st["pickup"] - work) if st.get("pickup") and st["landed"] else None
+        )
+
+    def mean(values: list[float | None]) -> float | None:
+        vals = [v for v in values if v is not None]
+        return round(sum(vals) / len(vals), 3) if vals else None
+
+    lst = list(stories.values())
+
+    def step(name: str, default: float | None = None) -> float | None:
+        return mean([s["steps"].get(name, default) for s in lst])
+
+    steps_mean = {
+        "gap_dep_landed_to_dispatch": mean([s["gap"] for s in lst]),
+        "queue_dispatch_to_pickup": mean([s["queue"] for s in lst]),
+        "access": step("access"),
+        "access.token_mint": step("mint"),
+        "find_landed_fetch": step("find_landed"),
+        "prepare_fetch_worktree": step("prepare"),
+        "agent_over_scripted": mean([s["agent_extra"] for s in lst]),
+        "agent.model_over_scripted": mean([s["model_extra"] for s in lst]),
+        "agent.sandbox_tests": step("verify"),
+        "land_commit_push": step("land"),
+        "land.rebase": step("rebase", 0.0),
+        "land.rebases_per_story": mean([s["rebases"] for s in lst]),
+        "cleanup_worktree": step("cleanup"),
+        "transcript_record_notify": mean(
+            [sum(s["steps"].get(k, 0.0) for k in ("transcript", "record", "notify")) for s in lst]
+        ),
+        "runner_other": mean([s["runner_other"] for s in lst]),
+        "mirror_lock_wait": mean([s.get("lock_wait", 0.0) for s in lst]),
+        "mirror_lock_held": mean([s.get("lock_held", 0.0) for s in lst]),
+        "landed_to_orchestrator_pickup": mean(
+            [s["sf_start"] - s["landed"] if "sf_start" in s and s["landed"] else None for s in lst]
+        ),
+        "exec_over_T": mean([s["exec_overhead"] for s in lst]),
+    }
+    # the realised critical chain: from the story that landed last, back through the
+    # dependency that released it
+    chain: list[dict[str, Any]] = []
+    cur = max(lst, key=lambda s: s["landed"] or 0.0) if lst else None
+    while cur is not None:
+        chain.append(
+            {
+                "story": cur["id"],
+                "gap": _r(cur["gap"]),
+                "queue": _r(cur["queue"]),
+                "exec": _r((cur["landed"] or 0) - cur["pickup"]) if "pickup" in cur else None,
+            }
+        )
+        deps = [stories[f"{cur['run']}:{d}"] for d in nodes[cur["id"]].deps]
+        cur = max(deps, key=lambda s: s["landed"] or 0.0) if deps else None
+    chain.reverse()
+    first_dispatch = min((s["started"] for s in lst if s["started"]), default=None)
+    last_landed = max((s["finished"] for s in lst if s["finished"]), default=None)
+    wall_dispatch = (last_landed - first_dispatch) if first_dispatch and last_landed else None
+    wall_label = (max(finished_at) - outcome.delivered_at) if finished_at else None
+    job_time = sum(s["steps"].get("job", 0.0) for s in lst)
+    goal = GOAL_FACTOR * b["bound_s"] + GOAL_SLACK_S
+    return {
+        "shape": shape.key,
+        "name": shape.name,
+        "stories": len(lst),
+        "runs": len(outcome.run_ids),
+        "runners": args.runners,
+        "slots": args.slots,
+        "story_seconds": args.story_seconds,
+        "heavy_factor": args.heavy_factor,
+        "states": states,
+        "run_states": [r.get("state") for r in outcome.records],
+        "attempts": sum(s["attempts"] for s in lst),
+        "retries": sum(
+            1 for evs in outcome.events.values() for e in evs if e["kind"] in ("retry", "gave_up")
+        ),
+        **b,
+        "wall_dispatch_s": _r(wall_dispatch),
+        "wall_label_s": _r(wall_label),
+        "overhead_dispatch_s": _r(wall_dispatch - b["bound_s"]) if wall_dispatch else None,
+        "overhead_label_s": _r(wall_label - b["bound_s"]) if wall_label else None,
+        "label_to_first_dispatch_s": _r(first_dispatch - outcome.delivered_at)
+        if first_dispatch
+        else None,
+        "last_landed_to_done_s": _r(max(finished_at) - last_landed)
+        if finished_at and last_landed
+        else None,
+        "slot_busy": round(job_time / (args.slots * wall_dispatch), 2) if wall_dispatch else None,
+        "goal_s": round(goal, 2),
+        "goal_met_dispatch": bool(wall_dispatch is not None and wall_dispatch <= goal),
+        "goal_met_label": bool(wall_label is not None and wall_label <= goal),
+        "machine_cpu_busy": round(outcome.machine_busy, 2),
+        "bot_cpu_s": round(outcome.bot_cpu_s, 1),
+        "testbed_cpu_s": round(outcome.testbed_cpu_s, 1),
+        "cores": os.cpu_count(),
+        "load_avg_1m_before": round(outcome.load_avg, 2),
+        "steps_mean_s": steps_mean,
+        "critical_chain": chain,
+    }
+
+
+def _r(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+@contextlib.contextmanager
+def system(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
+    """redis, testbed GitHub, scripted models, web + worker + R runners (with probes)."""
+    from testbed.demo import private_redis
+    from testbed.github.server import running_testbed
+    from testbed.github.state import GitHubState
+    from testbed.models.harness import running_model_server
+    from tests.e2e.harness import Bot, World, bot_env, new_bot
+
+    class ProbedBot(Bot):
+        def start(self, name: str, *extra: str) -> None:
+            kind = name.split("-", 1)[0]
+            with (self.log_dir / f"{name}.log").open("ab") as log:
+                self.procs[name] = subprocess.Popen(
+                    [sys.executable, str(Path(__file__).resolve()), "--probe", kind, *extra],
+                    env=self.env,
+                    cwd=ROOT,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+
+    probe_dir = Path(tempfile.mkdtemp(prefix="baro-bench-probes-"))
+    with (
+        private_redis() as redis_url,
+        GitHubState() as state,
+        running_testbed(state) as testbed,
+        running_model_server({"rules": []}) as models,
+    ):
+        app = state.create_app("baro-bench")
+        installation = state.create_installation(app, "bench-org")
+        world = World(testbed, app, installation, owner="bench-org")
+        env = bot_env(
+            testbed,
+            app,
+            redis_url,
+            models.url,
+            BARO_MAX_PARALLEL="32",
+            BARO_MAX_STORIES_IN_FLIGHT="256",
+            BARO_GITHUB_WRITE_SPACING="0",
+            BARO_RUN_BUDGET_USD="100",
+            **{PROBE_DIR_ENV: str(probe_dir)},
+        )
+        plain = new_bot(env)
+        bot = ProbedBot(env=plain.env, web_url=plain.web_url, log_dir=plain.log_dir)
+        bot.start_all(runners=args.runners)
+        try:
+            names = [n for n in bot.procs if n.startswith("runner")]
+
+            def runners_ready() -> bool:
+                for n in names:
+                    if bot.procs[n].poll() is not None:
+                        raise SystemExit(f"bench: {n} exited:\n{bot.logs(n)[-3000:]}")
+                return all("ready (sandbox" in bot.logs(n) for n in names)
+
+            _wait(runners_ready, 60, "the runners")
+            yield {"world": world, "bot": bot, "models": models, "probe_dir": probe_dir}
+        finally:
+            bot.stop()
+            if args.keep_logs:
+                _say(f"logs: {bot.log_dir}  probes: {probe_dir}")
+            else:
+                shutil.rmtree(bot.log_dir, ignore_errors=True)
+                shutil.rmtree(probe_dir, ignore_errors=True)
+            shutil.rmtree(env["BARO_RUNNER_DATA_DIR"], ignore_errors=True)
+            shutil.rmtree(Path(env["BARO_GITHUB_PRIVATE_KEY_FILE"]).parent, ignore_errors=True)
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--probe":
+        return probe_main(sys.argv[2:])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--runners", type=int, default=3, help="runner processes (2 slots each)")
+    parser.add_argument("--story-seconds", type=float, default=3.0, help="work time T per story")
+    parser.add_argument("--heavy-factor", type=float, default=2.0, help="heavy story = T × this")
+    parser.add_argument("--shapes", default="a,b,c", help="comma-separated: a, b, c")
+    parser.add_argument("--keep-logs", action="store_true", help="keep process logs and probes")
+    args = parser.parse_args()
+    args.slots = args.runners * SLOTS_PER_RUNNER
+    shapes = [SHAPES[k.strip()] for k in args.shapes.split(",") if k.strip()]
+    started = time.monotonic()
+    results = []
+    with system(args) as ctx:
+        _say(
+            f"bench: up after {time.monotonic() - started:.1f}s ({args.runners} runners × 2 slots)"
+        )
+        for i, shape in enumerate(shapes):
+            outcome = run_shape(shape, ctx, args, i)
+            probes = _probes(ctx["probe_dir"], set(outcome.run_ids))
+            result = analyse(shape, outcome, probes, args)
+            results.append(result)
+            print(json.dumps(result), flush=True)
+            _say(
+                f"bench: {shape.name}: dispatch→landed {result['wall_dispatch_s']}s, "
+                f"label→done {result['wall_label_s']}s, bound {result['bound_s']}s, "
+                f"level barrier {result['level_barrier_s']}s, goal ≤ {result['goal_s']}s: "
+                f"{'met' if result['goal_met_dispatch'] else 'MISSED'} (dispatch window), "
+                f"{'met' if result['goal_met_label'] else 'MISSED'} (label→done)"
+            )
+    _say(f"bench: total {time.monotonic() - started:.1f}s")
+    return 0 if all(r["goal_met_dispatch"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
