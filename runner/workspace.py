@@ -21,7 +21,7 @@ import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from app.gitcmd import GitAuth, GitError
+from app.gitcmd import GitAuth, GitError, run_git
 from runner.commit_message import (
     RUN_TRAILER,
     STORY_TRAILER,
@@ -36,6 +36,9 @@ from runner.worktree import DiffStat, Identity, Worktree, changed_files, diff_st
 
 log = logging.getLogger(__name__)
 
+IDLE_WORKTREES = 4
+"""Checkouts kept per repository for reuse by the next stories."""
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -47,6 +50,7 @@ class Workspaces:
         self.identity = identity or Identity()
         self.mirrors = MirrorCache(data_dir / "mirrors")
         self.worktrees_dir = data_dir / "worktrees"
+        self._idle: dict[Path, list[tuple[Path, Path]]] = {}
 
     async def prepare(
         self,
@@ -61,17 +65,23 @@ class Workspaces:
         """A fresh detached worktree at the current head of `branch` (fetched just now)."""
         check_branch(branch)
         mirror = self.mirrors.get(repo)
-        name = "-".join([_safe(run_id), _safe(story_id), str(int(attempt)), secrets.token_hex(3)])
-        path = self.worktrees_dir / name
         self._ensure_worktrees_dir()
         head = await mirror.fetch(branch, auth)
-        async with mirror.locked():
-            await mirror.git(["worktree", "add", "--quiet", "--detach", str(path), head])
-        try:
-            git_dir = _admin_dir(path, mirror)
-        except BaseException:
-            await _remove(path, mirror)
-            raise
+        reused = await self._reuse(mirror, head)
+        if reused is not None:
+            path, git_dir = reused
+        else:
+            name = "-".join(
+                [_safe(run_id), _safe(story_id), str(int(attempt)), secrets.token_hex(3)]
+            )
+            path = self.worktrees_dir / name
+            async with mirror.locked():
+                await mirror.git(["worktree", "add", "--quiet", "--detach", str(path), head])
+            try:
+                git_dir = _admin_dir(path, mirror)
+            except BaseException:
+                await _remove(path, mirror)
+                raise
         return Worktree(
             path=path,
             git_dir=git_dir,
@@ -86,7 +96,32 @@ class Workspaces:
         )
 
     async def cleanup(self, worktree: Worktree) -> None:
+        """Keep the checkout for the next story of this repository (a reset rewrites only
+        the files that differ, where a fresh checkout writes them all), or remove it."""
+        pool = self._idle.setdefault(worktree.mirror.path, [])
+        if len(pool) < IDLE_WORKTREES and worktree.path.is_dir():
+            pool.append((worktree.path, worktree.git_dir))
+            return
         await cleanup(worktree)
+
+    async def _reuse(self, mirror: Mirror, head: str) -> tuple[Path, Path] | None:
+        """An idle worktree of this mirror, reset to `head` and cleaned, if one is left."""
+        pool = self._idle.get(mirror.path, [])
+        while pool:
+            path, git_dir = pool.pop()
+            env = {"GIT_DIR": str(git_dir), "GIT_WORK_TREE": str(path)}
+            try:
+                for state in ("rebase-merge", "rebase-apply"):
+                    if (git_dir / state).exists():
+                        await run_git(["rebase", "--abort"], cwd=path, env=env)
+                await run_git(["reset", "--hard", "--quiet", head], cwd=path, env=env)
+                await run_git(["clean", "-ffdxq"], cwd=path, env=env)
+                (path / ".git").write_text(f"gitdir: {git_dir}\n")
+                return path, git_dir
+            except (GitError, OSError) as err:
+                log.warning("cannot reuse worktree %s (%s); removing it", path, err)
+                await _remove(path, mirror)
+        return None
 
     @contextlib.asynccontextmanager
     async def worktree(
@@ -106,7 +141,7 @@ class Workspaces:
         try:
             yield wt
         finally:
-            await asyncio.shield(cleanup(wt))
+            await asyncio.shield(self.cleanup(wt))
 
     async def find_landed(
         self, repo: RepoRef, branch: str, auth: GitAuth, run_id: str, story_id: str

@@ -137,15 +137,34 @@ async def test_prepare_at_run_branch_head_and_cleanup(env: Env) -> None:
     )
 
 
-async def test_context_manager_cleans_up_on_error(env: Env) -> None:
+async def test_worktree_is_reused_clean_after_an_error(env: Env) -> None:
     kept: list[Path] = []
+    original = (await env.prepare("S0")).path  # leaves the pool empty: not cleaned up
     with pytest.raises(RuntimeError):
         async with env.ws.worktree(
             env.ref, BRANCH, env.auth, run_id=RUN, story_id="S1", attempt=2
         ) as wt:
             kept.append(wt.path)
+            (wt.path / "stray.txt").write_text("left behind")
+            (wt.path / "__pycache__").mkdir()
+            (wt.path / "a.py").write_text("broken = True\n")
             raise RuntimeError("story failed")
-    assert not kept[0].exists()
+    again = await env.prepare("S2")
+    assert again.path == kept[0] != original
+    assert not (again.path / "stray.txt").exists()
+    assert not (again.path / "__pycache__").exists()
+    assert (again.path / "a.py").read_text() == (original / "a.py").read_text()
+    assert await again.head() == env.head()
+    assert await changed_files(again) == []
+
+
+async def test_idle_worktrees_beyond_the_pool_are_removed(env: Env) -> None:
+    from runner.workspace import IDLE_WORKTREES
+
+    trees = [await env.prepare(f"S{i}") for i in range(IDLE_WORKTREES + 1)]
+    for wt in trees:
+        await env.ws.cleanup(wt)
+    assert [wt.path.exists() for wt in trees] == [True] * IDLE_WORKTREES + [False]
 
 
 async def test_land_one_commit_with_message_and_no_token_on_disk(env: Env) -> None:
