@@ -241,6 +241,14 @@ class InstallationClient:
             )
         )
 
+    async def mark_ready(self, node_id: str) -> None:
+        """Draft → ready for review; REST cannot do this, GraphQL can."""
+        query = (
+            "mutation($id: ID!) { markPullRequestReadyForReview(input: {pullRequestId: $id}) "
+            "{ pullRequest { id isDraft } } }"
+        )
+        await self.writer.run(lambda: self.gh.async_graphql(query, {"id": node_id}))
+
     async def request_review(self, owner: str, repo: str, number: int, login: str) -> None:
         """Ask the requester to review; GitHub refuses the PR's author, which is fine."""
 

@@ -185,6 +185,8 @@ class Orchestrator:
                     await gh.update_pull(
                         run.owner, run.repo, existing.number, title=title, body=body
                     )
+                    if existing.draft and not is_checkpoint(run):
+                        await gh.mark_ready(existing.node_id)  # a retry completed it
                     pr_url, pr_number = existing.html_url, existing.number
             final = _final_state(run, landed)
             url, number = pr_url, pr_number

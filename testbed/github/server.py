@@ -16,7 +16,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from testbed.github import control, git_http, routes_issues, routes_pulls, routes_repos
+from testbed.github import control, git_http, graphql, routes_issues, routes_pulls, routes_repos
 from testbed.github.errors import GitHubError, error_body
 from testbed.github.middleware import GitHubMiddleware
 from testbed.github.shapes import clone_url
@@ -43,6 +43,7 @@ def create_app(state: GitHubState) -> Starlette:
             *routes_repos.routes,
             *routes_issues.routes,
             *routes_pulls.routes,
+            *graphql.routes,
             *git_http.routes,
         ],
         middleware=[Middleware(GitHubMiddleware, state=state)],

@@ -545,14 +545,6 @@ async def test_retry_after_a_failure_lands_the_rest_on_the_same_pull_request(
     ENDED.append((repo, issue.number, f"/pull/{number}", time.monotonic()))
 
 
-@pytest.mark.xfail(
-    reason=(
-        "Orchestrator.open_pull_request (app/orchestrator.py) only updates title and body of "
-        "an existing PR: a checkpoint PR opened as a draft stays a draft after `/baro retry` "
-        "lands everything (state done, body `Closes #N`)."
-    ),
-    strict=True,
-)
 def test_retry_to_done_marks_the_pull_request_ready() -> None:
     if not RETRIED:
         pytest.skip("needs the retry test above")

@@ -1,0 +1,54 @@
+"""The testbed's GraphQL endpoint: draft → ready, as githubkit calls it."""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+import pytest
+from githubkit.exception import GraphQLFailed
+
+from tests.testbed.conftest import World
+
+
+def push_branch(world: World, branch: str) -> None:
+    """A branch one (empty) commit ahead of main, straight in the bare repository."""
+    git = ["git", "--git-dir", str(world.repo.git_dir)]
+    env = {
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@x",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@x",
+        "PATH": "/usr/bin:/bin",
+    }
+    sha = subprocess.run(
+        [*git, "commit-tree", "main^{tree}", "-p", "main", "-m", "work"],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    ).stdout.strip()
+    subprocess.run([*git, "update-ref", f"refs/heads/{branch}", sha], check=True)
+
+
+MUTATION = (
+    "mutation($id: ID!) { markPullRequestReadyForReview(input: {pullRequestId: $id}) "
+    "{ pullRequest { id isDraft } } }"
+)
+
+
+async def test_mark_ready_for_review(world: World, igh: Any) -> None:
+    push_branch(world, "feature-ready")
+    pull = world.state.create_pull(
+        world.repo, title="t", head="feature-ready", base="main", draft=True
+    )
+    resp = await igh.rest.pulls.async_get(world.repo.owner.login, world.repo.name, pull.number)
+    node = resp.parsed_data.node_id
+    data = await igh.async_graphql(MUTATION, {"id": node})
+    assert data["markPullRequestReadyForReview"]["pullRequest"]["isDraft"] is False
+    assert world.state.get_pull(world.repo, pull.number).draft is False
+
+
+async def test_unknown_node_is_a_graphql_error(igh: Any) -> None:
+    with pytest.raises(GraphQLFailed, match="Could not resolve to a node"):
+        await igh.async_graphql(MUTATION, {"id": "PR_nope"})
