@@ -8,7 +8,7 @@ GitHub, then measures with `time.perf_counter`:
 * warm prepare: `prepare` with the mirror already there (fetch of the run-branch head,
   worktree checkout);
 * land: `land` of a one-file change (commit + push over smart HTTP);
-* cleanup: removing the worktree afterwards (reported, no goal).
+* cleanup: handing the worktree back to the runner's idle pool (reported, no goal).
 
 and prints one JSON object with p50/p90/max per phase, the repository size, the mean
 time per git command inside each phase (`steps`, to see where the time goes), and whether
@@ -56,7 +56,6 @@ from runner.workspace import (  # noqa: E402
     RepoRef,
     Workspaces,
     Worktree,
-    cleanup,
     land,
 )
 from testbed.github.entities import Repo  # noqa: E402
@@ -246,7 +245,7 @@ async def measure(
             start = time.perf_counter()
             wt = await prepare(ws, f"C{i}")
             cold_times.append(time.perf_counter() - start)
-        await cleanup(wt)
+        await ws.cleanup(wt)
         if ws is not warm:
             await asyncio.to_thread(shutil.rmtree, ws.data_dir, True)
     mirror_bytes = await asyncio.to_thread(_dir_bytes, warm.mirrors.get(ref).path)
@@ -270,7 +269,7 @@ async def measure(
             raise RuntimeError(f"unexpected landing {landed}")
         with recorder.measuring("cleanup"):
             start = time.perf_counter()
-            await cleanup(wt)
+            await warm.cleanup(wt)  # as the runner does: back to the idle pool for reuse
             cleanup_times.append(time.perf_counter() - start)
 
     return {
