@@ -60,6 +60,10 @@ class Intake:
             return IntakeResult("help")
         if t.verb in ("status", "cancel", "approve", "retry"):
             return await self._command_on_active_run(t)
+        if t.is_pull_request:
+            await self._acknowledge(t)
+            await self._reply(t, replies.not_on_pull_requests())
+            return IntakeResult("pull-request")
         return await self._start_run(t)
 
     async def _start_run(self, t: Trigger) -> IntakeResult:

@@ -55,3 +55,11 @@ def cancelled(run_id: str) -> str:
         f"Run `{run_id}` is cancelled: no new stories start, running ones stop at their next "
         "step, and the branch is kept. `/baro retry` continues it; `/baro` starts afresh."
     )
+
+
+def not_on_pull_requests() -> str:
+    return (
+        "baro starts runs from issues: comment `/baro` (or add the label) on the issue this "
+        "pull request is about. Follow-up runs on a pull request's branch are not supported "
+        "yet."
+    )

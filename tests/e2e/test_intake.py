@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -197,3 +198,31 @@ async def test_redis_outage_gives_503_then_recovers(
     finally:
         running.stop()
         redis.stop()
+
+
+async def test_run_trigger_on_a_pull_request_explains_instead_of_planning(
+    world: World, bot: Bot
+) -> None:
+    repo = world.new_repo()
+    git = ["git", "--git-dir", str(repo.git_dir)]
+    env = {
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@x",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@x",
+        "PATH": "/usr/bin:/bin",
+    }
+    sha = subprocess.run(
+        [*git, "commit-tree", "main^{tree}", "-p", "main", "-m", "work"],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    ).stdout.strip()
+    subprocess.run([*git, "update-ref", "refs/heads/feature", sha], check=True)
+    pull = world.state.create_pull(repo, title="A PR", head="feature", base="main")
+    resp = await world.deliver_comment(bot, repo, pull.number, "/baro make it faster")
+    assert resp.status_code == 202
+    replies = wait_for(lambda: world.bot_comments(repo, pull.number), what="reply")
+    assert "starts runs from issues" in replies[0].body
+    assert tracking_comments(world, repo, pull.number) == []
