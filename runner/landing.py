@@ -81,6 +81,19 @@ async def land(
     await _commit(worktree, text)
     rounds = _Rounds(max_conflict_rounds)
     rebased = False
+    # Siblings land while the agent works: catch up before the first push rather than
+    # after a rejected one (a fetch is cheaper than a refused push plus a fetch).
+    try:
+        head: str | None = await worktree.mirror.fetch(worktree.branch, auth)
+    except GitError:
+        head = None  # the push below reports what is wrong
+    if head is not None and head != worktree.base:
+        sha = await worktree.head()
+        landed = sha if head == sha else await _story_commit(worktree, head, message)
+        if landed is not None:  # an earlier push of this story went through
+            return Landed(landed, 0, rebased)
+        await _rebase(worktree, head, text, on_conflict, rounds)
+        rebased = True
     for attempt in range(1, max_push_attempts + 1):
         await _check_workflows(worktree, "HEAD")
         sha = await worktree.head()
