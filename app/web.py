@@ -14,13 +14,14 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from app.queue import ORCHESTRATOR_QUEUE, connect
+from app.queue import ORCHESTRATOR_QUEUE, RUNNER_QUEUE, connect
 from app.settings import Settings
 from app.webhooks import BotIdentity, Ignored, MalformedPayload, route, signature_valid
 
 log = logging.getLogger(__name__)
 
 DELIVERY_KEY = "baro:delivery:{}"
+HEALTH_SUFFIX = ":health-check"  # arq's heartbeat key, refreshed every health_check_interval
 
 
 class BodyTooLarge(Exception):
@@ -108,15 +109,27 @@ async def github_webhook(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
+    """Redis decides this process's health (503 makes deliveries redeliverable); the worker
+    and runner queues' arq heartbeats are reported so an operator sees a dead process group
+    ("degraded"), without the platform restarting the web process for it."""
     state = _state(request)
     try:
         await state.redis.ping()
+        beats = {
+            name: await state.redis.get(f"{queue}{HEALTH_SUFFIX}")
+            for name, queue in (("worker", ORCHESTRATOR_QUEUE), ("runner", RUNNER_QUEUE))
+        }
     except (RedisError, OSError) as exc:
         return JSONResponse(
             {"status": "unhealthy", "redis": f"unreachable ({type(exc).__name__})"},
             status_code=503,
         )
-    return JSONResponse({"status": "ok", "redis": "ok"})
+    queues = {
+        name: beat.decode() if isinstance(beat, bytes) else "no heartbeat (no live process)"
+        for name, beat in beats.items()
+    }
+    degraded = any(not isinstance(beat, bytes) for beat in beats.values())
+    return JSONResponse({"status": "degraded" if degraded else "ok", "redis": "ok", **queues})
 
 
 def create_app(settings: Settings) -> Starlette:

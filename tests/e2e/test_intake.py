@@ -226,3 +226,18 @@ async def test_run_trigger_on_a_pull_request_explains_instead_of_planning(
     replies = wait_for(lambda: world.bot_comments(repo, pull.number), what="reply")
     assert "starts runs from issues" in replies[0].body
     assert tracking_comments(world, repo, pull.number) == []
+
+
+def test_healthz_reports_queue_heartbeats(bot: Bot) -> None:
+    health = wait_for(
+        lambda: (
+            (h := httpx.get(bot.web_url + "/healthz").json())["worker"].find("j_complete") >= 0
+            and h
+        ),
+        20,
+        "the worker's heartbeat",
+    )
+    assert health["redis"] == "ok"
+    # This bot runs no runner process: reported, not fatal for the web process.
+    assert health["status"] == "degraded"
+    assert health["runner"].startswith("no heartbeat")
