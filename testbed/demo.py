@@ -430,7 +430,8 @@ def run_demo(keep_logs: bool = False, json_path: Path | None = None) -> int:
                 summary = _drive(state, repo, issue, app, installation.id, web_url, progress)
         finally:
             progress.close()
-    _say(f"\ndemo finished in {time.monotonic() - started:.1f}s; logs: {logs}")
+    kept = f"; logs kept in {logs}" if keep_logs else ""
+    _say(f"\ndemo finished in {time.monotonic() - started:.1f}s{kept}")
     shutil.rmtree(runner_dir, ignore_errors=True)
     if json_path is not None:
         json_path.write_text(json.dumps(summary, indent=2) + "\n")
