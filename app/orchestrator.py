@@ -227,10 +227,16 @@ class Orchestrator:
                     continue
                 attempt = record.attempts
 
-                def expire(r: Run, sid: str = sid, attempt: int = attempt) -> Run | None:
+                expired: list[bool] = []
+
+                def expire(
+                    r: Run, sid: str = sid, attempt: int = attempt, expired: list[bool] = expired
+                ) -> Run | None:
+                    expired.clear()
                     current = r.stories[sid]
                     if current.state != "running" or current.attempts != attempt:
                         return None
+                    expired.append(True)
                     stories = dict(r.stories)
                     stories[sid] = current.model_copy(
                         update={
@@ -243,9 +249,8 @@ class Orchestrator:
                     )
                     return r.model_copy(update={"stories": stories})
 
-                before = await self.store.get(run.id)
-                after = await self.store.update(run.id, expire)
-                if after.version == before.version:
+                await self.store.update(run.id, expire)
+                if not expired:
                     continue  # it landed or failed in the meantime: nothing was lost
                 await self.story_finished(run.id, sid)
                 reaped.append(f"{run.id}:{sid}")

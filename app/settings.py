@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, gt=0, lt=65536)
     log_level: str = "INFO"
+    config: Path | None = None
+    """The TOML file named by BARO_CONFIG, if any (kept out of the runners' sandbox)."""
 
     # Models: named endpoints (server settings only), routing per phase, prices.
     models: list[ModelConfig] = Field(default_factory=list)

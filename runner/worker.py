@@ -56,9 +56,8 @@ def sandbox_policy(settings: Settings) -> SandboxPolicy:
     hidden: list[Path] = [settings.runner_data_dir / "mirrors"]
     if settings.github_private_key_file is not None:
         hidden.append(settings.github_private_key_file.resolve())
-    config = os.environ.get("BARO_CONFIG")
-    if config:
-        hidden.append(Path(config).resolve())
+    if settings.config is not None:
+        hidden.append(settings.config.resolve())
     return SandboxPolicy(hidden_paths=tuple(hidden), bwrap_path=settings.bwrap_path)
 
 

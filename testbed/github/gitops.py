@@ -214,3 +214,18 @@ def read_file(git_dir: Path, ref: str, path: str) -> bytes | None:
         check=False,
     )
     return proc.stdout if proc.returncode == 0 else None
+
+
+def branch_ahead(git_dir: Path, branch: str, base: str = "main") -> str:
+    """Create `branch` one empty commit ahead of `base` (a PR needs commits between them)."""
+    author = {
+        "GIT_AUTHOR_NAME": "testbed",
+        "GIT_AUTHOR_EMAIL": "testbed@example.invalid",
+        "GIT_COMMITTER_NAME": "testbed",
+        "GIT_COMMITTER_EMAIL": "testbed@example.invalid",
+    }
+    sha = run_git(
+        git_dir, "commit-tree", f"{base}^{{tree}}", "-p", base, "-m", "work", env=author
+    ).strip()
+    update_ref(git_dir, f"refs/heads/{branch}", sha)
+    return sha

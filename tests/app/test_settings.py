@@ -93,6 +93,7 @@ def test_toml_config_file_env_wins(env: pytest.MonkeyPatch, tmp_path: Path) -> N
     env.setenv("BARO_CONFIG", str(config))
     env.setenv("BARO_REDIS_URL", "redis://127.0.0.1:6390/0")
     settings = load_settings()
+    assert settings.config == config
     assert settings.trigger_label == "robot"
     assert settings.redis_url == "redis://127.0.0.1:6390/0"
 

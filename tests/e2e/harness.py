@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+from redis import Redis
 
 from testbed.github.delivery import (
     deliver,
@@ -216,3 +217,58 @@ class World:
                 self.app.webhook_secret,
                 delivery_id,
             )
+
+
+TERMINAL = ("done", "checkpoint", "failed", "cancelled")
+
+
+def tracking(world: World, repo: Any, number: int) -> Any:
+    """The bot's tracking comment on an issue (found by its hidden run marker)."""
+    found = [c for c in world.bot_comments(repo, number) if "<!-- baro:run:" in c.body]
+    return found[0] if found else None
+
+
+def run_state(redis_url: str, body: str) -> dict[str, Any]:
+    """The run record behind a tracking comment, as stored in Redis."""
+    run_id = body.split("<!-- baro:run:", 1)[1].split(" -->", 1)[0]
+    client = Redis.from_url(redis_url)
+    raw = client.get(f"baro:run:{run_id}")
+    client.close()
+    assert raw is not None
+    data: dict[str, Any] = json.loads(raw)
+    return data
+
+
+def current(world: World, bot: Bot, repo: Any, number: int) -> dict[str, Any] | None:
+    comment = tracking(world, repo, number)
+    if comment is None:
+        return None
+    return run_state(bot.env["BARO_REDIS_URL"], comment.body)
+
+
+def wait_run(
+    world: World,
+    bot: Bot,
+    repo: Any,
+    number: int,
+    check: Any = None,
+    timeout: float = 90,
+    what: str = "the run to end",
+) -> dict[str, Any]:
+    """Poll the run record until `check(state)` (default: a terminal state); on timeout the
+    error shows the run's state and the processes' logs."""
+
+    def ready() -> dict[str, Any] | None:
+        state = current(world, bot, repo, number)
+        if state is None:
+            return None
+        ok = check(state) if check else state["state"] in TERMINAL
+        return state if ok else None
+
+    try:
+        return wait_for(ready, timeout, what)
+    except AssertionError as exc:
+        state = current(world, bot, repo, number)
+        shown = {k: state[k] for k in ("state", "failure", "stories")} if state else None
+        logs = bot.logs()[-15000:]
+        raise AssertionError(f"{exc}\n{json.dumps(shown, indent=1, default=str)}\n{logs}") from None

@@ -15,9 +15,8 @@ import pytest
 
 from testbed.models.harness import RunningModelServer
 from tests.conftest import RedisServer
-from tests.e2e.harness import Bot, World, bot_env, new_bot, wait_for
+from tests.e2e.harness import Bot, World, bot_env, new_bot, wait_run
 from tests.e2e.test_execution import PLAN, git_log, writes
-from tests.e2e.test_planning import run_state, tracking
 
 
 def slow(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -89,17 +88,8 @@ async def test_run_survives_sigkill_of_worker_and_runner(
         kill_and_restart(crash_bot, victim)
     elapsed = time.monotonic() - started
 
-    def done() -> Any:
-        comment = tracking(world, repo, issue.number)
-        if comment is None:
-            return None
-        state = run_state(crash_bot.env["BARO_REDIS_URL"], comment.body)
-        return state if state["state"] in ("done", "checkpoint", "failed") else None
-
-    try:
-        state = wait_for(done, 120, f"the run to finish (kills within {elapsed:.1f}s)")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{crash_bot.logs()[-6000:]}") from None
+    what = f"the run to finish (kills within {elapsed:.1f}s)"
+    state = wait_run(world, crash_bot, repo, issue.number, timeout=120, what=what)
     assert state["state"] == "done", {k: v["state"] for k, v in state["stories"].items()}
     subjects = [e.split("\x00")[0] for e in git_log(world, repo, state["branch"])]
     assert sorted(subjects[:3]) == ["S1: Hello file", "S2: World file", "S3: Both file"]

@@ -13,8 +13,7 @@ from redis import Redis
 from testbed.models.harness import RunningModelServer
 from tests.conftest import RedisServer
 from tests.e2e.conftest import DEFAULT_SCRIPT
-from tests.e2e.harness import Bot, World, bot_env, new_bot, wait_for
-from tests.e2e.test_planning import run_state, tracking
+from tests.e2e.harness import Bot, World, bot_env, new_bot, tracking, wait_for, wait_run
 
 
 def story(sid: str, title: str, deps: list[str], path: str, check: str) -> dict[str, Any]:
@@ -119,17 +118,7 @@ async def test_label_to_landed_commits(
     models.set_script(script("Greet the world"))
     await world.deliver_label(runners_bot, repo, issue.number)
 
-    def done() -> Any:
-        comment = tracking(world, repo, issue.number)
-        if comment is None or "<!-- baro:run:" not in comment.body:
-            return None
-        state = run_state(runners_bot.env["BARO_REDIS_URL"], comment.body)
-        return state if state["state"] in ("done", "checkpoint", "failed") else None
-
-    try:
-        state = wait_for(done, 90, "the run to finish")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{runners_bot.logs()}") from None
+    state = wait_run(world, runners_bot, repo, issue.number, what="the run to finish")
     assert state["state"] == "done", json.dumps(
         {k: state[k] for k in ("state", "failure", "stories", "verification")}, indent=1
     )[:3000]
@@ -224,14 +213,7 @@ async def test_red_verification_gets_one_fix_story(
     )
     await world.deliver_label(runners_bot, repo, issue.number)
 
-    def done() -> Any:
-        comment = tracking(world, repo, issue.number)
-        if comment is None:
-            return None
-        state = run_state(runners_bot.env["BARO_REDIS_URL"], comment.body)
-        return state if state["state"] in ("done", "checkpoint", "failed") else None
-
-    state = wait_for(done, 90, "the run to finish")
+    state = wait_run(world, runners_bot, repo, issue.number, what="the run to finish")
     assert state["state"] == "done", state["stories"]
     assert state["fix_story"] == "S3"
     assert state["stories"]["S3"]["state"] == "landed"

@@ -21,13 +21,21 @@ from app.runs.run import Run, StoryRecord
 from testbed.models.harness import RunningModelServer
 from tests.conftest import RedisServer
 from tests.e2e.conftest import DEFAULT_SCRIPT
-from tests.e2e.harness import ROOT, Bot, World, bot_env, new_bot, wait_for
+from tests.e2e.harness import (
+    ROOT,
+    TERMINAL,
+    Bot,
+    World,
+    bot_env,
+    current,
+    new_bot,
+    tracking,
+    wait_for,
+    wait_run,
+)
 from tests.e2e.test_execution import git_log, runners_bot, story
-from tests.e2e.test_planning import run_state, tracking
 
 __all__ = ["runners_bot"]  # the module-scoped bot with two runners, shared by these tests
-
-TERMINAL = ("done", "checkpoint", "failed", "cancelled")
 
 
 # --- scripting ------------------------------------------------------------------------------
@@ -100,40 +108,6 @@ KICKOFFS: dict[str, tuple[list[str], str]] = {}
 
 
 # --- observing ------------------------------------------------------------------------------
-
-
-def current(world: World, bot: Bot, repo: Any, number: int) -> dict[str, Any] | None:
-    comment = tracking(world, repo, number)
-    if comment is None:
-        return None
-    return run_state(bot.env["BARO_REDIS_URL"], comment.body)
-
-
-def wait_run(
-    world: World,
-    bot: Bot,
-    repo: Any,
-    number: int,
-    check: Any = None,
-    timeout: float = 90,
-    what: str = "the run to end",
-) -> dict[str, Any]:
-    """Poll the run record until `check(state)` (default: a terminal state)."""
-
-    def ready() -> dict[str, Any] | None:
-        state = current(world, bot, repo, number)
-        if state is None:
-            return None
-        ok = check(state) if check else state["state"] in TERMINAL
-        return state if ok else None
-
-    try:
-        return wait_for(ready, timeout, what)
-    except AssertionError as exc:
-        state = current(world, bot, repo, number)
-        shown = {k: state[k] for k in ("state", "failure", "stories")} if state else None
-        logs = bot.logs()[-15000:]
-        raise AssertionError(f"{exc}\n{json.dumps(shown, indent=1, default=str)}\n{logs}") from None
 
 
 def comment_says(world: World, repo: Any, number: int, text: str) -> Any:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
 import uuid
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import httpx
 import pytest
 
 from testbed.github.delivery import github_headers, issue_labeled_payload, sign
+from testbed.github.gitops import branch_ahead
 from tests.conftest import FIXTURES, RedisServer
 from tests.e2e.harness import Bot, World, bot_env, new_bot, wait_for
 
@@ -204,22 +204,7 @@ async def test_run_trigger_on_a_pull_request_explains_instead_of_planning(
     world: World, bot: Bot
 ) -> None:
     repo = world.new_repo()
-    git = ["git", "--git-dir", str(repo.git_dir)]
-    env = {
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@x",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@x",
-        "PATH": "/usr/bin:/bin",
-    }
-    sha = subprocess.run(
-        [*git, "commit-tree", "main^{tree}", "-p", "main", "-m", "work"],
-        check=True,
-        capture_output=True,
-        text=True,
-        env=env,
-    ).stdout.strip()
-    subprocess.run([*git, "update-ref", "refs/heads/feature", sha], check=True)
+    branch_ahead(repo.git_dir, "feature")
     pull = world.state.create_pull(repo, title="A PR", head="feature", base="main")
     resp = await world.deliver_comment(bot, repo, pull.number, "/baro make it faster")
     assert resp.status_code == 202

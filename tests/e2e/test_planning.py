@@ -7,11 +7,10 @@ import json
 from typing import Any
 
 import pytest
-from redis import Redis
 
 from testbed.models.harness import RunningModelServer
 from tests.e2e.conftest import DEFAULT_SCRIPT
-from tests.e2e.harness import Bot, World, wait_for
+from tests.e2e.harness import Bot, World, run_state, tracking, wait_for
 
 SIX_STORIES: dict[str, Any] = {
     "summary": "Add a statistics module with mean, median and a CLI.",
@@ -103,27 +102,12 @@ def use_script(models: RunningModelServer, *rules: dict[str, Any]) -> None:
     models.set_script({"rules": [*rules, *DEFAULT_SCRIPT["rules"]]})
 
 
-def tracking(world: World, repo: Any, number: int) -> Any:
-    found = [c for c in world.bot_comments(repo, number) if "<!-- baro:run:" in c.body]
-    return found[0] if found else None
-
-
 def comment_says(world: World, repo: Any, number: int, text: str) -> Any:
     def check() -> Any:
         comment = tracking(world, repo, number)
         return comment if comment is not None and text in comment.body else None
 
     return check
-
-
-def run_state(redis_url: str, body: str) -> dict[str, Any]:
-    run_id = body.split("<!-- baro:run:", 1)[1].split(" -->", 1)[0]
-    client = Redis.from_url(redis_url)
-    raw = client.get(f"baro:run:{run_id}")
-    client.close()
-    assert raw is not None
-    data: dict[str, Any] = json.loads(raw)
-    return data
 
 
 async def test_label_plans_and_posts_checklist_with_graph(

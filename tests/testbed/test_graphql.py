@@ -2,34 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
 from typing import Any
 
 import pytest
 from githubkit.exception import GraphQLFailed
 
+from testbed.github.gitops import branch_ahead
 from tests.testbed.conftest import World
-
-
-def push_branch(world: World, branch: str) -> None:
-    """A branch one (empty) commit ahead of main, straight in the bare repository."""
-    git = ["git", "--git-dir", str(world.repo.git_dir)]
-    env = {
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@x",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@x",
-        "PATH": "/usr/bin:/bin",
-    }
-    sha = subprocess.run(
-        [*git, "commit-tree", "main^{tree}", "-p", "main", "-m", "work"],
-        check=True,
-        capture_output=True,
-        text=True,
-        env=env,
-    ).stdout.strip()
-    subprocess.run([*git, "update-ref", f"refs/heads/{branch}", sha], check=True)
-
 
 MUTATION = (
     "mutation($id: ID!) { markPullRequestReadyForReview(input: {pullRequestId: $id}) "
@@ -38,7 +17,7 @@ MUTATION = (
 
 
 async def test_mark_ready_for_review(world: World, igh: Any) -> None:
-    push_branch(world, "feature-ready")
+    branch_ahead(world.repo.git_dir, "feature-ready")
     pull = world.state.create_pull(
         world.repo, title="t", head="feature-ready", base="main", draft=True
     )
