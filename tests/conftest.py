@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "github-webhooks"
+FIXTURES = Path(__file__).resolve().parents[1] / "testbed" / "fixtures" / "github-webhooks"
 
 
 def free_port() -> int:

@@ -25,11 +25,11 @@ JSON = dict[str, Any]
 
 
 def default_fixtures_dir() -> Path:
-    """`$BARO_WEBHOOK_FIXTURES`, else `shared/fixtures/github-webhooks` beside the repo root."""
+    """`$BARO_WEBHOOK_FIXTURES`, else the real payloads shipped with the testbed."""
     env = os.environ.get("BARO_WEBHOOK_FIXTURES")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "github-webhooks"
+    return Path(__file__).resolve().parents[1] / "fixtures" / "github-webhooks"
 
 
 def sign(secret: str, body: bytes) -> str:

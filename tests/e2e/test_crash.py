@@ -89,7 +89,7 @@ async def test_run_survives_sigkill_of_worker_and_runner(
     elapsed = time.monotonic() - started
 
     what = f"the run to finish (kills within {elapsed:.1f}s)"
-    state = wait_run(world, crash_bot, repo, issue.number, timeout=120, what=what)
+    state = wait_run(world, crash_bot, repo, issue.number, timeout=90, what=what)
     assert state["state"] == "done", {k: v["state"] for k, v in state["stories"].items()}
     subjects = [e.split("\x00")[0] for e in git_log(world, repo, state["branch"])]
     assert sorted(subjects[:3]) == ["S1: Hello file", "S2: World file", "S3: Both file"]
