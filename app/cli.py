@@ -1,4 +1,4 @@
-"""`baro-bot web|worker|runner`: the three process kinds."""
+"""`baro-bot web|worker|runner`: the three process kinds; `baro-bot setup` registers the App."""
 
 from __future__ import annotations
 
@@ -9,18 +9,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from app.logs import configure_logging
 from app.settings import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
     from arq.worker import Worker
-
-
-def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 def _web(settings: Settings, args: argparse.Namespace) -> None:
@@ -33,6 +26,7 @@ def _web(settings: Settings, args: argparse.Namespace) -> None:
         host=args.host or settings.host,
         port=args.port or settings.port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's loggers propagate to our handler
         access_log=False,
         proxy_headers=True,
     )
@@ -75,6 +69,19 @@ def _runner(settings: Settings, args: argparse.Namespace) -> None:
         raise SystemExit(3) from None
 
 
+def _setup(args: argparse.Namespace) -> int:
+    """The App does not exist yet: only the setup pages, no App settings, no Redis."""
+    from app.setup import load_setup_settings, serve
+
+    try:
+        settings = load_setup_settings()
+    except ConfigError as exc:
+        print(f"baro-bot: configuration error: {exc}", file=sys.stderr)
+        return 2
+    serve(settings, args.host, args.port)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="baro-bot", description="baro-bot: turn a GitHub issue into a pull request."
@@ -90,13 +97,18 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("runner", help="run stories (arq queue baro:runner)").set_defaults(
         handler=_runner
     )
+    setup = sub.add_parser("setup", help="register the GitHub App (manifest flow; no settings)")
+    setup.add_argument("--host", default=None, help="bind address (default: BARO_HOST)")
+    setup.add_argument("--port", type=int, default=None, help="port (default: BARO_PORT)")
     args = parser.parse_args(argv)
+    if args.command == "setup":
+        return _setup(args)
     try:
         settings = load_settings()
     except ConfigError as exc:
         print(f"baro-bot: configuration error: {exc}", file=sys.stderr)
         return 2
-    _configure_logging(settings)
+    configure_logging(settings, args.command)
     args.handler(settings, args)
     return 0
 

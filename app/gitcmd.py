@@ -11,7 +11,7 @@ import asyncio
 import base64
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 GIT_TIMEOUT = 300.0
@@ -23,7 +23,7 @@ class GitError(RuntimeError):
 
 @dataclass(frozen=True)
 class GitAuth:
-    token: str
+    token: str = field(repr=False)  # a repr lands in tracebacks and error messages
 
     def header(self) -> str:
         basic = base64.b64encode(f"x-access-token:{self.token}".encode()).decode()

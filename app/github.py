@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Literal, TypeVar, cast
 
@@ -33,6 +33,8 @@ from app.settings import Settings
 
 if TYPE_CHECKING:
     from githubkit_schemas.latest.types import AppPermissionsType
+
+    from app.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -304,8 +306,11 @@ class InstallationClient:
 class GitHubGateway:
     """Makes installation clients; one writer per installation for the process's lifetime."""
 
-    def __init__(self, settings: Settings, cache: BaseCacheStrategy) -> None:
+    def __init__(
+        self, settings: Settings, cache: BaseCacheStrategy, metrics: Metrics | None = None
+    ) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.retry = RetryPolicy(max_retries=settings.github_write_max_retries)
         self.app = GitHub(
             AppAuthStrategy(str(settings.github_app_id), settings.private_key_pem()),
@@ -345,6 +350,9 @@ class GitHubGateway:
                 installation_id, SerializedWriter(self.settings.github_write_spacing)
             )
             gh = self.app.with_auth(self.app.auth.as_installation(installation_id))
+            if self.metrics is not None:  # every response's rate-limit headers, per installation
+                hooks = {"response": [self.metrics.response_hook(installation_id)]}
+                gh = GitHub(gh.auth, config=replace(gh.config, async_event_hooks=hooks))
             client = InstallationClient(gh, writer)
             self._clients[installation_id] = client
         return client

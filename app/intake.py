@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from app import replies
 from app.github import WRITE_PERMISSIONS, InstallationClient
+from app.logs import bind_log_context
 from app.orchestrator import LABEL_RUNNING, set_state_label
 from app.runs.report import render_help, render_plan, render_queued
 from app.runs.run import Run, issue_key, run_id_for
@@ -90,6 +91,7 @@ class Intake:
             return IntakeResult("already-running", other.id)
 
         run, _created = await self.store.create(run)
+        bind_log_context(run=run.id)  # the rest of this job is about the new run
         via = f"the {self.trigger_label} label" if t.kind == "label" else "a /baro comment"
         body = render_queued(
             run.id, requester=run.requester, trigger=via, instructions=run.instructions

@@ -57,12 +57,13 @@ class Jobs:
         await self.redis.enqueue_job("refresh_run", run_id, _queue_name=ORCHESTRATOR_QUEUE)
 
     async def verify_run(self, run_id: str, round_: int) -> None:
-        """Round 1 after the stories, round 2 after a fix story."""
+        """Round 1 after the stories, round 2 after a fix story. Each call is a new job: the
+        orchestrator enqueues once per round, and again only when a runner died verifying."""
         await self.redis.enqueue_job(
             "verify_run",
             run_id,
             round_,
-            _job_id=f"verify:{run_id}:{round_}",
+            _job_id=f"verify:{run_id}:{round_}:{uuid.uuid4().hex[:8]}",
             _queue_name=RUNNER_QUEUE,
         )
 

@@ -9,11 +9,13 @@ reports back through the run record and a `story_finished` job.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
 from app.github import GitHubGateway, InstallationClient
+from app.logs import log_context
 from app.runs.models import RunState
 from app.runs.pr_body import is_checkpoint, render_final_comment, render_pr_body, render_pr_title
 from app.runs.report import render_plan
@@ -38,6 +40,11 @@ Enqueue = Callable[[str, str, int], Awaitable[None]]
 """(run_id, story_id, attempt) → put `run_story` on the runner queue."""
 
 QUEUED_LEASE_SECONDS = 30 * 60
+FINALIZE_LEASE_SECONDS = 20.0
+"""Held (with a heartbeat) while one worker opens the PR, so a resuming reaper cannot open a
+second one; a killed worker's lease lapses within this and the reaper takes over."""
+VERIFY_LEASE = "verify"
+FINALIZE_LEASE = "finalize"
 LABEL_RUNNING = "baro:running"
 LABEL_DONE = "baro:done"
 LABEL_FAILED = "baro:failed"
@@ -123,22 +130,32 @@ class Orchestrator:
     async def finish(self, run_id: str) -> str:
         """Nothing more can run: verify the integrated branch (on a runner), then the PR."""
 
+        closed: list[bool] = []
+
         def close(r: Run) -> Run | None:
+            closed.clear()
             if r.state != "running" or not finished(r):
                 return None
-            return r.model_copy(update={"state": "finalizing"})
+            closed.append(True)
+            # Results of an earlier round (before a fix story) are not this round's.
+            return r.model_copy(update={"state": "finalizing", "verification": []})
 
         run = await self.store.update(run_id, close)
-        if run.state != "finalizing":
-            return f"skipped ({run.state})"
+        if not closed:
+            return f"skipped ({run.state})"  # a repeated job: the first one finalizes
         await self.store.append_event(run_id, "finalizing")
-        landed = any(r.state == "landed" for r in run.stories.values())
-        verify = run.repo_config.verify if run.repo_config else []
-        if landed and verify:
-            await self.enqueue_verify(run_id, 2 if run.fix_story else 1)
+        if _needs_verification(run):
+            await self._verify(run)
             await self.render(run)
             return "verifying"
         return await self.open_pull_request(run_id)
+
+    async def _verify(self, run: Run) -> None:
+        round_ = 2 if run.fix_story else 1
+        await self.enqueue_verify(run.id, round_)
+        await self.store.acquire_lease(
+            run.id, VERIFY_LEASE, f"queued:{VERIFY_LEASE}", QUEUED_LEASE_SECONDS
+        )
 
     async def verified(self, run_id: str) -> str:
         """Verification finished: red gets one fix story, then the PR either way."""
@@ -155,9 +172,22 @@ class Orchestrator:
 
     async def open_pull_request(self, run_id: str) -> str:
         """One PR per run, found before created; the final comment and labels follow."""
-        run = await self.store.get(run_id)
-        if run.state != "finalizing" or run.branch is None:
-            return f"skipped ({run.state})"
+        holder = f"worker:{uuid.uuid4().hex[:12]}"
+        if not await self.store.acquire_lease(
+            run_id, FINALIZE_LEASE, holder, FINALIZE_LEASE_SECONDS
+        ):
+            return "skipped (another worker is opening the pull request)"
+        async with self.store.heartbeat(run_id, FINALIZE_LEASE, holder, FINALIZE_LEASE_SECONDS):
+            run = await self.store.get(run_id)
+            if run.state != "finalizing" or run.branch is None:
+                return f"skipped ({run.state})"
+            run = await self._conclude(run)
+        await self.write_tracking(run)
+        return run.state
+
+    async def _conclude(self, run: Run) -> Run:
+        run_id = run.id
+        assert run.branch is not None
         landed = any(r.state == "landed" for r in run.stories.values())
         branch = run.branch
         async with self.gateway.installation(run.installation_id).session() as gh:
@@ -206,54 +236,58 @@ class Orchestrator:
             run = await self.store.update(run_id, conclude)
             await self.store.append_event(run_id, "finished", state=run.state, pr=pr_number)
             await set_state_label(gh, run, LABEL_DONE if run.state == "done" else LABEL_FAILED)
-        await self.write_tracking(run)
-        return run.state
+        return run
 
     async def reap(self) -> list[str]:
         """Stories whose lease expired (runner died, job lost) are failed as infrastructure
         failures, which re-dispatches them within their budget. Returns what was reaped."""
         reaped: list[str] = []
         for run in await self.store.active_runs():
-            if await self._stalled(run):
-                reaped.append(f"{run.id}:stalled")
+            with log_context(run=run.id):
+                reaped += await self._reap_run(run)
+        return reaped
+
+    async def _reap_run(self, run: Run) -> list[str]:
+        reaped: list[str] = []
+        if await self._stalled(run):
+            return [f"{run.id}:stalled"]
+        reaped += await self._resume(run)
+        if run.state == "running":
+            await self.dispatch(run.id)  # capacity freed elsewhere may admit stories
+        for sid, record in run.stories.items():
+            if record.state != "running":
                 continue
-            reaped += await self._resume(run)
-            if run.state == "running":
-                await self.dispatch(run.id)  # capacity freed elsewhere may admit stories
-            for sid, record in run.stories.items():
-                if record.state != "running":
-                    continue
-                if await self.store.lease_holder(run.id, sid) is not None:
-                    continue
-                attempt = record.attempts
+            if await self.store.lease_holder(run.id, sid) is not None:
+                continue
+            attempt = record.attempts
 
-                expired: list[bool] = []
+            expired: list[bool] = []
 
-                def expire(
-                    r: Run, sid: str = sid, attempt: int = attempt, expired: list[bool] = expired
-                ) -> Run | None:
-                    expired.clear()
-                    current = r.stories[sid]
-                    if current.state != "running" or current.attempts != attempt:
-                        return None
-                    expired.append(True)
-                    stories = dict(r.stories)
-                    stories[sid] = current.model_copy(
-                        update={
-                            "state": "failed",
-                            "awaiting_decision": True,
-                            "failure_kind": "infrastructure",
-                            "failure": "the runner stopped responding (lease expired)",
-                            "finished_at": now(),
-                        }
-                    )
-                    return r.model_copy(update={"stories": stories})
+            def expire(
+                r: Run, sid: str = sid, attempt: int = attempt, expired: list[bool] = expired
+            ) -> Run | None:
+                expired.clear()
+                current = r.stories[sid]
+                if current.state != "running" or current.attempts != attempt:
+                    return None
+                expired.append(True)
+                stories = dict(r.stories)
+                stories[sid] = current.model_copy(
+                    update={
+                        "state": "failed",
+                        "awaiting_decision": True,
+                        "failure_kind": "infrastructure",
+                        "failure": "the runner stopped responding (lease expired)",
+                        "finished_at": now(),
+                    }
+                )
+                return r.model_copy(update={"stories": stories})
 
-                await self.store.update(run.id, expire)
-                if not expired:
-                    continue  # it landed or failed in the meantime: nothing was lost
-                await self.story_finished(run.id, sid)
-                reaped.append(f"{run.id}:{sid}")
+            await self.store.update(run.id, expire)
+            if not expired:
+                continue  # it landed or failed in the meantime: nothing was lost
+            await self.story_finished(run.id, sid)
+            reaped.append(f"{run.id}:{sid}")
         return reaped
 
     async def _resume(self, run: Run) -> list[str]:
@@ -266,15 +300,36 @@ class Orchestrator:
             if orphaned and await self._once(f"replan:{run.id}", 60):
                 await self.enqueue_plan(run.id)
                 resumed.append(f"{run.id}:replanned")
+        # A queued run: the intake's worker died between creating it and queueing its plan.
+        queued = run.state == "queued" and idle > RESUME_AFTER_SECONDS
+        if queued and await self._once(f"replan:{run.id}", 60):
+            await self.enqueue_plan(run.id)
+            resumed.append(f"{run.id}:planned")
         if run.state == "ready" and idle > RESUME_AFTER_SECONDS:
             await self.start(run.id)
             resumed.append(f"{run.id}:started")
+        if run.state == "finalizing" and idle > RESUME_AFTER_SECONDS:
+            resumed += await self._resume_finalizing(run)
         for sid, record in run.stories.items():
             waited = (now() - (record.finished_at or now())).total_seconds()
             if record.awaiting_decision and waited > RESUME_AFTER_SECONDS:
                 await self.story_finished(run.id, sid)
                 resumed.append(f"{run.id}:{sid}:decided")
         return resumed
+
+    async def _resume_finalizing(self, run: Run) -> list[str]:
+        """A runner died verifying, or a worker died between verification and the PR:
+        verify again, or go on from the recorded verification (the PR is found, not doubled)."""
+        for lease in (VERIFY_LEASE, FINALIZE_LEASE):
+            if await self.store.lease_holder(run.id, lease) is not None:
+                return []
+        if not await self._once(f"finalize:{run.id}", 30):
+            return []
+        if _needs_verification(run) and not run.verification:
+            await self._verify(run)
+            return [f"{run.id}:reverify"]
+        await self.verified(run.id)
+        return [f"{run.id}:finalized"]
 
     async def _once(self, key: str, seconds: int) -> bool:
         return bool(await self.store.redis.set(f"baro:once:{key}", "1", nx=True, ex=seconds))
@@ -371,3 +426,9 @@ def _to_running(run: Run) -> Run | None:
         return None
     stories = run.stories or {s.id: StoryRecord() for s in (run.plan.stories if run.plan else [])}
     return run.model_copy(update={"state": "running", "stories": stories, "started_at": now()})
+
+
+def _needs_verification(run: Run) -> bool:
+    """Verification runs when something landed and the repository configures `verify:`."""
+    landed = any(r.state == "landed" for r in run.stories.values())
+    return landed and bool(run.repo_config.verify if run.repo_config else [])

@@ -24,6 +24,7 @@ from app.llm.client import ModelClient
 from app.llm.prices import PriceTable, load_prices
 from app.llm.routing import RepoConfig, RepoConfigError, parse_repo_config
 from app.llm.types import AssistantTurn
+from app.metrics import MeteredClient
 from app.runs.models import RunState
 from app.runs.planner import PlannerBudget, PlannerFailed, PlanRequest, make_plan
 from app.runs.repo_tools import ReadOnlyRepo
@@ -233,7 +234,8 @@ class Planning:
                 f"model {name!r} has no API key on this baro server",
                 next_step=f"The operator needs to set `{model.api_key_env}`.",
             )
-        return name, build_client(model, key.get_secret_value(), self.http)
+        client = build_client(model, key.get_secret_value(), self.http)
+        return name, MeteredClient(client, self.store.metrics, self.prices)
 
     async def _fail(self, run: Run, gh: InstallationClient, failure: RunFailed) -> None:
         reason = failure.reason

@@ -13,7 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     github_webhook_secret: SecretStr = Field(min_length=1)
     github_app_slug: str = Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9-]*$")
     github_api_url: str = "https://api.github.com"
+    github_web_url: str = "https://github.com"
+    """GitHub's web host, where `/setup` registers the App (GitHub Enterprise, the testbed)."""
+    public_url: str | None = None
+    """The public base URL GitHub delivers webhooks to; `/setup` puts it in the manifest."""
     redis_url: str = "redis://127.0.0.1:6379/0"
     trigger_label: str = Field(default="baro", min_length=1)
 
@@ -53,9 +57,15 @@ class Settings(BaseSettings):
     github_write_max_retries: int = Field(default=4, ge=0)
     webhook_max_body_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
     delivery_dedup_seconds: int = Field(default=4 * 24 * 3600, ge=3 * 24 * 3600)
+    redelivery_interval_seconds: int = Field(default=300, ge=0)
+    """How often failed webhook deliveries are redelivered (app/redelivery.py); 0: never."""
     host: str = "127.0.0.1"
     port: int = Field(default=8000, gt=0, lt=65536)
+    metrics_token: SecretStr | None = None
+    """When set, `GET /metrics` requires `Authorization: Bearer <token>`."""
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    """`json` for log shippers (one object per line); `text` for a terminal (the demo)."""
     config: Path | None = None
     """The TOML file named by BARO_CONFIG, if any (kept out of the runners' sandbox)."""
 
@@ -85,6 +95,13 @@ class Settings(BaseSettings):
     """Stories one runner process works on at once (they mostly wait on models)."""
     model_keys: dict[str, SecretStr] = Field(default_factory=dict, exclude=True)
     """API keys by model name, read from each model's `api_key_env` at start-up."""
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        from app.setup import public_base_url  # app.setup imports this module
+
+        return public_base_url(value) if value else None
 
     @model_validator(mode="after")
     def _private_key_present(self) -> Settings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,8 +15,13 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from app.logs import bind_log_context
+from app.metrics import Metrics
+from app.metrics_web import count_deliveries, metrics_endpoint
 from app.queue import ORCHESTRATOR_QUEUE, RUNNER_QUEUE, connect
 from app.settings import Settings
+from app.setup import SetupPages, SetupSettings
+from app.triggers import PendingTriggers, enqueue_intake
 from app.webhooks import BotIdentity, Ignored, MalformedPayload, route, signature_valid
 
 log = logging.getLogger(__name__)
@@ -34,6 +40,10 @@ class WebState:
     redis: ArqRedis
     secret: bytes
     bot: BotIdentity
+
+    @functools.cached_property
+    def metrics(self) -> Metrics:
+        return Metrics(self.redis)
 
 
 async def _read_capped(request: Request, cap: int) -> bytes:
@@ -73,6 +83,7 @@ async def github_webhook(request: Request) -> Response:
         return JSONResponse(
             {"error": "missing X-GitHub-Event or X-GitHub-Delivery header"}, status_code=400
         )
+    bind_log_context(delivery=delivery, event=event)
     if event == "ping":
         return JSONResponse({"ok": True, "event": "ping"})
 
@@ -83,6 +94,7 @@ async def github_webhook(request: Request) -> Response:
         return JSONResponse({"error": str(exc)}, status_code=400)
     if isinstance(outcome, Ignored):
         return JSONResponse({"ignored": outcome.reason}, status_code=202)
+    bind_log_context(installation=outcome.installation_id)
 
     key = DELIVERY_KEY.format(delivery)
     try:
@@ -90,14 +102,12 @@ async def github_webhook(request: Request) -> Response:
         if not fresh:
             return JSONResponse({"duplicate": delivery})
         try:
-            await state.redis.enqueue_job(
-                "handle_trigger",
-                outcome.model_dump(mode="json"),
-                _job_id=f"trigger:{delivery}",
-                _queue_name=ORCHESTRATOR_QUEUE,
-            )
+            payload = outcome.model_dump(mode="json")
+            await PendingTriggers(state.redis).record(delivery, payload)
+            await enqueue_intake(state.redis, payload, delivery, fresh=False)
         except BaseException:
             await state.redis.delete(key)
+            await PendingTriggers(state.redis).forget(delivery)
             raise
     except (RedisError, OSError) as exc:
         log.error("redis unavailable for delivery %s: %s", delivery, type(exc).__name__)
@@ -149,12 +159,14 @@ def create_app(settings: Settings) -> Starlette:
         try:
             yield
         finally:
-            await redis.aclose()
+            await redis.aclose(close_connection_pool=True)  # the pool is ours (app.queue.connect)
 
     return Starlette(
         routes=[
-            Route("/webhooks/github", github_webhook, methods=["POST"]),
+            Route("/webhooks/github", count_deliveries(github_webhook), methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+            *SetupPages(SetupSettings.from_settings(settings)).routes(),  # App registration
         ],
         lifespan=lifespan,
     )

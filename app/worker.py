@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 import httpx
@@ -13,11 +14,15 @@ from githubkit.cache import AsyncRedisCacheStrategy
 from app.github import GitHubGateway
 from app.intake import Intake
 from app.jobs import Jobs
+from app.logs import bind_log_context, job_context
 from app.orchestrator import Orchestrator
 from app.planning import Planning
 from app.queue import ORCHESTRATOR_QUEUE, connect, deserialize, redis_settings, serialize
+from app.redelivery import redelivery_crons
 from app.runs.store import RunStore
 from app.settings import Settings
+from app.triggers import LEASE_SECONDS as TRIGGER_LEASE_SECONDS
+from app.triggers import PendingTriggers, enqueue_intake
 from app.webhooks import Trigger
 
 log = logging.getLogger(__name__)
@@ -30,16 +35,33 @@ HEALTH_CHECK_INTERVAL = 10
 REAP_EVERY_SECONDS = 5
 
 
+@job_context()
 async def handle_trigger(ctx: dict[str, Any], payload: dict[str, Any]) -> str:
     """Acknowledge a trigger and queue its run (idempotent: arq delivers at least once)."""
     trigger = Trigger.model_validate(payload)
+    bind_log_context(
+        delivery=trigger.delivery_id,
+        installation=trigger.installation_id,
+        repo=f"{trigger.owner}/{trigger.repo}",
+    )
     settings: Settings = ctx["settings"]
     gateway: GitHubGateway = ctx["gateway"]
     jobs: Jobs = ctx["jobs"]
-    async with gateway.installation(trigger.installation_id).session() as gh:
+    store: RunStore = ctx["store"]
+    triggers = PendingTriggers(ctx["redis"])
+    if await triggers.is_done(trigger.delivery_id):
+        return "already handled"  # arq re-ran an intake that finished
+    holder = f"intake:{uuid.uuid4().hex[:12]}"
+    lease = ("trigger", trigger.delivery_id)
+    if not await store.acquire_lease(*lease, holder, TRIGGER_LEASE_SECONDS):
+        return "being handled by another worker"
+    async with (
+        store.heartbeat(*lease, holder, TRIGGER_LEASE_SECONDS),
+        gateway.installation(trigger.installation_id).session() as gh,
+    ):
         intake = Intake(
             gh=gh,
-            store=ctx["store"],
+            store=store,
             bot_login=settings.bot_login,
             trigger_label=settings.trigger_label,
             enqueue_plan=jobs.plan,
@@ -47,6 +69,7 @@ async def handle_trigger(ctx: dict[str, Any], payload: dict[str, Any]) -> str:
             refresh=jobs.refresh,
         )
         result = await intake.handle(trigger)
+    await triggers.finish(trigger.delivery_id)
     log.info(
         "trigger handled",
         extra={"delivery": trigger.delivery_id, "outcome": result.outcome, "run": result.run_id},
@@ -54,6 +77,7 @@ async def handle_trigger(ctx: dict[str, Any], payload: dict[str, Any]) -> str:
     return result.outcome
 
 
+@job_context(run="run_id")
 async def plan_run(ctx: dict[str, Any], run_id: str) -> str:
     """Plan a queued run and post the checklist (idempotent per run state)."""
     planning: Planning = ctx["planning"]
@@ -67,16 +91,19 @@ async def plan_run(ctx: dict[str, Any], run_id: str) -> str:
     return outcome
 
 
+@job_context(run="run_id")
 async def start_run(ctx: dict[str, Any], run_id: str) -> str:
     orchestrator: Orchestrator = ctx["orchestrator"]
     return await orchestrator.start(run_id)
 
 
+@job_context(run="run_id", story="story_id")
 async def story_finished(ctx: dict[str, Any], run_id: str, story_id: str) -> str:
     orchestrator: Orchestrator = ctx["orchestrator"]
     return await orchestrator.story_finished(run_id, story_id)
 
 
+@job_context(run="run_id")
 async def refresh_run(ctx: dict[str, Any], run_id: str) -> str:
     orchestrator: Orchestrator = ctx["orchestrator"]
     await orchestrator.dispatch(run_id)
@@ -84,6 +111,7 @@ async def refresh_run(ctx: dict[str, Any], run_id: str) -> str:
     return "refreshed"
 
 
+@job_context(run="run_id")
 async def run_verified(ctx: dict[str, Any], run_id: str) -> str:
     orchestrator: Orchestrator = ctx["orchestrator"]
     return await orchestrator.verified(run_id)
@@ -93,9 +121,26 @@ async def reap(ctx: dict[str, Any]) -> int:
     """Cron: re-dispatch stories whose runner stopped heartbeating."""
     orchestrator: Orchestrator = ctx["orchestrator"]
     reaped = await orchestrator.reap()
+    reaped += await resume_triggers(ctx["redis"], ctx["store"])
     if reaped:
         log.warning("reaped stories with expired leases: %s", ", ".join(reaped))
     return len(reaped)
+
+
+async def resume_triggers(redis: Any, store: RunStore) -> list[str]:
+    """Re-enqueue intakes whose worker died (pending, and nobody holds their lease)."""
+    resumed: list[str] = []
+    triggers = PendingTriggers(redis)
+    for delivery in await triggers.stale():
+        if await store.lease_holder("trigger", delivery) is not None:
+            continue
+        payload = await triggers.resume(delivery)
+        if payload is None:
+            log.error("gave up on delivery %s: its intake failed too often", delivery)
+            continue
+        await enqueue_intake(redis, payload, delivery, fresh=True)
+        resumed.append(f"trigger:{delivery}")
+    return resumed
 
 
 def build_worker(settings: Settings, **overrides: Any) -> Worker:
@@ -106,7 +151,9 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
         ctx["redis"] = redis
         ctx["store"] = RunStore(redis)
         ctx["gateway"] = GitHubGateway(
-            settings, AsyncRedisCacheStrategy(redis, prefix="baro:githubkit")
+            settings,
+            AsyncRedisCacheStrategy(redis, prefix="baro:githubkit"),
+            ctx["store"].metrics,
         )
         ctx["http"] = httpx.AsyncClient(timeout=httpx.Timeout(600, connect=10))
         ctx["jobs"] = Jobs(redis)
@@ -138,7 +185,8 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
             func(run_verified, name="run_verified"),
         ],
         "cron_jobs": [
-            cron(reap, second=set(range(0, 60, REAP_EVERY_SECONDS)), run_at_startup=True)
+            cron(reap, second=set(range(0, 60, REAP_EVERY_SECONDS)), run_at_startup=True),
+            *redelivery_crons(settings),
         ],
         "queue_name": ORCHESTRATOR_QUEUE,
         "redis_settings": redis_settings(settings.redis_url),

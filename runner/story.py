@@ -24,6 +24,7 @@ from app.llm.catalog import CatalogError, ModelCatalog, build_client
 from app.llm.client import ModelClient
 from app.llm.prices import PriceTable
 from app.llm.types import Usage
+from app.metrics import MeteredClient
 from app.runs.models import Story
 from app.runs.run import FailureKind, Run, VerifyResult, now
 from app.runs.store import RunStore
@@ -110,6 +111,9 @@ class StoryRunner:
         ttl = self.settings.story_lease_seconds
         if not await self.store.claim_lease(run_id, story_id, f"queued:{attempt}", holder, ttl):
             return "another runner holds this story"
+        if record.started_at is not None:  # dispatched → claimed: the wait for a runner
+            wait = (now() - record.started_at).total_seconds()
+            await self.store.metrics.story_started(run.plan.story(story_id).tier, wait)
         # The worktree is removed only after the result is recorded and the orchestrator
         # told: the next stories should not wait for clean-up.
         async with contextlib.AsyncExitStack() as cleanup:
@@ -263,6 +267,20 @@ class StoryRunner:
         run = await self.store.find(run_id)
         if run is None or run.state != "finalizing" or run.branch is None:
             return "skipped"
+        holder = f"{self.runner_id}:verify:{round_}"
+        ttl = self.settings.story_lease_seconds
+        if not await self.store.claim_lease(run_id, "verify", "queued:verify", holder, ttl):
+            return "another runner is verifying this run"
+        async with self.store.heartbeat(run_id, "verify", holder, ttl):
+            passed = await self._verify_leased(run, round_)
+        await self.verified(run_id, round_)
+        return "green" if passed else "red"
+
+    async def _verify_leased(self, run: Run, round_: int) -> bool:
+        """Verify and record the results while holding the verify lease (the orchestrator's
+        reaper verifies again if this runner dies before recording)."""
+        run_id = run.id
+        assert run.branch is not None
         config = run.repo_config
         results: list[VerifyResult] = []
         try:
@@ -297,11 +315,9 @@ class StoryRunner:
             return r.model_copy(update={"verification": verification})
 
         await self.store.update(run_id, record)
-        await self.store.append_event(
-            run_id, "verified", passed=all(v.passed for v in verification)
-        )
-        await self.verified(run_id, round_)
-        return "green" if all(v.passed for v in verification) else "red"
+        passed = all(v.passed for v in verification)
+        await self.store.append_event(run_id, "verified", passed=passed)
+        return passed
 
     def _client(self, run: Run, story: Story, retries: int) -> tuple[str, ModelClient, str]:
         routing = self.settings.routing
@@ -317,7 +333,8 @@ class StoryRunner:
         key = self.settings.model_keys.get(name)
         if key is None:
             raise StoryFailed("provider", f"model {name!r} has no API key on this runner")
-        return name, build_client(model, key.get_secret_value(), self.http), model.price_key
+        client = build_client(model, key.get_secret_value(), self.http)
+        return name, MeteredClient(client, self.store.metrics, self.prices), model.price_key
 
     async def _record(self, run_id: str, story_id: str, attempt: int, outcome: Outcome) -> None:
         def apply(run: Run) -> Run | None:

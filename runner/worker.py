@@ -20,6 +20,14 @@ from githubkit.cache import AsyncRedisCacheStrategy
 from app.github import GitHubGateway
 from app.jobs import Jobs
 from app.llm.prices import load_prices
+from app.logs import job_context
+from app.metrics import (
+    PRESENCE_CTX,
+    Metrics,
+    RunnerPresence,
+    presence_job_end,
+    presence_job_start,
+)
 from app.queue import RUNNER_QUEUE, connect, deserialize, redis_settings, serialize
 from app.runs.store import RunStore
 from app.settings import Settings
@@ -37,6 +45,7 @@ async def runner_ping(ctx: dict[str, Any]) -> str:
     return "pong"
 
 
+@job_context(run="run_id", story="story_id", attempt="attempt")
 async def run_story(ctx: dict[str, Any], run_id: str, story_id: str, attempt: int) -> str:
     """Execute one story attempt (idempotent: stale or landed attempts are no-ops)."""
     runner: StoryRunner = ctx["story_runner"]
@@ -45,6 +54,7 @@ async def run_story(ctx: dict[str, Any], run_id: str, story_id: str, attempt: in
     return outcome
 
 
+@job_context(run="run_id")
 async def verify_run(ctx: dict[str, Any], run_id: str, round_: int = 1) -> str:
     """Verify the integrated run branch before the PR opens."""
     runner: StoryRunner = ctx["story_runner"]
@@ -86,12 +96,13 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
             ) from exc
         http = httpx.AsyncClient(timeout=httpx.Timeout(600, connect=10))
         jobs = Jobs(redis)
+        metrics = Metrics(redis)
         ctx["http"] = http
         ctx["story_runner"] = StoryRunner(
             settings=settings,
-            store=RunStore(redis),
+            store=RunStore(redis, metrics),
             gateway=GitHubGateway(
-                settings, AsyncRedisCacheStrategy(redis, prefix="baro:githubkit")
+                settings, AsyncRedisCacheStrategy(redis, prefix="baro:githubkit"), metrics
             ),
             workspaces=Workspaces(data_dir),
             sandbox=sandbox,
@@ -101,11 +112,18 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
             runner_id=runner_id,
             verified=jobs.run_verified,
         )
+        presence = RunnerPresence(
+            metrics, runner_id, settings.runner_concurrency, HEALTH_CHECK_INTERVAL
+        )
+        await presence.start()
+        ctx[PRESENCE_CTX] = presence
         log.info("runner %s ready (sandbox: %s)", runner_id, settings.sandbox)
 
     async def shutdown(ctx: dict[str, Any]) -> None:
         if "http" in ctx:
             await ctx["http"].aclose()
+        if PRESENCE_CTX in ctx:
+            await ctx[PRESENCE_CTX].stop()
         await redis.aclose()
 
     options: dict[str, Any] = {
@@ -118,6 +136,8 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
         "redis_settings": redis_settings(settings.redis_url),
         "on_startup": startup,
         "on_shutdown": shutdown,
+        "on_job_start": presence_job_start,
+        "on_job_end": presence_job_end,
         "job_serializer": serialize,
         "job_deserializer": deserialize,
         "job_timeout": STORY_TIMEOUT,

@@ -417,6 +417,8 @@ def run_demo(keep_logs: bool = False, json_path: Path | None = None) -> int:
                 "BARO_REDIS_URL": redis_url,
                 "BARO_GITHUB_WRITE_SPACING": "0.2",
                 "BARO_RUNNER_DATA_DIR": str(runner_dir),
+                # Readable logs for --keep-logs; production defaults to JSON.
+                "BARO_LOG_FORMAT": os.environ.get("BARO_LOG_FORMAT", "text"),
                 **_model_env(None if models is None else models.url),
             }
         )

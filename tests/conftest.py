@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
+PR_SET_PDEATHSIG = 1
 FIXTURES = Path(__file__).resolve().parents[1] / "testbed" / "fixtures" / "github-webhooks"
 
 
@@ -20,6 +23,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def die_with_parent() -> None:
+    """`preexec_fn` for the processes tests start: the kernel kills them when the test
+    process dies (a pytest-timeout abort skips teardown and would leave them running)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class RedisServer:
@@ -53,6 +63,7 @@ class RedisServer:
                 self.dir,
             ],
             stdout=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
         )
         client = redis.Redis(port=self.port)
         deadline = time.monotonic() + 10

@@ -50,7 +50,7 @@ async def post_json(
     try:
         data = response.json()
     except ValueError as exc:
-        snippet = response.text[:200]
+        snippet = redact(response.text, secret)[:200]
         raise RetryableError(
             f"HTTP {response.status_code} reply is not JSON: {snippet!r}",
             model=model,

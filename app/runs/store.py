@@ -16,6 +16,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
+from app.metrics import Metrics
 from app.runs.run import Run, now
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,10 @@ return 0
 
 
 class RunStore:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, metrics: Metrics | None = None) -> None:
         self.redis = redis
+        self.metrics = metrics if metrics is not None else Metrics(redis)
+        """Told of every accepted write, so outcomes are counted once (see app/metrics.py)."""
 
     @staticmethod
     def _key(run_id: str) -> str:
@@ -105,6 +108,7 @@ class RunStore:
                     if changed.terminal:
                         pipe.srem(ACTIVE_RUNS, run_id)
                     await pipe.execute()
+                    await self.metrics.run_changed(current, changed)
                     return changed
                 except WatchError:
                     continue

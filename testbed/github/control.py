@@ -17,6 +17,7 @@ from starlette.routing import Route
 from testbed.github import delivery, gitops, shapes
 from testbed.github.errors import GitHubError, not_found
 from testbed.github.faults import Fault
+from testbed.github.routes_hooks import deliver_recorded
 from testbed.github.state import App, GitHubState, Repo
 from testbed.github.web import get_state, no_content, ok, read_object
 
@@ -365,14 +366,8 @@ async def send_webhook(request: Request) -> Response:
     else:
         raise GitHubError(400, f"unsupported event {event!r}")
     async with httpx.AsyncClient(timeout=30) as client:
-        response = await delivery.deliver(
-            client,
-            url,
-            event.split(".", 1)[0],
-            payload,
-            app.webhook_secret,
-            data.get("delivery_id"),
-            target_id=app.id,
+        response = await deliver_recorded(
+            state, app, client, url, event.split(".", 1)[0], payload, data.get("delivery_id")
         )
     return ok(
         {

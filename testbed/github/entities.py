@@ -75,6 +75,19 @@ class App:
     events: list[str]
     created_at: datetime
     description: str = ""
+    # Set by the manifest flow (routes_manifest); Apps made by tests keep the defaults.
+    client_secret: str = ""
+    external_url: str | None = None
+    webhook_url: str | None = None
+    public: bool = False
+
+
+@dataclass
+class ManifestCode:
+    """The manifest flow's one-time code: exchanged once, within an hour, for the App's keys."""
+
+    app: App
+    expires_at: datetime
 
 
 @dataclass

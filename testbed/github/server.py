@@ -16,7 +16,16 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from testbed.github import control, git_http, graphql, routes_issues, routes_pulls, routes_repos
+from testbed.github import (
+    control,
+    git_http,
+    graphql,
+    routes_hooks,
+    routes_issues,
+    routes_manifest,
+    routes_pulls,
+    routes_repos,
+)
 from testbed.github.errors import GitHubError, error_body
 from testbed.github.middleware import GitHubMiddleware
 from testbed.github.shapes import clone_url
@@ -41,7 +50,9 @@ def create_app(state: GitHubState) -> Starlette:
         routes=[
             *control.routes,
             *routes_repos.routes,
+            *routes_hooks.routes,
             *routes_issues.routes,
+            *routes_manifest.routes,
             *routes_pulls.routes,
             *graphql.routes,
             *git_http.routes,

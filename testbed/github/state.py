@@ -36,6 +36,7 @@ from testbed.github.entities import (
     InstallationToken,
     Issue,
     Label,
+    ManifestCode,
     Permission,
     Pull,
     RateWindow,
@@ -48,6 +49,7 @@ from testbed.github.entities import (
 )
 from testbed.github.errors import GitHubError, not_found, validation_failed
 from testbed.github.faults import FaultSet
+from testbed.github.hooks import HookLog
 
 __all__ = [
     "DEFAULT_APP_EVENTS",
@@ -62,6 +64,7 @@ __all__ = [
     "InstallationToken",
     "Issue",
     "Label",
+    "ManifestCode",
     "Permission",
     "Pull",
     "RateWindow",
@@ -109,9 +112,11 @@ class GitHubState:
         self.users: dict[str, User] = {}
         self.installations: dict[int, Installation] = {}
         self.tokens: dict[str, InstallationToken] = {}
+        self.manifest_codes: dict[str, ManifestCode] = {}  # routes_manifest
         self.repos: dict[str, Repo] = {}  # "owner/name" lower-cased
         self.requests: list[RequestRecord] = []
         self._rate: dict[str, RateWindow] = {}
+        self.hooks = HookLog()  # the Apps' webhook deliveries (routes_hooks)
 
     # Lifecycle ------------------------------------------------------------------------
 
@@ -134,9 +139,11 @@ class GitHubState:
             self.repos.clear()
             self.installations.clear()
             self.tokens.clear()
+            self.manifest_codes.clear()
             self.requests.clear()
             self._rate.clear()
             self.faults.clear()
+            self.hooks.clear()
             if not keep_apps:
                 self.apps.clear()
                 self.users.clear()

@@ -17,14 +17,11 @@ from typing import Any, TypeVar
 import httpx
 from redis import Redis
 
-from testbed.github.delivery import (
-    deliver,
-    issue_comment_created_payload,
-    issue_labeled_payload,
-)
+from testbed.github.delivery import issue_comment_created_payload, issue_labeled_payload
+from testbed.github.routes_hooks import deliver_recorded
 from testbed.github.server import TestbedServer
 from testbed.github.state import App, Installation, Issue, Repo
-from tests.conftest import free_port
+from tests.conftest import die_with_parent, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -75,6 +72,7 @@ class Bot:
                 cwd=ROOT,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,
             )
 
     def start_all(self, runners: int = 0) -> None:
@@ -83,7 +81,11 @@ class Bot:
         self.start("worker")
         for i in range(runners):
             self.start(f"runner-{i}" if i else "runner")
-        wait_for(self._web_up, 30, "the web process")
+        try:
+            wait_for(self._web_up, 30, "the web process")
+        except AssertionError:
+            self.stop()  # a failed start must not leave processes behind
+            raise
 
     def _web_up(self) -> bool:
         proc = self.procs["web"]
@@ -131,7 +133,10 @@ def bot_env(
             "BARO_REDIS_URL": redis_url,
             "BARO_GITHUB_WRITE_SPACING": "0",
             "BARO_LOG_LEVEL": "INFO",
+            "BARO_LOG_FORMAT": "json",  # what production ships; tests/e2e/test_logs.py checks it
             "BARO_RUNNER_DATA_DIR": tempfile.mkdtemp(prefix="baro-runner-", dir="/var/tmp"),
+            # Tests that want the redelivery reconciler turn it on (test_redelivery.py).
+            "BARO_REDELIVERY_INTERVAL_SECONDS": "0",
         }
     )
     if model_url is not None:
@@ -209,12 +214,13 @@ class World:
         self, bot: Bot, event: str, payload: Any, delivery_id: str | None = None
     ) -> httpx.Response:
         async with httpx.AsyncClient(timeout=10) as client:
-            return await deliver(
+            return await deliver_recorded(
+                self.state,
+                self.app,
                 client,
                 bot.web_url + "/webhooks/github",
                 event,
                 payload,
-                self.app.webhook_secret,
                 delivery_id,
             )
 

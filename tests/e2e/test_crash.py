@@ -12,10 +12,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from redis import Redis
 
 from testbed.models.harness import RunningModelServer
 from tests.conftest import RedisServer
-from tests.e2e.harness import Bot, World, bot_env, new_bot, wait_run
+from tests.e2e.harness import Bot, World, bot_env, current, new_bot, wait_for, wait_run
 from tests.e2e.test_execution import PLAN, git_log, writes
 
 
@@ -97,3 +98,85 @@ async def test_run_survives_sigkill_of_worker_and_runner(
     bot_comments = [c for c in world.bot_comments(repo, issue.number) if "baro:run:" in c.body]
     assert len(bot_comments) == 1
     assert len(world.state.pulls(repo)) == 1
+
+
+def run_events(bot: Bot, run_id: str) -> list[dict[str, Any]]:
+    redis = Redis.from_url(bot.env["BARO_REDIS_URL"])
+    return [
+        {k.decode(): v.decode() for k, v in fields.items()}
+        for _id, fields in redis.xrange(f"baro:run:{run_id}:events")
+    ]
+
+
+def assert_one_of_everything(world: World, repo: Any, number: int, state: dict[str, Any]) -> None:
+    assert state["state"] == "done", {k: v["state"] for k, v in state["stories"].items()}
+    subjects = [e.split("\x00")[0] for e in git_log(world, repo, state["branch"])]
+    assert len(subjects) == 4, subjects  # one commit per story, no duplicates
+    comments = [c for c in world.bot_comments(repo, number) if "baro:run:" in c.body]
+    assert len(comments) == 1
+    assert len(world.state.pulls(repo)) == 1
+
+
+async def test_a_worker_killed_during_the_intake_does_not_lose_the_trigger(
+    world: World, crash_bot: Bot, models: RunningModelServer
+) -> None:
+    """arq would re-run the intake only after half an hour; the reaper resumes it."""
+    repo = world.new_repo()
+    issue = world.new_issue(repo, "Crash during intake")
+    models.set_script(script("Crash during intake"))
+    stall = world.state.faults.add(method="GET", path=r"/permission$", delay=30)
+    await world.deliver_label(crash_bot, repo, issue.number)
+    wait_for(lambda: stall.hits == 1, 30, "the intake to ask for the sender's permission")
+    kill_and_restart(crash_bot, "worker")
+
+    state = wait_run(world, crash_bot, repo, issue.number, timeout=90)
+    assert_one_of_everything(world, repo, issue.number, state)
+
+
+async def test_a_worker_killed_while_opening_the_pull_request_opens_exactly_one(
+    world: World, crash_bot: Bot, models: RunningModelServer
+) -> None:
+    repo = world.new_repo()
+    issue = world.new_issue(repo, "Crash while opening the PR")
+    models.set_script(script("Crash while opening the PR"))
+    stall = world.state.faults.add(method="POST", path=r"/pulls$", delay=6)
+    await world.deliver_label(crash_bot, repo, issue.number)
+    wait_for(lambda: stall.hits == 1, 60, "the worker to open the pull request")
+    kill_and_restart(crash_bot, "worker")  # the stalled request still creates the PR
+
+    state = wait_run(world, crash_bot, repo, issue.number, timeout=90)
+    assert_one_of_everything(world, repo, issue.number, state)
+    assert state["pr_number"] == world.state.pulls(repo)[0].number
+
+
+async def test_a_runner_killed_while_verifying_is_replaced(
+    world: World, crash_bot: Bot, models: RunningModelServer
+) -> None:
+    # Slow only on the integrated branch (the stories' own checks run before S3 is committed).
+    slow_on_branch = "git log -1 --format=%s | grep -q '^S3:' && sleep 8; true"
+    repo = world.new_repo(
+        {"README.md": "# x\n", ".github/baro.yml": f'verify:\n  - "{slow_on_branch}"\n'}
+    )
+    issue = world.new_issue(repo, "Crash while verifying")
+    models.set_script(script("Crash while verifying"))
+    await world.deliver_label(crash_bot, repo, issue.number)
+    redis = Redis.from_url(crash_bot.env["BARO_REDIS_URL"])
+
+    def verifier() -> str | None:
+        state = current(world, crash_bot, repo, issue.number)
+        if state is None:
+            return None
+        holder = redis.get(f"baro:lease:{state['id']}:verify")
+        text = holder.decode() if holder else ""
+        return text if ":verify:" in text else None
+
+    holder = wait_for(verifier, 60, "a runner to verify the integrated branch")
+    pid = int(holder.split(":")[0].rsplit("-", 2)[1])  # runner id: host-pid-random
+    victim = next(name for name, proc in crash_bot.procs.items() if proc.pid == pid)
+    kill_and_restart(crash_bot, victim)
+
+    state = wait_run(world, crash_bot, repo, issue.number, timeout=90)
+    assert_one_of_everything(world, repo, issue.number, state)
+    assert [v["passed"] for v in state["verification"]] == [True]
+    events = [e["kind"] for e in run_events(crash_bot, state["id"])]
+    assert events.count("verified") == 1, events  # the dead runner never recorded a result

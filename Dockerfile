@@ -1,0 +1,70 @@
+# syntax=docker/dockerfile:1
+#
+# One image for the three process kinds. The entrypoint is empty, so a platform's process
+# command replaces CMD as a whole: Fly runs `baro-bot web|worker|runner` from [processes] in
+# fly.toml; elsewhere: `docker run IMAGE baro-bot runner`. CMD defaults to the web process.
+#
+# The runner's sandbox (bubblewrap) needs unprivileged user namespaces:
+# - Fly Machines: the image becomes the root file system of a Firecracker VM with its own
+#   kernel; no container seccomp or AppArmor profile stands in the way, so bwrap works and the
+#   runner's start-up self-check passes as it does on a plain host.
+# - Docker/Podman: the default seccomp and AppArmor profiles forbid the namespaces bwrap
+#   creates. Run runners with `--security-opt seccomp=unconfined --security-opt
+#   apparmor=unconfined` (on Ubuntu 23.10+ hosts also `sysctl
+#   kernel.apparmor_restrict_unprivileged_userns=0` on the host), and `--init` so orphaned
+#   processes are reaped. Kubernetes: the same, as seccompProfile/appArmorProfile Unconfined.
+# - Where none of that is possible, BARO_SANDBOX=none turns the sandbox off: only for
+#   trusted local use, never for public repositories. Without it the runner refuses to
+#   start (exit 3) and says why.
+#
+# Python lives under /usr/local (the official image), not under /root: the sandbox shows
+# commands /usr read-only and hides /root and /opt, and story commands need a python.
+
+ARG PYTHON_IMAGE=python:3.12-slim-bookworm
+ARG UV_VERSION=0.13.9
+
+FROM ghcr.io/astral-sh/uv:${UV_VERSION} AS uv
+
+# ---- build: the locked environment with the project installed (not editable) ----
+FROM ${PYTHON_IMAGE} AS build
+COPY --from=uv /uv /usr/local/bin/uv
+ENV UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_PYTHON=/usr/local/bin/python3 \
+    UV_PROJECT_ENVIRONMENT=/opt/baro-bot
+WORKDIR /src
+# Dependencies first: this layer is reused until uv.lock or pyproject.toml change.
+RUN --mount=type=cache,target=/root/.cache/uv \
+    --mount=type=bind,source=uv.lock,target=uv.lock \
+    --mount=type=bind,source=pyproject.toml,target=pyproject.toml \
+    uv sync --locked --no-dev --no-install-project
+COPY . .
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --locked --no-dev --no-editable
+
+# ---- runtime: the same Python, the environment, git and bubblewrap; no uv, no sources ----
+FROM ${PYTHON_IMAGE} AS runtime
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        bubblewrap ca-certificates git \
+    && rm -rf /var/lib/apt/lists/*
+# A fixed non-root uid. /data is where Fly mounts the runners' volume (fly.toml [[mounts]]);
+# Fly mounts a volume owned by the image's user, and Docker copies this directory's owner
+# into a new named volume, so the runner can create BARO_RUNNER_DATA_DIR there either way.
+RUN groupadd --system --gid 10001 baro \
+    && useradd --system --uid 10001 --gid baro --home-dir /home/baro --create-home \
+        --shell /usr/sbin/nologin baro \
+    && mkdir -p /data/runner \
+    && chown -R baro:baro /data
+COPY --from=build /opt/baro-bot /opt/baro-bot
+ENV PATH=/opt/baro-bot/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    BARO_HOST=0.0.0.0 \
+    BARO_PORT=8080 \
+    BARO_RUNNER_DATA_DIR=/data/runner
+USER 10001:10001
+WORKDIR /home/baro
+EXPOSE 8080
+ENTRYPOINT []
+CMD ["baro-bot", "web"]
