@@ -40,7 +40,7 @@ Enqueue = Callable[[str, str, int], Awaitable[None]]
 """(run_id, story_id, attempt) → put `run_story` on the runner queue."""
 
 QUEUED_LEASE_SECONDS = 30 * 60
-FINALIZE_LEASE_SECONDS = 20.0
+FINALIZE_LEASE_SECONDS = 10.0
 """Held (with a heartbeat) while one worker opens the PR, so a resuming reaper cannot open a
 second one; a killed worker's lease lapses within this and the reaper takes over."""
 VERIFY_LEASE = "verify"

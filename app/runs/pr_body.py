@@ -421,13 +421,13 @@ def _banner(run: Run, rows: Sequence[_Row]) -> list[str]:
     if not landed_everything(run):
         lines.append(
             f"> **To continue:** comment `/baro retry` on #{run.issue_number} to retry the "
-            "stories that did not land on this branch (`/baro retry S3` for one), or "
-            "`/baro <instructions>` here for a follow-up."
+            "stories that did not land on this branch (`/baro retry S3` for one)."
         )
     else:
         lines.append(
-            "> **To continue:** comment `/baro <instructions>` on this pull request (for "
-            "example `/baro make the failing checks pass`) for a follow-up on the same branch."
+            "> **To continue:** fix the failing checks on this branch by hand, or describe the "
+            f"fix in a new issue and label it; `/baro retry` on #{run.issue_number} retries "
+            "stories only."
         )
     return lines
 
@@ -665,8 +665,9 @@ def _commands(run: Run) -> list[str]:
         "## Commands",
         "",
         f"- `/baro retry` on #{run.issue_number}: {COMMANDS[_RETRY]}.",
-        "- `/baro <instructions>` on this pull request: a follow-up run on the same branch.",
-        f"- `/baro status`: {COMMANDS['/baro status']}.",
+        f"- `/baro status` on #{run.issue_number}: refresh the tracking comment.",
+        f"- `/baro <instructions>` on #{run.issue_number}: a new run (follow-up runs on this"
+        " pull request's branch are not supported yet).",
     ]
 
 

@@ -439,9 +439,9 @@ def render_help() -> str:
             "| --- | --- |",
             *rows,
             "",
-            "Comment a command on an issue or on baro's pull request. Only people with write "
-            "access to the repository can run commands; `/baro <instructions>` on baro's pull "
-            "request starts a follow-up run on the same branch.",
+            "Comment a command on the issue. Only people with write access to the repository "
+            "can run commands. Runs start from issues: follow-up runs on baro's pull request "
+            "are not supported yet.",
         ]
     )
 
