@@ -12,6 +12,8 @@ from arq.connections import ArqRedis, RedisSettings
 from redis.asyncio import ConnectionPool
 
 ORCHESTRATOR_QUEUE = "baro:orchestrator"
+HEALTH_CHECK_INTERVAL = 10
+"""Seconds between arq heartbeats of the worker and runner processes (read by /healthz)."""
 RUNNER_QUEUE = "baro:runner"
 
 

@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from arq.connections import ArqRedis
 from redis.exceptions import RedisError
@@ -18,7 +19,7 @@ from starlette.routing import Route
 from app.logs import bind_log_context
 from app.metrics import Metrics
 from app.metrics_web import count_deliveries, metrics_endpoint
-from app.queue import ORCHESTRATOR_QUEUE, RUNNER_QUEUE, connect
+from app.queue import HEALTH_CHECK_INTERVAL, ORCHESTRATOR_QUEUE, RUNNER_QUEUE, connect
 from app.settings import Settings
 from app.setup import SetupPages, SetupSettings
 from app.triggers import PendingTriggers, enqueue_intake
@@ -125,10 +126,14 @@ async def healthz(request: Request) -> Response:
     state = _state(request)
     try:
         await state.redis.ping()
-        beats = {
-            name: await state.redis.get(f"{queue}{HEALTH_SUFFIX}")
-            for name, queue in (("worker", ORCHESTRATOR_QUEUE), ("runner", RUNNER_QUEUE))
-        }
+        beats: dict[str, Any] = {}
+        ages: dict[str, float | None] = {}
+        for name, queue in (("worker", ORCHESTRATOR_QUEUE), ("runner", RUNNER_QUEUE)):
+            async with state.redis.pipeline(transaction=False) as pipe:
+                pipe.get(f"{queue}{HEALTH_SUFFIX}")
+                pipe.pttl(f"{queue}{HEALTH_SUFFIX}")
+                beats[name], ttl_ms = await pipe.execute()
+            ages[f"{name}_heartbeat_age_s"] = heartbeat_age(ttl_ms)
     except (RedisError, OSError) as exc:
         return JSONResponse(
             {"status": "unhealthy", "redis": f"unreachable ({type(exc).__name__})"},
@@ -139,7 +144,17 @@ async def healthz(request: Request) -> Response:
         for name, beat in beats.items()
     }
     degraded = any(not isinstance(beat, bytes) for beat in beats.values())
-    return JSONResponse({"status": "degraded" if degraded else "ok", "redis": "ok", **queues})
+    return JSONResponse(
+        {"status": "degraded" if degraded else "ok", "redis": "ok", **queues, **ages}
+    )
+
+
+def heartbeat_age(ttl_ms: int | None) -> float | None:
+    """arq writes its heartbeat with a TTL of interval + 1 s, so the remaining TTL tells how
+    long ago it was written (None: no heartbeat)."""
+    if ttl_ms is None or ttl_ms < 0:
+        return None
+    return round(max(0.0, HEALTH_CHECK_INTERVAL + 1 - ttl_ms / 1000), 1)
 
 
 def create_app(settings: Settings) -> Starlette:

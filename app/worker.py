@@ -17,7 +17,14 @@ from app.jobs import Jobs
 from app.logs import bind_log_context, job_context
 from app.orchestrator import Orchestrator
 from app.planning import Planning
-from app.queue import ORCHESTRATOR_QUEUE, connect, deserialize, redis_settings, serialize
+from app.queue import (
+    HEALTH_CHECK_INTERVAL,
+    ORCHESTRATOR_QUEUE,
+    connect,
+    deserialize,
+    redis_settings,
+    serialize,
+)
 from app.redelivery import redelivery_crons
 from app.runs.store import RunStore
 from app.settings import Settings
@@ -31,7 +38,6 @@ JOB_TIMEOUT = 120
 PLAN_TIMEOUT = 1800
 PLAN_MAX_TRIES = 3
 RETRY_DEFER_SECONDS = 2
-HEALTH_CHECK_INTERVAL = 10
 REAP_EVERY_SECONDS = 5
 
 

@@ -28,7 +28,14 @@ from app.metrics import (
     presence_job_end,
     presence_job_start,
 )
-from app.queue import RUNNER_QUEUE, connect, deserialize, redis_settings, serialize
+from app.queue import (
+    HEALTH_CHECK_INTERVAL,
+    RUNNER_QUEUE,
+    connect,
+    deserialize,
+    redis_settings,
+    serialize,
+)
 from app.runs.store import RunStore
 from app.settings import Settings
 from runner.sandbox import SandboxPolicy, SandboxUnavailable, make_sandbox
@@ -38,7 +45,6 @@ from runner.workspace import Workspaces
 log = logging.getLogger(__name__)
 
 STORY_TIMEOUT = 2 * 3600
-HEALTH_CHECK_INTERVAL = 10
 
 
 async def runner_ping(ctx: dict[str, Any]) -> str:

@@ -223,6 +223,8 @@ def test_healthz_reports_queue_heartbeats(bot: Bot) -> None:
         "the worker's heartbeat",
     )
     assert health["redis"] == "ok"
+    assert 0 <= health["worker_heartbeat_age_s"] <= 11
     # This bot runs no runner process: reported, not fatal for the web process.
     assert health["status"] == "degraded"
     assert health["runner"].startswith("no heartbeat")
+    assert health["runner_heartbeat_age_s"] is None
