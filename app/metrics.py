@@ -52,7 +52,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PREFIX = "baro:metrics:"
-RUNNER_KEY = PREFIX + "runner:{}"
+RUNNERS = PREFIX + "runners"
+"""Hash: runner id → its slots, busy slots and when the entry expires (read without SCAN)."""
 RUNNER_TTL_BEATS = 3
 """A runner's presence key outlives this many missed heartbeats."""
 GAUGE_MAX_AGE_SECONDS = 3600.0
@@ -300,18 +301,12 @@ class _Put:
 
 
 @dataclass(frozen=True)
-class _Set:
+class _Remove:
     key: str
-    value: str
-    ttl_s: int
+    field: str
 
 
-@dataclass(frozen=True)
-class _Delete:
-    key: str
-
-
-_Op = _Incr | _Put | _Set | _Delete
+_Op = _Incr | _Put | _Remove
 
 
 def counter_ops(spec: Spec, amount: float, labels: Mapping[str, str]) -> list[_Op]:
@@ -386,11 +381,12 @@ class Metrics:
         await self._write([_Put(RATE_LIMIT.key, enc, json.dumps([remaining, self.clock()]))])
 
     async def runner_alive(self, runner_id: str, slots: int, busy: int, ttl_s: int) -> None:
-        value = json.dumps({"slots": slots, "busy": busy})
-        await self._write([_Set(RUNNER_KEY.format(runner_id), value, ttl_s)])
+        expires = self.clock() + ttl_s
+        value = json.dumps({"slots": slots, "busy": busy, "expires": expires})
+        await self._write([_Put(RUNNERS, runner_id, value)])
 
     async def runner_gone(self, runner_id: str) -> None:
-        await self._write([_Delete(RUNNER_KEY.format(runner_id))])
+        await self._write([_Remove(RUNNERS, runner_id)])
 
     async def flush(self) -> None:
         """Send increments kept during an outage (the web process does this per scrape)."""
@@ -412,10 +408,8 @@ class Metrics:
                         pipe.hincrbyfloat(op.key, op.field, op.amount)
                     elif isinstance(op, _Put):
                         pipe.hset(op.key, op.field, op.value)
-                    elif isinstance(op, _Set):
-                        pipe.set(op.key, op.value, ex=op.ttl_s)
                     else:
-                        pipe.delete(op.key)
+                        pipe.hdel(op.key, op.field)
                 await pipe.execute()
         except RedisConnectionError as exc:
             # Most likely never sent (Redis down): keep the increments for the next write.
@@ -580,17 +574,20 @@ async def read_snapshot(metrics: Metrics, store: RunStore) -> Snapshot:
         spec.name: {_text(k): _text(v) for k, v in raw.items()}
         for spec, raw in zip(STORED, stored, strict=True)
     }
-    keys = [key async for key in redis.scan_iter(match=RUNNER_KEY.format("*"), count=200)]
     runners: list[RunnerInfo] = []
-    if keys:
-        for raw in await redis.mget(keys):
-            if raw is None:
-                continue  # expired between SCAN and MGET
-            try:
-                data = json.loads(raw)
-                runners.append(RunnerInfo(int(data["slots"]), int(data["busy"])))
-            except (ValueError, KeyError, TypeError):
-                log.debug("ignoring a malformed runner presence: %r", raw)
+    gone: list[str] = []
+    for runner_id, raw in (await redis.hgetall(RUNNERS)).items():  # type: ignore[misc]
+        try:
+            data = json.loads(raw)
+            if float(data["expires"]) < metrics.clock():
+                gone.append(_text(runner_id))  # died without saying goodbye
+                continue
+            runners.append(RunnerInfo(int(data["slots"]), int(data["busy"])))
+        except (ValueError, KeyError, TypeError):
+            log.debug("ignoring a malformed runner presence: %r", raw)
+            gone.append(_text(runner_id))
+    if gone:
+        await redis.hdel(RUNNERS, *gone)  # type: ignore[misc]
     states: dict[str, int] = defaultdict(int)
     for run in await store.active_runs():
         states[run.state] += 1

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from decimal import Decimal
@@ -14,7 +16,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app.llm.types import Usage
-from app.metrics import RUNNER_KEY, Metrics, RunnerPresence, read_snapshot, render
+from app.metrics import RUNNERS, Metrics, RunnerPresence, read_snapshot, render
 from app.runs.models import Plan
 from app.runs.run import Run, StoryRecord
 from app.runs.scheduler import mark_dispatched
@@ -186,7 +188,8 @@ async def test_runner_presence_counts_live_and_busy_runners(redis: Redis) -> Non
     assert got[("baro_runners_busy", ())] == 1
     assert got[("baro_runner_slots", ())] == 5
     assert got[("baro_runner_slots_busy", ())] == 2
-    assert 0 < await redis.ttl(RUNNER_KEY.format("host-2")) <= 30
+    entry = json.loads(await redis.hget(RUNNERS, "host-2"))  # type: ignore[misc]
+    assert 0 < entry["expires"] - time.time() <= 30
 
     await first.job_ended()
     await asyncio.sleep(0.35)  # heartbeats keep the short-lived key alive
