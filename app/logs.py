@@ -64,6 +64,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         re.compile(r"([?&](?:api[-_]?key|key|token|access_token|sig)=)[^&\s\"']+", re.IGNORECASE),
         rf"\1{REDACTED}",
     ),
+    # A GitHub App manifest code (in the exchange's URL): unspent, it fetches the App's key.
+    (re.compile(r"(/app-manifests/)[^/\s\"']+"), rf"\1{REDACTED}"),
     # Headers, as text or as a printed dict.
     (
         re.compile(

@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from app.logs import RedactingFilter, Redactor
 from app.settings import ENV_PREFIX, ConfigError, Settings
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,6 @@ EXCHANGE_TIMEOUT = 30.0
 _ORG = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$")
 _CODE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 """The code goes into the API path: nothing that could walk to another endpoint."""
-_CODE_IN_URL = re.compile(r"(/app-manifests/)[^/\s\"']+")
 _HEADERS = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
@@ -288,22 +288,13 @@ def _external_url(request: Request, route: str, public_url: str | None) -> str:
     return url
 
 
-class _HideManifestCode(logging.Filter):
-    """httpx logs every request's URL. An unspent manifest code (the exchange failed) is as
-    good as the App's private key for an hour, so it never reaches a log."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if "/app-manifests/" in message:
-            record.msg = _CODE_IN_URL.sub(r"\1[redacted]", message)
-            record.args = ()
-        return True
-
-
 def _hide_codes_in_http_logs() -> None:
+    """httpx logs every request's URL, and an unspent manifest code (the exchange failed) is
+    as good as the App's private key for an hour: the shared redaction runs on httpx's
+    logger itself, so it applies even where logging was never configured (`baro-bot setup`)."""
     logger = logging.getLogger("httpx")
-    if not any(isinstance(f, _HideManifestCode) for f in logger.filters):
-        logger.addFilter(_HideManifestCode())
+    if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+        logger.addFilter(RedactingFilter(Redactor()))
 
 
 class SetupPages:

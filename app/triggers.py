@@ -10,6 +10,7 @@ holds. The done marker also turns arq's late re-run of a finished intake into a 
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -18,6 +19,9 @@ from typing import Any
 from redis.asyncio import Redis
 
 from app.queue import ORCHESTRATOR_QUEUE
+from app.runs.store import RunStore
+
+log = logging.getLogger(__name__)
 
 PENDING = "baro:triggers:pending"  # zset: delivery id → when it was (re-)queued
 PAYLOADS = "baro:triggers:payload"  # hash: delivery id → the trigger as JSON
@@ -25,6 +29,7 @@ ATTEMPTS = "baro:triggers:attempts"  # hash: delivery id → re-enqueues so far
 DONE = "baro:trigger:done:{}"
 DONE_SECONDS = 4 * 24 * 3600  # as long as the web process dedups the delivery
 LEASE_SECONDS = 10.0
+LEASE_SCOPE = "trigger"  # intake leases: RunStore leases keyed (LEASE_SCOPE, delivery id)
 RESUME_AFTER_SECONDS = 15.0
 MAX_RESUMES = 5
 
@@ -82,3 +87,19 @@ async def enqueue_intake(
     await redis.enqueue_job(
         "handle_trigger", payload, _job_id=job_id, _queue_name=ORCHESTRATOR_QUEUE
     )
+
+
+async def resume_triggers(redis: Any, store: RunStore) -> list[str]:
+    """Re-enqueue intakes whose worker died (pending, and nobody holds their lease)."""
+    resumed: list[str] = []
+    triggers = PendingTriggers(redis)
+    for delivery in await triggers.stale():
+        if await store.lease_holder(LEASE_SCOPE, delivery) is not None:
+            continue
+        payload = await triggers.resume(delivery)
+        if payload is None:
+            log.error("gave up on delivery %s: its intake failed too often", delivery)
+            continue
+        await enqueue_intake(redis, payload, delivery, fresh=True)
+        resumed.append(f"trigger:{delivery}")
+    return resumed

@@ -28,8 +28,9 @@ from app.queue import (
 from app.redelivery import redelivery_crons
 from app.runs.store import RunStore
 from app.settings import Settings
+from app.triggers import LEASE_SCOPE as TRIGGER_LEASE_SCOPE
 from app.triggers import LEASE_SECONDS as TRIGGER_LEASE_SECONDS
-from app.triggers import PendingTriggers, enqueue_intake
+from app.triggers import PendingTriggers, resume_triggers
 from app.webhooks import Trigger
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ async def handle_trigger(ctx: dict[str, Any], payload: dict[str, Any]) -> str:
     if await triggers.is_done(trigger.delivery_id):
         return "already handled"  # arq re-ran an intake that finished
     holder = f"intake:{uuid.uuid4().hex[:12]}"
-    lease = ("trigger", trigger.delivery_id)
+    lease = (TRIGGER_LEASE_SCOPE, trigger.delivery_id)
     if not await store.acquire_lease(*lease, holder, TRIGGER_LEASE_SECONDS):
         return "being handled by another worker"
     async with (
@@ -131,22 +132,6 @@ async def reap(ctx: dict[str, Any]) -> int:
     if reaped:
         log.warning("reaped stories with expired leases: %s", ", ".join(reaped))
     return len(reaped)
-
-
-async def resume_triggers(redis: Any, store: RunStore) -> list[str]:
-    """Re-enqueue intakes whose worker died (pending, and nobody holds their lease)."""
-    resumed: list[str] = []
-    triggers = PendingTriggers(redis)
-    for delivery in await triggers.stale():
-        if await store.lease_holder("trigger", delivery) is not None:
-            continue
-        payload = await triggers.resume(delivery)
-        if payload is None:
-            log.error("gave up on delivery %s: its intake failed too often", delivery)
-            continue
-        await enqueue_intake(redis, payload, delivery, fresh=True)
-        resumed.append(f"trigger:{delivery}")
-    return resumed
 
 
 def build_worker(settings: Settings, **overrides: Any) -> Worker:

@@ -220,6 +220,9 @@ def test_secret_shaped_strings_are_redacted() -> None:
         "x-api-key: sk-ant-api03-abcdefghijklmnopqrstuvwxyz": f"x-api-key: {REDACTED}",
         "key sk-proj-abcdefghijklmnopqrstuvwxyz0123 rejected": f"key {REDACTED} rejected",
         "GET /v1/models?api-key=abc123secret&x=1": f"GET /v1/models?api-key={REDACTED}&x=1",
+        "POST https://api.github.com/app-manifests/a1b2c3/conversions 503": (
+            f"POST https://api.github.com/app-manifests/{REDACTED}/conversions 503"
+        ),
         "key:\n-----BEGIN RSA PRIVATE KEY-----\nMIIEow\nAAAA\n-----END RSA PRIVATE KEY-----\nok": (
             f"key:\n{REDACTED}\nok"
         ),

@@ -9,8 +9,7 @@ from arq.connections import ArqRedis
 
 from app.queue import ORCHESTRATOR_QUEUE, connect
 from app.runs.store import RunStore
-from app.triggers import MAX_RESUMES, PendingTriggers, enqueue_intake
-from app.worker import resume_triggers
+from app.triggers import MAX_RESUMES, PendingTriggers, enqueue_intake, resume_triggers
 
 
 @pytest.fixture
