@@ -337,6 +337,12 @@ async def test_register_against_the_testbed(
         assert missing.status_code == 400
         with httpx.Client(timeout=30) as other_browser:  # right state, no cookie
             assert other_browser.get(callback_url).status_code == 400
+        state = parse_qs(urlsplit(callback_url).query)["state"][0]
+        for hostile in ("../../app", "x" * 200, ""):  # the code goes into an API path
+            refused = browser.get(
+                f"{setup_process.base}/setup/callback", params={"code": hostile, "state": state}
+            )
+            assert refused.status_code == 400 and "No code from GitHub" in refused.text
 
         done = browser.get(callback_url)
         assert done.status_code == 200, done.text
