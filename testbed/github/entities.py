@@ -233,7 +233,7 @@ class RequestRecord:
     query: str
     status: int
     started: float  # time.time()
-    duration: float
+    duration: float  # seconds until the response started
     auth: str  # "installation:<id>", "app:<id>", "anonymous" or "invalid"
 
     def as_dict(self) -> dict[str, object]:

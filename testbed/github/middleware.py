@@ -73,6 +73,26 @@ class GitHubMiddleware:
         req_id = request_id()
         held: Message | None = None
         chunks: list[bytes] = []
+        logged = False
+
+        def log_once() -> None:
+            # Logged as the response starts, so a client that has its answer (or sees the
+            # effect it caused) can count on the request being in the log already.
+            nonlocal logged
+            if logged:
+                return
+            logged = True
+            state.log_request(
+                RequestRecord(
+                    method=method,
+                    path=path,
+                    query=scope.get("query_string", b"").decode("latin-1"),
+                    status=status_seen,
+                    started=started,
+                    duration=time.monotonic() - t0,
+                    auth=auth_label,
+                )
+            )
 
         def decorate(message: Message, *, count: bool) -> None:
             headers = MutableHeaders(scope=message)
@@ -104,6 +124,7 @@ class GitHubMiddleware:
                     held = message  # wait for the body to compute the ETag
                     return
                 decorate(message, count=True)
+                log_once()
                 await send(message)
                 return
             if message["type"] == "http.response.body" and held is not None:
@@ -123,6 +144,7 @@ class GitHubMiddleware:
                     del headers["content-type"]
                     body = b""
                 decorate(held, count=status_seen != 304)
+                log_once()
                 await send(held)
                 await send({"type": "http.response.body", "body": body})
                 return
@@ -140,14 +162,4 @@ class GitHubMiddleware:
                     return
             await self.app(scope, receive, send_wrapper)
         finally:
-            state.log_request(
-                RequestRecord(
-                    method=method,
-                    path=path,
-                    query=scope.get("query_string", b"").decode("latin-1"),
-                    status=status_seen,
-                    started=started,
-                    duration=time.monotonic() - t0,
-                    auth=auth_label,
-                )
-            )
+            log_once()

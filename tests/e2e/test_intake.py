@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from testbed.github.delivery import github_headers, issue_labeled_payload, sign
+from testbed.github.entities import RequestRecord
 from testbed.github.gitops import branch_ahead
 from tests.conftest import FIXTURES, RedisServer
 from tests.e2e.harness import Bot, World, bot_env, new_bot, wait_for
@@ -158,9 +159,16 @@ async def test_secondary_rate_limit_on_comment_creation_is_waited_out(
     )
     await world.deliver_label(bot, repo, issue.number)
     wait_for(lambda: tracking_comments(world, repo, issue.number), what="tracking comment")
-    log = world.state.request_log(
-        method="POST", path=rf"/{repo.name}/issues/{issue.number}/comments$"
-    )
+
+    def comment_posts() -> list[RequestRecord]:
+        return world.state.request_log(
+            method="POST", path=rf"/{repo.name}/issues/{issue.number}/comments$"
+        )
+
+    # The comment exists before its request is logged (the log is written after the
+    # response), so wait for the log rather than read it once.
+    wait_for(lambda: len(comment_posts()) >= 2, what="both comment requests logged")
+    log = comment_posts()
     statuses = [r.status for r in log]
     assert statuses[:2] == [403, 201], statuses
     assert log[1].started - log[0].started >= 0.9
