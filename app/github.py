@@ -54,6 +54,38 @@ def truncate_body(body: str, limit: int = MAX_BODY) -> str:
     return body[: limit - len(TRUNCATION_NOTE)] + TRUNCATION_NOTE
 
 
+def describe_failure(exc: Exception) -> str:
+    """GitHub's own words for a failed call (status, message, validation errors), short
+    enough for a comment; transport errors by their kind."""
+    if not isinstance(exc, RequestFailed):
+        return f"{type(exc).__name__}: {exc}"[:300]
+    status = exc.response.status_code
+    try:
+        data = exc.response.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        return f"GitHub answered {status}"
+    message = str(data.get("message") or "").strip()
+    details = [
+        str(e.get("message") or e.get("code") or "").strip()
+        for e in data.get("errors") or []
+        if isinstance(e, dict)
+    ]
+    details = [d for d in details if d]
+    text = f"GitHub answered {status}" + (f" {message}" if message else "")
+    if details:
+        text += ": " + "; ".join(details)
+    return text[:300]
+
+
+def is_client_error(exc: Exception) -> bool:
+    """A refusal that asking again will not change (rate limits were already waited out)."""
+    if isinstance(exc, RateLimitExceeded) or not isinstance(exc, RequestFailed):
+        return False
+    return 400 <= exc.response.status_code < 500
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """When githubkit should retry a failed request, and after how long.

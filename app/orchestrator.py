@@ -14,7 +14,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from app.github import GitHubGateway, InstallationClient
+from githubkit.exception import RequestError, RequestFailed
+
+from app.github import GitHubGateway, InstallationClient, describe_failure, is_client_error
 from app.logs import log_context
 from app.runs.models import RunState
 from app.runs.pr_body import is_checkpoint, render_final_comment, render_pr_body, render_pr_title
@@ -45,11 +47,21 @@ FINALIZE_LEASE_SECONDS = 10.0
 second one; a killed worker's lease lapses within this and the reaper takes over."""
 VERIFY_LEASE = "verify"
 FINALIZE_LEASE = "finalize"
+FINALIZE_RETRY_SECONDS = 15
+"""The reaper resumes a run stuck finalizing at most this often (a PR GitHub refused)."""
+PR_CLIENT_ERROR_ATTEMPTS = 3
+"""Tries at the PR when GitHub refuses it (4xx after rate limits were waited out)."""
+PR_SERVER_ERROR_ATTEMPTS = 10
+"""Tries when GitHub is failing (5xx, timeouts): an outage gets minutes to pass."""
 LABEL_RUNNING = "baro:running"
 LABEL_DONE = "baro:done"
 LABEL_FAILED = "baro:failed"
 STATE_LABELS = (LABEL_RUNNING, LABEL_DONE, LABEL_FAILED)
 RESUME_AFTER_SECONDS = 10.0
+
+
+class PullRequestDeferred(Exception):
+    """GitHub did not take the PR this time; the run stays finalizing for another try."""
 
 
 @dataclass
@@ -181,62 +193,95 @@ class Orchestrator:
             run = await self.store.get(run_id)
             if run.state != "finalizing" or run.branch is None:
                 return f"skipped ({run.state})"
-            run = await self._conclude(run)
+            try:
+                run = await self._conclude(run)
+            except PullRequestDeferred as deferred:
+                return str(deferred)  # logged; the reaper tries again
         await self.write_tracking(run)
         return run.state
 
     async def _conclude(self, run: Run) -> Run:
         run_id = run.id
-        assert run.branch is not None
         landed = any(r.state == "landed" for r in run.stories.values())
-        branch = run.branch
         async with self.gateway.installation(run.installation_id).session() as gh:
             pr_url: str | None = None
             pr_number: int | None = None
+            refusal: str | None = None
             if landed:
-                repository = await gh.repository(run.owner, run.repo)
-                run = run.model_copy(update={"finished_at": run.finished_at or now()})
-                title = render_pr_title(run)
-                body = render_pr_body(run, repo_html_url=repository.html_url)
-                existing = await gh.find_pull(run.owner, run.repo, branch)
-                if existing is None:
-                    pull = await gh.create_pull(
-                        run.owner,
-                        run.repo,
-                        title=title,
-                        body=body,
-                        head=branch,
-                        base=run.default_branch or repository.default_branch,
-                        draft=is_checkpoint(run),
-                    )
-                    pr_url, pr_number = pull.html_url, pull.number
-                    await gh.request_review(run.owner, run.repo, pull.number, run.requester)
-                else:
-                    await gh.update_pull(
-                        run.owner, run.repo, existing.number, title=title, body=body
-                    )
-                    if existing.draft and not is_checkpoint(run):
-                        await gh.mark_ready(existing.node_id)  # a retry completed it
-                    pr_url, pr_number = existing.html_url, existing.number
-            final = _final_state(run, landed)
+                try:
+                    pr_url, pr_number = await self._pull_request(gh, run)
+                except (RequestError, RequestFailed) as exc:
+                    refusal = await self._refused(run, exc)  # re-raises while worth retrying
+            final = "failed" if refusal else _final_state(run, landed)
             url, number = pr_url, pr_number
 
             def conclude(r: Run) -> Run | None:
                 if r.state != "finalizing":
                     return None
-                return r.model_copy(
-                    update={
-                        "state": final,
-                        "pr_url": url,
-                        "pr_number": number,
-                        "finished_at": r.finished_at or now(),
-                    }
-                )
+                update: dict[str, object] = {
+                    "state": final,
+                    "pr_url": url,
+                    "pr_number": number,
+                    "finished_at": r.finished_at or now(),
+                    "pr_refusals": 0,
+                }
+                if refusal:
+                    update["failure"] = refusal
+                return r.model_copy(update=update)
 
             run = await self.store.update(run_id, conclude)
             await self.store.append_event(run_id, "finished", state=run.state, pr=pr_number)
             await set_state_label(gh, run, LABEL_DONE if run.state == "done" else LABEL_FAILED)
         return run
+
+    async def _pull_request(self, gh: InstallationClient, run: Run) -> tuple[str, int]:
+        """Open the run's PR, or update the one already open from its branch."""
+        branch = run.branch
+        assert branch is not None
+        repository = await gh.repository(run.owner, run.repo)
+        run = run.model_copy(update={"finished_at": run.finished_at or now()})
+        title = render_pr_title(run)
+        body = render_pr_body(run, repo_html_url=repository.html_url)
+        existing = await gh.find_pull(run.owner, run.repo, branch)
+        if existing is None:
+            pull = await gh.create_pull(
+                run.owner,
+                run.repo,
+                title=title,
+                body=body,
+                head=branch,
+                base=run.default_branch or repository.default_branch,
+                draft=is_checkpoint(run),
+            )
+            await gh.request_review(run.owner, run.repo, pull.number, run.requester)
+            return pull.html_url, pull.number
+        await gh.update_pull(run.owner, run.repo, existing.number, title=title, body=body)
+        if existing.draft and not is_checkpoint(run):
+            await gh.mark_ready(existing.node_id)  # a retry completed it
+        return existing.html_url, existing.number
+
+    async def _refused(self, run: Run, exc: Exception) -> str:
+        """Count a failed attempt at the PR. Below the limit the run stays finalizing and the
+        reaper tries again; at the limit the run ends with GitHub's words and the branch, so
+        a refusal that will not go away (a protected base, a deleted branch, a missing
+        permission) is reported instead of retried until the stall limit."""
+        detail = describe_failure(exc)
+        limit = PR_CLIENT_ERROR_ATTEMPTS if is_client_error(exc) else PR_SERVER_ERROR_ATTEMPTS
+
+        def count(r: Run) -> Run | None:
+            if r.state != "finalizing":
+                return None
+            return r.model_copy(update={"pr_refusals": r.pr_refusals + 1})
+
+        counted = await self.store.update(run.id, count)
+        attempts = counted.pr_refusals
+        await self.store.append_event(run.id, "pr_refused", attempt=attempts, detail=detail)
+        if attempts < limit:
+            text = f"opening the pull request failed (try {attempts} of {limit}): {detail}"
+            log.warning(text)
+            raise PullRequestDeferred(text) from exc
+        log.error("gave up opening the pull request after %d tries: %s", attempts, detail)
+        return f"GitHub refused to open the pull request after {attempts} tries: {detail}"
 
     async def reap(self) -> list[str]:
         """Stories whose lease expired (runner died, job lost) are failed as infrastructure
@@ -244,7 +289,12 @@ class Orchestrator:
         reaped: list[str] = []
         for run in await self.store.active_runs():
             with log_context(run=run.id):
-                reaped += await self._reap_run(run)
+                try:
+                    reaped += await self._reap_run(run)
+                except Exception:
+                    # One run's trouble (GitHub refusing, a corrupt record) must not stop
+                    # the reaper from looking after every other run.
+                    log.exception("reaping run %s failed; trying again next pass", run.id)
         return reaped
 
     async def _reap_run(self, run: Run) -> list[str]:
@@ -323,7 +373,7 @@ class Orchestrator:
         for lease in (VERIFY_LEASE, FINALIZE_LEASE):
             if await self.store.lease_holder(run.id, lease) is not None:
                 return []
-        if not await self._once(f"finalize:{run.id}", 30):
+        if not await self._once(f"finalize:{run.id}", FINALIZE_RETRY_SECONDS):
             return []
         if _needs_verification(run) and not run.verification:
             await self._verify(run)

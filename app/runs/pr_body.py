@@ -18,7 +18,6 @@ from datetime import datetime
 from app.runs.dag import TIER_WEIGHTS, critical_path, levels, topological_order
 from app.runs.models import Plan, RunState, Story, StoryProgress
 from app.runs.report import (
-    COMMANDS,
     COMMENT_LIMIT,
     _clip,
     _code_block,
@@ -59,7 +58,6 @@ _STATUS = {
 }
 _SHA = re.compile(r"[0-9a-f]{7,64}")
 _URL = re.compile(r"https://[^\s<>()\[\]`\"']+")
-_RETRY = "/baro retry [S3 …]"
 
 #: Most characters of evidence (or of a red check's output) shown per block.
 EVIDENCE_CAP = 6000
@@ -664,8 +662,9 @@ def _commands(run: Run) -> list[str]:
         "",
         "## Commands",
         "",
-        f"- `/baro retry` on #{run.issue_number}: {COMMANDS[_RETRY]}.",
-        f"- `/baro status` on #{run.issue_number}: refresh the tracking comment.",
+        f"- `/baro retry` on #{run.issue_number}: retry failed or blocked stories (all of them"
+        " if none are named).",
+        f"- `/baro status` on #{run.issue_number}: a reply with the run's current checklist.",
         f"- `/baro <instructions>` on #{run.issue_number}: a new run (follow-up runs on this"
         " pull request's branch are not supported yet).",
     ]
@@ -793,7 +792,8 @@ def _pr_line(run: Run, pr_url: str | None, state: RunState, landed: int) -> str:
     why = f" ({escape_inline(run.failure, 300)})" if run.failure else ""
     return (
         f"**No pull request yet:** the {landed} stories that landed are on the branch{branch}, "
-        f"but the pull request was not opened{why}. Comment `/baro status` to try again."
+        f"but the pull request was not opened{why}. Open one from that branch by hand, or "
+        "comment `/baro retry` to try again."
     )
 
 

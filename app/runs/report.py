@@ -44,8 +44,11 @@ COMMANDS: Mapping[str, str] = {
     "/baro plan": "make a new plan and wait for approval before running it",
     "/baro approve": "start running the plan shown in this comment",
     "/baro cancel": "stop the run; stories that already landed stay on the branch",
-    "/baro retry [S3 …]": "retry failed or blocked stories (all of them if none are named)",
-    "/baro status": "refresh this comment with the current state",
+    "/baro retry [S3 …]": (
+        "retry failed or blocked stories (all of them if none are named), or open the pull "
+        "request GitHub refused"
+    ),
+    "/baro status": "reply with the run's current checklist",
     "/baro help": "list the commands",
 }
 

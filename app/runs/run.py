@@ -118,6 +118,8 @@ class Run(BaseModel):
     finished_at: datetime | None = None
     pr_number: int | None = None
     pr_url: str | None = None
+    pr_refusals: int = 0
+    """Failed attempts to open or update the pull request since the run last finished."""
     verification: list[VerifyResult] = Field(default_factory=list)
     fix_story: str | None = None
     """The story added after a red verification (at most one per run)."""

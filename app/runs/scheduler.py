@@ -156,6 +156,12 @@ def reset_for_retry(run: Run, only: tuple[str, ...] = ()) -> Run:
         targets = {sid for sid in targets if run.stories[sid].state in retryable}
     else:
         targets = {sid for sid, r in run.stories.items() if r.state in retryable}
+    if not targets and not only and _pull_request_missing(run):
+        # Everything that could land did, but the PR was never opened (GitHub refused, or
+        # the run stalled while finalizing): finish again, which verifies and opens it.
+        return run.model_copy(
+            update={"state": "running", "finished_at": None, "failure": None, "pr_refusals": 0}
+        )
     if not targets:
         raise RetryRefused("no failed, blocked or cancelled stories to retry")
     stories = dict(run.stories)
@@ -170,7 +176,14 @@ def reset_for_retry(run: Run, only: tuple[str, ...] = ()) -> Run:
                 "failure_kind": None,
             }
         )
-    return run.model_copy(update={"state": "running", "stories": stories, "finished_at": None})
+    return run.model_copy(
+        update={"state": "running", "stories": stories, "finished_at": None, "pr_refusals": 0}
+    )
+
+
+def _pull_request_missing(run: Run) -> bool:
+    landed = any(r.state == "landed" for r in run.stories.values())
+    return run.state in ("checkpoint", "failed") and landed and run.pr_number is None
 
 
 def spent_usd(run: Run) -> float:

@@ -1,4 +1,4 @@
-"""Pure parts of the GitHub gateway: truncation and the retry policy."""
+"""Pure parts of the GitHub gateway: truncation, the retry policy, error descriptions."""
 
 from __future__ import annotations
 
@@ -11,12 +11,22 @@ import httpx
 from githubkit.exception import RequestFailed, RequestTimeout, SecondaryRateLimitExceeded
 from githubkit.response import Response
 
-from app.github import MAX_BODY, RetryPolicy, SerializedWriter, truncate_body
+from app.github import (
+    MAX_BODY,
+    RetryPolicy,
+    SerializedWriter,
+    describe_failure,
+    is_client_error,
+    truncate_body,
+)
 
 
-def response(status: int, headers: dict[str, str] | None = None) -> Response[object]:
+def response(
+    status: int, headers: dict[str, str] | None = None, body: object = None
+) -> Response[object]:
     request = httpx.Request("POST", "https://api.github.com/repos/o/r/issues/1/comments")
-    raw = httpx.Response(status, headers=headers or {}, request=request, json={"message": "x"})
+    content = body if body is not None else {"message": "x"}
+    raw = httpx.Response(status, headers=headers or {}, request=request, json=content)
     return Response(raw, object)
 
 
@@ -47,6 +57,31 @@ def test_retry_policy_backs_off_on_5xx_only() -> None:
     assert policy(RequestFailed(response(403)), 0).do_retry is False
     timeout = RequestTimeout(httpx.ReadTimeout("slow"))
     assert policy(timeout, 0).do_retry is True
+
+
+def test_failures_are_described_in_githubs_words() -> None:
+    validation = {
+        "message": "Validation Failed",
+        "errors": [
+            {"resource": "PullRequest", "code": "custom", "message": "No commits between a and b"},
+            {"resource": "PullRequest", "field": "base", "code": "invalid"},
+        ],
+    }
+    refused = RequestFailed(response(422, body=validation))
+    assert describe_failure(refused) == (
+        "GitHub answered 422 Validation Failed: No commits between a and b; invalid"
+    )
+    assert is_client_error(refused)
+    html = RequestFailed(response(502, body=["<html>"]))
+    assert describe_failure(html) == "GitHub answered 502"
+    assert not is_client_error(html)
+    huge = RequestFailed(response(403, body={"message": "no " * 500}))
+    assert len(describe_failure(huge)) == 300
+    limited = SecondaryRateLimitExceeded(response(403), timedelta(seconds=60))
+    assert not is_client_error(limited)  # waited out already; not a refusal
+    timeout = RequestTimeout(httpx.ReadTimeout("slow"))
+    assert describe_failure(timeout) == "RequestTimeout: slow"
+    assert not is_client_error(timeout)
 
 
 async def test_serialized_writer_spaces_and_serialises() -> None:

@@ -519,6 +519,75 @@ async def test_retry_after_a_failure_lands_the_rest_on_the_same_pull_request(
     ENDED.append((repo, issue.number, f"/pull/{number}", time.monotonic()))
 
 
+async def test_a_pull_request_github_keeps_refusing_is_reported_then_retried(
+    world: World, runners_bot: Bot, models: RunningModelServer
+) -> None:
+    """A refusal that will not go away ends the run with GitHub's words and the branch after
+    a few tries (not at the stall limit hours later); `/baro retry` opens the PR."""
+    t = tag()
+    title = f"Refused PR {t}"
+    repo = world.new_repo()
+    issue = world.new_issue(repo, title)
+    plan = {
+        "summary": "One file.",
+        "design_note": "Root file.",
+        "stories": [story("S1", f"Refused file {t}", [], "p.txt", "test -f p.txt")],
+    }
+    use(
+        models,
+        planner(title, plan),
+        agent(f"S1 {t}", "S1", f"Refused file {t}", [create("p.txt", "p\n"), finish()]),
+    )
+    pulls_path = rf"^/repos/{world.owner}/{repo.name}/pulls$"
+    refusal = world.state.faults.add(
+        method="POST",
+        path=pulls_path,
+        status=422,
+        body={
+            "message": "Validation Failed",
+            "errors": [{"resource": "PullRequest", "code": "custom", "message": f"base {t} gone"}],
+        },
+        times=None,
+    )
+    try:
+        await world.deliver_label(runners_bot, repo, issue.number)
+        first = wait_run(world, runners_bot, repo, issue.number, timeout=120)
+    finally:
+        world.state.faults.remove(refusal)
+    assert first["state"] == "failed" and first["pr_number"] is None, first
+    assert first["stories"]["S1"]["state"] == "landed"
+    assert refusal.hits == 3
+    assert first["failure"] == (
+        "GitHub refused to open the pull request after 3 tries: "
+        f"GitHub answered 422 Validation Failed: base {t} gone"
+    )
+    comment = comment_says(world, repo, issue.number, "**No pull request yet:**")
+    assert "### ❌ Failed — 1/1 stories landed" in comment.body
+    assert f"<code>{first['branch']}</code>" in comment.body
+    assert f"base {t} gone" in comment.body and "`/baro retry`" in comment.body
+    labels_once(world, repo, issue.number, "baro:failed")
+    assert world.state.pulls(repo) == []
+
+    resp = await world.deliver_comment(runners_bot, repo, issue.number, "/baro retry")
+    assert resp.status_code == 202, resp.text
+    state = wait_run(
+        world,
+        runners_bot,
+        repo,
+        issue.number,
+        lambda s: s["version"] > first["version"] and s["state"] in TERMINAL,
+        60,
+        "the retried run to open its pull request",
+    )
+    assert state["state"] == "done" and state["failure"] is None, state
+    assert state["stories"]["S1"]["attempts"] == 1  # nothing ran again
+    pulls = world.state.pulls(repo)
+    assert [p.number for p in pulls] == [state["pr_number"]]
+    assert subjects(world, repo, state["branch"])[0] == f"S1: Refused file {t}"
+    comment_says(world, repo, issue.number, "### ✅ Done — 1/1 stories landed")
+    labels_once(world, repo, issue.number, "baro:done")
+
+
 def test_retry_to_done_marks_the_pull_request_ready() -> None:
     if not RETRIED:
         pytest.skip("needs the retry test above")

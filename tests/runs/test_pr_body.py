@@ -300,6 +300,14 @@ def test_final_comment_keeps_marker_and_explains_missing_pr() -> None:
     assert "No pull request" in body and "`/baro retry`" in body
     done = render_final_comment(green_run(), pr_url=f"{REPO_URL}/pull/43")
     assert done.split("\n")[1].startswith("### ✅ Done — 6/6")
+    refused = green_run().model_copy(
+        update={"state": "failed", "failure": "GitHub answered 422 <b>Validation</b> Failed"}
+    )
+    unopened = render_final_comment(refused, pr_url=None)
+    assert "**No pull request yet:** the 6 stories that landed are on the branch" in unopened
+    assert f"<code>{refused.branch}</code>" in unopened
+    assert r"(GitHub answered 422 \<b\>Validation\</b\> Failed)" in unopened
+    assert "comment `/baro retry` to try again" in unopened
     assert f"{REPO_URL}/pull/43" in done
     assert done.count("- [x] **S") == 6
 

@@ -182,7 +182,20 @@ def test_retry_named_stories_and_refusals() -> None:
         reset_for_retry(run.model_copy(update={"state": "planning"}))
     landed = make_run(S1="landed", S2="landed", S3="landed", S4="landed", S5="landed")
     with pytest.raises(RetryRefused, match="no failed"):
-        reset_for_retry(landed.model_copy(update={"state": "checkpoint"}))
+        reset_for_retry(landed.model_copy(update={"state": "checkpoint", "pr_number": 7}))
+
+
+def test_retry_opens_the_pull_request_that_was_never_opened() -> None:
+    landed = make_run(S1="landed", S2="landed", S3="landed", S4="landed", S5="landed")
+    refused = landed.model_copy(
+        update={"state": "failed", "failure": "GitHub refused", "pr_refusals": 3}
+    )
+    again = reset_for_retry(refused)
+    assert (again.state, again.failure, again.pr_refusals) == ("running", None, 0)
+    assert again.stories == refused.stories  # nothing to redo: finishing opens the PR
+    assert finished(again) and admit(again, max_parallel=5) == []
+    with pytest.raises(RetryRefused, match="no failed"):
+        reset_for_retry(refused, ("S1",))  # naming landed stories retries nothing
 
 
 def test_budget_stops_new_stories() -> None:
