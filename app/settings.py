@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     story_lease_seconds: float = Field(default=60.0, gt=1)
     runner_concurrency: int = Field(default=2, ge=1, le=64)
     """Stories one runner process works on at once (they mostly wait on models)."""
+    mirror_idle_days: float = Field(default=14.0, gt=0)
+    """A repository's mirror no story used for this long is deleted from the runner's disk."""
     model_keys: dict[str, SecretStr] = Field(default_factory=dict, exclude=True)
     """API keys by model name, read from each model's `api_key_env` at start-up."""
 

@@ -129,7 +129,9 @@ class Mirror:
                     if attempt == FETCH_TRIES or not is_transient(err):
                         raise
                     await asyncio.sleep(RETRY_DELAY * attempt)
-            return (await self.git(["rev-parse", "--verify", f"{ref}^{{commit}}"])).strip()
+            head = (await self.git(["rev-parse", "--verify", f"{ref}^{{commit}}"])).strip()
+            os.utime(self.lock_path)  # last use, for housekeeping's idle-mirror sweep
+            return head
 
     async def _ensure(self) -> None:
         """Create the mirror on first use: init in a temporary directory, then rename."""
@@ -187,6 +189,10 @@ class MirrorCache:
         mirror = self._mirrors.setdefault(path, Mirror(path, repo))
         mirror.repo = repo  # the latest clone URL wins; `fetch` updates the stored remote
         return mirror
+
+    def at(self, path: Path) -> Mirror | None:
+        """The mirror object already made for `path` (it carries this process's lock)."""
+        return self._mirrors.get(path)
 
 
 __all__ = ["GitError", "Mirror", "MirrorCache", "RepoRef", "check_branch", "is_transient"]

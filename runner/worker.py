@@ -6,6 +6,8 @@ At start-up it proves that the sandbox confines commands and refuses to start ot
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -38,6 +40,7 @@ from app.queue import (
 )
 from app.runs.store import RunStore
 from app.settings import Settings
+from runner.housekeeping import sweep
 from runner.sandbox import SandboxPolicy, SandboxUnavailable, make_sandbox
 from runner.story import StoryRunner
 from runner.workspace import Workspaces
@@ -45,6 +48,7 @@ from runner.workspace import Workspaces
 log = logging.getLogger(__name__)
 
 STORY_TIMEOUT = 2 * 3600
+HOUSEKEEPING_EVERY_SECONDS = 600.0
 
 
 async def runner_ping(ctx: dict[str, Any]) -> str:
@@ -65,6 +69,21 @@ async def verify_run(ctx: dict[str, Any], run_id: str, round_: int = 1) -> str:
     """Verify the integrated run branch before the PR opens."""
     runner: StoryRunner = ctx["story_runner"]
     return await runner.verify_run(run_id, round_)
+
+
+async def housekeeping(settings: Settings, workspaces: Workspaces) -> None:
+    """Free the disk that dead runners, unused checkouts and idle mirrors hold, now and
+    every few minutes. In-process, not an arq cron: a queued job could run on another
+    machine, and each machine must sweep its own data directory."""
+    while True:
+        try:
+            await workspaces.trim_idle()
+            await asyncio.to_thread(
+                sweep, settings.runner_data_dir, max_idle_seconds=settings.mirror_idle_days * 86400
+            )
+        except Exception:
+            log.exception("housekeeping of %s failed; trying again later", settings.runner_data_dir)
+        await asyncio.sleep(HOUSEKEEPING_EVERY_SECONDS)
 
 
 def sandbox_policy(settings: Settings) -> SandboxPolicy:
@@ -93,9 +112,11 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
         data_dir.chmod(0o711)
         (data_dir / "mirrors").chmod(0o700)
         (data_dir / "worktrees").chmod(0o711)
+        workspaces = Workspaces(data_dir, owner=runner_id)
+        ctx["workspaces"] = workspaces
         sandbox = make_sandbox(settings.sandbox, sandbox_policy(settings))
         try:
-            await sandbox.self_check(data_dir / "worktrees")
+            await sandbox.self_check(workspaces.owner.acquire())
         except SandboxUnavailable as exc:
             raise RunnerStartupError(
                 f"the sandbox does not work here, refusing to run stories: {exc}"
@@ -110,7 +131,7 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
             gateway=GitHubGateway(
                 settings, AsyncRedisCacheStrategy(redis, prefix="baro:githubkit"), metrics
             ),
-            workspaces=Workspaces(data_dir),
+            workspaces=workspaces,
             sandbox=sandbox,
             http=http,
             prices=load_prices(settings.prices_file),
@@ -123,6 +144,7 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
         )
         await presence.start()
         ctx[PRESENCE_CTX] = presence
+        ctx["housekeeping"] = asyncio.create_task(housekeeping(settings, workspaces))
         log.info("runner %s ready (sandbox: %s)", runner_id, settings.sandbox)
 
     async def shutdown(ctx: dict[str, Any]) -> None:
@@ -130,6 +152,12 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
             await ctx["http"].aclose()
         if PRESENCE_CTX in ctx:
             await ctx[PRESENCE_CTX].stop()
+        if "housekeeping" in ctx:
+            ctx["housekeeping"].cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ctx["housekeeping"]
+        if "workspaces" in ctx:
+            ctx["workspaces"].close()
         await redis.aclose()
 
     options: dict[str, Any] = {

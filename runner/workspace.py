@@ -3,7 +3,10 @@
 `Workspaces` owns the runner's data directory:
 
     <data_dir>/mirrors/<owner>/<repo>.git        bare mirror (+ `.lock` beside it)
-    <data_dir>/worktrees/<run>-<story>-<attempt>-<random>
+    <data_dir>/worktrees/<process>/<run>-<story>-<attempt>-<random>
+    <data_dir>/worktrees/<process>.lock          held while that process lives
+
+(`runner.housekeeping` removes what dead processes and idle repositories leave behind.)
 
 A story attempt gets `prepare` (or the `worktree` context manager), lets the agent edit
 files, then `land`s one commit; `find_landed` lets a re-delivered job see that its story
@@ -15,9 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import secrets
 import shutil
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -30,6 +35,7 @@ from runner.commit_message import (
     is_story_commit,
     render_commit_message,
 )
+from runner.housekeeping import WorktreeOwner
 from runner.landing import Conflict, Landed, LandError, OnConflict, land
 from runner.mirror import Mirror, MirrorCache, RepoRef, check_branch
 from runner.worktree import DiffStat, Identity, Worktree, changed_files, diff_stat
@@ -38,6 +44,8 @@ log = logging.getLogger(__name__)
 
 IDLE_WORKTREES = 4
 """Checkouts kept per repository for reuse by the next stories."""
+IDLE_WORKTREE_SECONDS = 900.0
+"""A kept checkout nobody reused for this long is removed (disk, and its mirror's idleness)."""
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -45,12 +53,17 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 class Workspaces:
     """Mirrors and worktrees under one data directory; one instance per runner process."""
 
-    def __init__(self, data_dir: Path, *, identity: Identity | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, *, identity: Identity | None = None, owner: str | None = None
+    ) -> None:
         self.data_dir = data_dir
         self.identity = identity or Identity()
         self.mirrors = MirrorCache(data_dir / "mirrors")
-        self.worktrees_dir = data_dir / "worktrees"
-        self._idle: dict[Path, list[tuple[Path, Path]]] = {}
+        # The end of a runner id (pid, random) is what makes it unique: keep that part.
+        name = _UNSAFE.sub("_", owner or f"{os.getpid()}-{secrets.token_hex(3)}")[-80:]
+        self.owner = WorktreeOwner(data_dir / "worktrees", name)
+        self.worktrees_dir = self.owner.dir
+        self._idle: dict[Path, list[tuple[Path, Path, float]]] = {}
 
     async def prepare(
         self,
@@ -100,15 +113,36 @@ class Workspaces:
         the files that differ, where a fresh checkout writes them all), or remove it."""
         pool = self._idle.setdefault(worktree.mirror.path, [])
         if len(pool) < IDLE_WORKTREES and worktree.path.is_dir():
-            pool.append((worktree.path, worktree.git_dir))
+            pool.append((worktree.path, worktree.git_dir, time.monotonic()))
             return
         await cleanup(worktree)
+
+    async def trim_idle(self, max_idle_seconds: float = IDLE_WORKTREE_SECONDS) -> int:
+        """Remove kept checkouts nobody reused for `max_idle_seconds`; returns how many."""
+        removed = 0
+        cutoff = time.monotonic() - max_idle_seconds
+        for mirror_path, pool in list(self._idle.items()):
+            stale = [entry for entry in pool if entry[2] < cutoff]
+            for entry in stale:
+                pool.remove(entry)
+            mirror = self.mirrors.at(mirror_path)
+            for path, _git_dir, _kept in stale:
+                if mirror is not None:
+                    await _remove(path, mirror)
+                else:
+                    await asyncio.to_thread(shutil.rmtree, path, ignore_errors=True)
+                removed += 1
+        return removed
+
+    def close(self) -> None:
+        """Give up this process's claim on its worktrees (housekeeping may remove them)."""
+        self.owner.release()
 
     async def _reuse(self, mirror: Mirror, head: str) -> tuple[Path, Path] | None:
         """An idle worktree of this mirror, reset to `head` and cleaned, if one is left."""
         pool = self._idle.get(mirror.path, [])
         while pool:
-            path, git_dir = pool.pop()
+            path, git_dir, _kept = pool.pop()
             env = {"GIT_DIR": str(git_dir), "GIT_WORK_TREE": str(path)}
             try:
                 for state in ("rebase-merge", "rebase-apply"):
@@ -167,9 +201,7 @@ class Workspaces:
         return None
 
     def _ensure_worktrees_dir(self) -> None:
-        # Searchable (not readable) by others: a sandbox uid must reach its own worktree.
-        self.worktrees_dir.mkdir(parents=True, exist_ok=True)
-        self.worktrees_dir.chmod(0o711)
+        self.owner.acquire()
 
 
 async def cleanup(worktree: Worktree) -> None:

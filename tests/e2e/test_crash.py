@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -173,6 +174,8 @@ async def test_a_runner_killed_while_verifying_is_replaced(
     holder = wait_for(verifier, 60, "a runner to verify the integrated branch")
     pid = int(holder.split(":")[0].rsplit("-", 2)[1])  # runner id: host-pid-random
     victim = next(name for name, proc in crash_bot.procs.items() if proc.pid == pid)
+    dead = Path(crash_bot.env["BARO_RUNNER_DATA_DIR"]) / "worktrees" / holder.split(":")[0]
+    wait_for(lambda: dead.is_dir() and any(dead.iterdir()), 20, "the verifier's worktree")
     kill_and_restart(crash_bot, victim)
 
     state = wait_run(world, crash_bot, repo, issue.number, timeout=90)
@@ -180,3 +183,6 @@ async def test_a_runner_killed_while_verifying_is_replaced(
     assert [v["passed"] for v in state["verification"]] == [True]
     events = [e["kind"] for e in run_events(crash_bot, state["id"])]
     assert events.count("verified") == 1, events  # the dead runner never recorded a result
+    # The restarted runner's housekeeping removed the checkouts the dead one left behind.
+    wait_for(lambda: not dead.exists(), 20, "the dead runner's worktrees to be swept")
+    assert not dead.with_name(f"{dead.name}.lock").exists()

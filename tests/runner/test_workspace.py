@@ -102,6 +102,17 @@ def env(hub: Hub, tmp_path: Path) -> Env:
     return Env(hub, repo, ref, GitAuth(token.token), Workspaces(data_dir), data_dir)
 
 
+def worktree_records(mirror: Path) -> list[str]:
+    """The checkouts `mirror` has registered (what `git worktree list` reports)."""
+    out = subprocess.run(
+        ["git", f"--git-dir={mirror}", "worktree", "list", "--porcelain"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return [line.split(" ", 1)[1] for line in out.splitlines() if line.startswith("worktree ")]
+
+
 def message(story: str, title: str = "A story", summary: str = "Did it.") -> CommitMessage:
     return CommitMessage(RUN, story, title, summary, ("octo", 7))
 
@@ -119,19 +130,14 @@ async def test_prepare_at_run_branch_head_and_cleanup(env: Env) -> None:
     wt = await env.prepare("S2")
     assert wt.base == env.head()
     assert (wt.path / "b.py").read_text() == "b = 1\n"  # holds what S1 landed
-    assert wt.path.parent == env.data_dir / "worktrees"
+    assert wt.path.parent == env.ws.worktrees_dir
+    assert wt.path.parent.parent == env.data_dir / "worktrees"
     assert wt.path.name.startswith("r1-S2-1-")
     mirror = env.data_dir / "mirrors" / env.repo.full_name.lower()
     assert wt.mirror.path == mirror.with_name(mirror.name + ".git")
     await cleanup(wt)
     assert not wt.path.exists()
-    listing = subprocess.run(
-        ["git", f"--git-dir={wt.mirror.path}", "worktree", "list", "--porcelain"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    assert "worktree " + str(wt.path) not in listing
+    assert str(wt.path) not in worktree_records(wt.mirror.path)
     assert not (wt.mirror.path / "worktrees").exists() or not any(
         (wt.mirror.path / "worktrees").iterdir()
     )
