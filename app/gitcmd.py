@@ -99,3 +99,23 @@ async def shallow_clone(url: str, dest: Path, auth: GitAuth, branch: str | None 
     if branch:
         args += ["--branch", branch]
     await run_git([*args, url, str(dest)], auth=auth)
+
+
+async def read_remote_file(
+    checkout: Path, auth: GitAuth, branch: str, path: str, limit: int
+) -> str | None:
+    """`path` as it is on the remote's `branch` (fetched at depth 1 into a private ref), or
+    None when it is absent. For settings that must come from a branch other than the one
+    checked out: a follow-up run reads its repository's config from the default branch."""
+    ref = "refs/baro/config-source"
+    await run_git(
+        ["fetch", "--quiet", "--depth", "1", "--no-tags", "origin", f"+refs/heads/{branch}:{ref}"],
+        cwd=checkout,
+        auth=auth,
+    )
+    try:
+        await run_git(["cat-file", "-e", f"{ref}:{path}"], cwd=checkout)
+    except GitError:
+        return None
+    text = await run_git(["cat-file", "blob", f"{ref}:{path}"], cwd=checkout)
+    return text[:limit]

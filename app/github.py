@@ -241,6 +241,10 @@ class InstallationClient:
 
         return await self.writer.run(call)
 
+    async def pull(self, owner: str, repo: str, number: int) -> PullRequest:
+        resp = await self.gh.rest.pulls.async_get(owner, repo, number)
+        return resp.parsed_data
+
     async def find_pull(self, owner: str, repo: str, branch: str) -> PullRequestSimple | None:
         """The open PR from `branch`, so a re-run finds it instead of opening another."""
         resp = await self.gh.rest.pulls.async_list(

@@ -16,7 +16,7 @@ from app.github import WRITE_PERMISSIONS, InstallationClient
 from app.logs import bind_log_context
 from app.orchestrator import LABEL_RUNNING, set_state_label
 from app.runs.report import render_help, render_plan, render_queued
-from app.runs.run import Run, issue_key, run_id_for
+from app.runs.run import BRANCH_PREFIX, Run, issue_key, run_id_for
 from app.runs.scheduler import RetryRefused, cancel, reset_for_retry
 from app.runs.store import RunStore
 from app.webhooks import Trigger
@@ -62,13 +62,43 @@ class Intake:
         if t.verb in ("status", "cancel", "approve", "retry"):
             return await self._command_on_active_run(t)
         if t.is_pull_request:
-            await self._acknowledge(t)
-            await self._reply(t, replies.not_on_pull_requests())
-            return IntakeResult("pull-request")
+            return await self._follow_up(t)
         return await self._start_run(t)
 
-    async def _start_run(self, t: Trigger) -> IntakeResult:
+    async def _follow_up(self, t: Trigger) -> IntakeResult:
+        """`/baro <instructions>` on a PR baro opened: a run that adds to its branch."""
         await self._acknowledge(t)
+        pull = await self.gh.pull(t.owner, t.repo, t.issue_number)
+        head_repo = pull.head.repo.full_name if pull.head.repo else None
+        ours = (
+            pull.user is not None
+            and pull.user.login == self.bot_login
+            and head_repo == pull.base.repo.full_name
+            and pull.head.ref.startswith(BRANCH_PREFIX)
+        )
+        if not ours:
+            await self._reply(t, replies.not_on_pull_requests())
+            return IntakeResult("pull-request")
+        if pull.state != "open":
+            await self._reply(t, replies.follow_up_on_closed(pull.head.ref))
+            return IntakeResult("pull-request-closed")
+        if not t.instructions.strip():
+            await self._reply(t, replies.follow_up_needs_instructions())
+            return IntakeResult("follow-up-without-instructions")
+        return await self._start_run(
+            t, pr_branch=pull.head.ref, pr_number=pull.number, pr_url=pull.html_url
+        )
+
+    async def _start_run(
+        self,
+        t: Trigger,
+        *,
+        pr_branch: str | None = None,
+        pr_number: int | None = None,
+        pr_url: str | None = None,
+    ) -> IntakeResult:
+        if pr_branch is None:
+            await self._acknowledge(t)
         run = Run(
             id=run_id_for(t.delivery_id),
             delivery_id=t.delivery_id,
@@ -82,6 +112,9 @@ class Intake:
             trigger=t.kind,
             plan_only=t.verb == "plan",
             instructions=t.instructions,
+            pr_branch=pr_branch,
+            pr_number=pr_number,
+            pr_url=pr_url,
         )
         await self._supersede_waiting_plan(run)
         holder = await self.store.claim_issue(run.issue_key, run.id)

@@ -60,6 +60,10 @@ STATE_LABELS = (LABEL_RUNNING, LABEL_DONE, LABEL_FAILED)
 RESUME_AFTER_SECONDS = 10.0
 
 
+class PullRequestClosed(Exception):
+    """A follow-up's PR is no longer open: there is nothing to add the work to."""
+
+
 class PullRequestDeferred(Exception):
     """GitHub did not take the PR this time; the run stays finalizing for another try."""
 
@@ -210,6 +214,8 @@ class Orchestrator:
             if landed:
                 try:
                     pr_url, pr_number = await self._pull_request(gh, run)
+                except PullRequestClosed as exc:
+                    refusal = str(exc)
                 except (RequestError, RequestFailed) as exc:
                     refusal = await self._refused(run, exc)  # re-raises while worth retrying
             final = "failed" if refusal else _final_state(run, landed)
@@ -238,6 +244,15 @@ class Orchestrator:
         """Open the run's PR, or update the one already open from its branch."""
         branch = run.branch
         assert branch is not None
+        if run.pr_branch is not None:
+            # A follow-up adds commits to its PR; the description stays the original run's.
+            pull = await gh.pull(run.owner, run.repo, run.issue_number)
+            if pull.state != "open":
+                raise PullRequestClosed(
+                    f"pull request #{pull.number} was closed before the follow-up finished; "
+                    f"its commits are on the branch {branch}"
+                )
+            return pull.html_url, pull.number
         repository = await gh.repository(run.owner, run.repo)
         run = run.model_copy(update={"finished_at": run.finished_at or now()})
         title = render_pr_title(run)

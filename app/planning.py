@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from app.gitcmd import GitAuth, GitError, run_git, shallow_clone
+from app.gitcmd import GitAuth, GitError, read_remote_file, run_git, shallow_clone
 from app.github import GitHubGateway, InstallationClient
 from app.llm.catalog import CatalogError, ModelCatalog, build_client
 from app.llm.client import ModelClient
@@ -36,6 +36,7 @@ from app.settings import Settings
 log = logging.getLogger(__name__)
 
 REPO_CONFIG_PATH = ".github/baro.yml"
+CONFIG_LIMIT = 100_000
 AGENT_DOCS = ("AGENTS.md", "CLAUDE.md", "README.md")
 RETRY_HINT = "Comment `/baro plan` to try again."
 PLAN_LEASE = "plan"
@@ -116,15 +117,23 @@ class Planning:
         )
         with tempfile.TemporaryDirectory(prefix="baro-plan-") as tmp:
             checkout = Path(tmp) / "repo"
+            # A follow-up plans on the PR's branch; settings always come from the default
+            # branch, which only the repository's writers change (never a story agent).
+            source = run.pr_branch or repository.default_branch
+            auth = GitAuth(token)
             try:
-                await shallow_clone(
-                    repository.clone_url, checkout, GitAuth(token), repository.default_branch
-                )
+                await shallow_clone(repository.clone_url, checkout, auth, source)
                 base_sha = (await run_git(["rev-parse", "HEAD"], cwd=checkout)).strip()
+                if run.pr_branch:
+                    config_text = await read_remote_file(
+                        checkout, auth, repository.default_branch, REPO_CONFIG_PATH, CONFIG_LIMIT
+                    )
             except GitError as exc:
                 raise RunFailed(f"could not clone {repository.full_name}", [str(exc)]) from exc
             repo = ReadOnlyRepo(checkout)
-            config = self._repo_config(repo)
+            if not run.pr_branch:
+                config_text = repo.read_optional(REPO_CONFIG_PATH, limit=CONFIG_LIMIT)
+            config = self._repo_config(config_text)
             model_name, client = self._planner_client(config)
             docs = {name: text for name in AGENT_DOCS if (text := repo.read_optional(name))}
             request = PlanRequest(
@@ -134,6 +143,7 @@ class Planning:
                 issue_body=issue.body or "",
                 instructions=run.instructions,
                 docs=docs,
+                follow_up_branch=run.pr_branch,
             )
             model_config = self._catalog().get(model_name)
             budget = PlannerBudget(
@@ -162,10 +172,11 @@ class Planning:
 
         auto = self.settings.auto_execute and config.auto_execute and not run.plan_only
         state: RunState = "ready" if auto else "planned"
-        branch = branch_name(run.issue_number, issue.title)
-        created = await gh.ensure_branch(run.owner, run.repo, branch, base_sha)
-        if not created:
-            log.info("run %s reuses the existing branch %s", run.id, branch)
+        branch = run.pr_branch or branch_name(run.issue_number, issue.title)
+        if run.pr_branch is None:
+            created = await gh.ensure_branch(run.owner, run.repo, branch, base_sha)
+            if not created:
+                log.info("run %s reuses the existing branch %s", run.id, branch)
 
         def planned(r: Run) -> Run | None:
             if r.state != "planning":
@@ -203,8 +214,7 @@ class Planning:
     def _catalog(self) -> ModelCatalog:
         return ModelCatalog(self.settings.models)
 
-    def _repo_config(self, repo: ReadOnlyRepo) -> RepoConfig:
-        text = repo.read_optional(REPO_CONFIG_PATH, limit=100_000)
+    def _repo_config(self, text: str | None) -> RepoConfig:
         if text is None:
             return RepoConfig()
         try:

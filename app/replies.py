@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.runs.report import render_help
+from app.runs.report import escape_inline, render_help
 
 
 def reply_marker(delivery_id: str) -> str:
@@ -60,6 +60,21 @@ def cancelled(run_id: str) -> str:
 def not_on_pull_requests() -> str:
     return (
         "baro starts runs from issues: comment `/baro` (or add the label) on the issue this "
-        "pull request is about. Follow-up runs on a pull request's branch are not supported "
-        "yet."
+        "pull request is about. On a pull request baro opened, `/baro <instructions>` starts "
+        "a follow-up run on its branch."
+    )
+
+
+def follow_up_on_closed(branch: str) -> str:
+    return (
+        f"This pull request is closed, so a follow-up run has nowhere to go (its branch was "
+        f"`{escape_inline(branch, 120)}`). Reopen it, or comment `/baro` on the issue for a "
+        "new run."
+    )
+
+
+def follow_up_needs_instructions() -> str:
+    return (
+        "Tell me what to change: `/baro <instructions>` on this pull request plans and runs "
+        "just that on its branch, for example `/baro add type hints to the new module`."
     )

@@ -665,8 +665,9 @@ def _commands(run: Run) -> list[str]:
         f"- `/baro retry` on #{run.issue_number}: retry failed or blocked stories (all of them"
         " if none are named).",
         f"- `/baro status` on #{run.issue_number}: a reply with the run's current checklist.",
-        f"- `/baro <instructions>` on #{run.issue_number}: a new run (follow-up runs on this"
-        " pull request's branch are not supported yet).",
+        "- `/baro <instructions>` on this pull request: a follow-up run that plans just that"
+        " and adds its commits to this branch.",
+        f"- `/baro` on #{run.issue_number}: a new run from scratch.",
     ]
 
 

@@ -443,8 +443,8 @@ def render_help() -> str:
             *rows,
             "",
             "Comment a command on the issue. Only people with write access to the repository "
-            "can run commands. Runs start from issues: follow-up runs on baro's pull request "
-            "are not supported yet.",
+            "can run commands. On a pull request baro opened, `/baro <instructions>` starts a "
+            "follow-up run that adds its commits to that pull request's branch.",
         ]
     )
 

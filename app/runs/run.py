@@ -113,6 +113,9 @@ class Run(BaseModel):
     plan_stats: PlanStats | None = None
     failure: str | None = None
     branch: str | None = None
+    pr_branch: str | None = None
+    """Set for a follow-up run on the bot's own pull request (`issue_number` is then the PR):
+    the PR's branch, which the run extends instead of making a branch and a PR of its own."""
     stories: dict[str, StoryRecord] = Field(default_factory=dict)
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -144,8 +147,11 @@ def issue_key(owner: str, repo: str, number: int) -> str:
     return f"{owner.lower()}/{repo.lower()}#{number}"
 
 
+BRANCH_PREFIX = "baro/"
+
+
 def branch_name(issue_number: int, title: str) -> str:
     """`baro/issue-42-reservation-status-enum`: readable, valid as a git ref, bounded."""
     words = re.findall(r"[a-z0-9]+", title.lower())
     slug = "-".join(words)[:40].strip("-") or "run"
-    return f"baro/issue-{issue_number}-{slug}"
+    return f"{BRANCH_PREFIX}issue-{issue_number}-{slug}"

@@ -1,0 +1,135 @@
+"""Follow-up runs: `/baro <instructions>` on baro's own pull request plans just that on the
+PR's branch and adds its commits there — real web, worker and runners against the testbed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from testbed.github.gitops import branch_ahead
+from testbed.models.harness import RunningModelServer
+from tests.e2e.harness import Bot, World, tracking, wait_for, wait_run
+from tests.e2e.test_execution import runners_bot, story
+from tests.e2e.test_failures import (
+    agent,
+    comment_says,
+    create,
+    finish,
+    labels_once,
+    planner,
+    subjects,
+    tag,
+    use,
+)
+
+__all__ = ["runners_bot"]
+
+BRANCH_CONFIG = 'verify:\n  - "exit 7"\nbudget_usd: 100\n'
+"""What a story wrote into the run branch's `.github/baro.yml`; a follow-up must not obey it."""
+
+
+def reply_says(world: World, repo: Any, number: int, text: str) -> Any:
+    return wait_for(
+        lambda: next((c for c in world.bot_comments(repo, number) if text in c.body), None),
+        20,
+        f"a reply saying {text!r}",
+    )
+
+
+async def test_follow_up_on_the_bots_pull_request_adds_to_its_branch(
+    world: World, runners_bot: Bot, models: RunningModelServer
+) -> None:
+    t = tag()
+    title = f"Greeting {t}"
+    repo = world.new_repo(
+        {"README.md": "# x\n", ".github/baro.yml": 'verify:\n  - "test -f hello.txt"\n'}
+    )
+    issue = world.new_issue(repo, title)
+    first_plan = {
+        "summary": "A greeting.",
+        "design_note": "Root files.",
+        "stories": [story("S1", f"Hello file {t}", [], "hello.txt", "test -f hello.txt")],
+    }
+    hello = [
+        create("hello.txt", "hello\n"),
+        create(".github/baro.yml", BRANCH_CONFIG),
+        finish(),
+    ]
+    ask = f"also add a farewell file {t}"
+    follow_plan = {
+        "summary": "A farewell.",
+        "design_note": "Next to hello.txt.",
+        "stories": [story("S1", f"Bye file {t}", [], "bye.txt", "grep -q hello hello.txt")],
+    }
+    follow_planner = {
+        "name": f"follow-up plan {t}",
+        "match": {"system": "baro's planner", "first_user": ask},
+        "turns": [{"tool_calls": [{"name": "submit_plan", "arguments": follow_plan}]}],
+    }
+    use(
+        models,
+        follow_planner,
+        planner(title, first_plan),
+        agent(f"S1 {t}", "S1", f"Hello file {t}", hello),
+        agent(f"bye {t}", "S1", f"Bye file {t}", [create("bye.txt", "bye\n"), finish()]),
+    )
+    await world.deliver_label(runners_bot, repo, issue.number)
+    first = wait_run(world, runners_bot, repo, issue.number)
+    assert first["state"] == "done", first
+    (pull,) = world.state.pulls(repo)
+    body_before = pull.issue.body
+    final = comment_says(world, repo, issue.number, "### ✅ Done — 1/1 stories landed")
+    issue_comment_before = final.body
+
+    # Without instructions there is nothing to plan: the bot asks for them.
+    await world.deliver_comment(runners_bot, repo, pull.number, "/baro")
+    reply_says(world, repo, pull.number, "Tell me what to change")
+    assert tracking(world, repo, pull.number) is None
+
+    resp = await world.deliver_comment(runners_bot, repo, pull.number, f"/baro {ask}")
+    assert resp.status_code == 202, resp.text
+    state = wait_run(world, runners_bot, repo, pull.number, timeout=90)
+    assert state["state"] == "done", state
+    assert state["id"] != first["id"]
+    assert state["branch"] == state["pr_branch"] == first["branch"]
+    assert state["pr_number"] == pull.number
+    # Settings come from the default branch, not from what a story wrote on the run branch.
+    assert state["repo_config"]["verify"] == ["test -f hello.txt"]
+    assert [v["passed"] for v in state["verification"]] == [True]
+
+    # The follow-up's planner saw the PR and the instructions, framed as a follow-up.
+    planned = [r for r in models.requests if r.rule == f"follow-up plan {t}"]
+    kickoff = planned[0].body["messages"][1]["content"]
+    assert f"Pull request #{pull.number}:" in kickoff
+    assert f"This is a follow-up on that pull request. Its branch ({first['branch']})" in kickoff
+    assert ask in kickoff and "<untrusted-pull-request-body" in kickoff
+
+    log = subjects(world, repo, first["branch"])
+    assert log[:2] == [f"S1: Bye file {t}", f"S1: Hello file {t}"]
+    assert world.state.read_file(repo, first["branch"], "bye.txt") == b"bye\n"
+    assert world.state.read_file(repo, first["branch"], "hello.txt") == b"hello\n"
+
+    # Still one PR, its description untouched; the follow-up reports on the PR itself.
+    (same,) = world.state.pulls(repo)
+    assert same.number == pull.number and same.issue.body == body_before
+    comment = comment_says(world, repo, pull.number, "### ✅ Done — 1/1 stories landed")
+    assert f"**Pull request:** {state['pr_url']}" in comment.body
+    labels_once(world, repo, pull.number, "baro:done")
+    assert tracking(world, repo, issue.number).body == issue_comment_before
+
+    # A closed pull request takes no more follow-ups.
+    world.state.update_pull(repo, pull.number, state="closed")
+    await world.deliver_comment(runners_bot, repo, pull.number, f"/baro more {t}")
+    reply_says(world, repo, pull.number, "This pull request is closed")
+
+
+async def test_a_baro_named_branch_does_not_make_a_humans_pull_request_baros(
+    world: World, runners_bot: Bot
+) -> None:
+    repo = world.new_repo()
+    branch_ahead(repo.git_dir, "baro/issue-1-lookalike")
+    theirs = world.state.create_pull(
+        repo, title="Looks like baro's", head="baro/issue-1-lookalike", base="main"
+    )
+    await world.deliver_comment(runners_bot, repo, theirs.number, "/baro tidy this up")
+    reply_says(world, repo, theirs.number, "baro starts runs from issues")
+    assert tracking(world, repo, theirs.number) is None  # no run was created for it
