@@ -61,6 +61,19 @@ class _Comment(_Lenient):
     id: int
     body: str | None = None
     performed_via_github_app: _App | None = None
+    path: str | None = None
+    """Set on a review comment: the file it is attached to (with `line`)."""
+    line: int | None = None
+
+
+class _PullRequest(_Lenient):
+    number: int
+    title: str = ""
+
+
+class _Review(_Lenient):
+    id: int
+    body: str | None = None
 
 
 class _Installation(_Lenient):
@@ -75,6 +88,8 @@ class _Envelope(_Lenient):
     issue: _Issue | None = None
     label: _Label | None = None
     comment: _Comment | None = None
+    pull_request: _PullRequest | None = None
+    review: _Review | None = None
 
 
 class Trigger(BaseModel):
@@ -119,9 +134,14 @@ class BotIdentity:
         return f"{self.slug}[bot]"
 
 
+REVIEW_EVENTS = frozenset({"pull_request_review", "pull_request_review_comment"})
+"""`/baro <instructions>` in a review or a review comment on baro's PR: a follow-up."""
+HANDLED_EVENTS = frozenset({"issues", "issue_comment"}) | REVIEW_EVENTS
+
+
 def route(event: str, delivery_id: str, body: bytes, bot: BotIdentity) -> Trigger | Ignored:
     """Decide what a (verified) delivery means. Raises MalformedPayload for a broken body."""
-    if event not in ("issues", "issue_comment"):
+    if event not in HANDLED_EVENTS:
         return Ignored(f"event {event} is not handled")
     try:
         raw = json.loads(body)
@@ -136,7 +156,9 @@ def route(event: str, delivery_id: str, body: bytes, bot: BotIdentity) -> Trigge
         where = ".".join(str(p) for p in first["loc"])
         raise MalformedPayload(f"unexpected payload at {where}: {first['msg']}") from None
 
-    if env.sender is None or env.repository is None or env.issue is None:
+    on_pull = event in REVIEW_EVENTS
+    target = env.pull_request if on_pull else env.issue
+    if env.sender is None or env.repository is None or target is None:
         return Ignored("payload has no sender, repository or issue")
     if env.installation is None:
         return Ignored("delivery is not for an App installation")
@@ -150,9 +172,10 @@ def route(event: str, delivery_id: str, body: bytes, bot: BotIdentity) -> Trigge
         "installation_id": env.installation.id,
         "owner": env.repository.owner.login,
         "repo": env.repository.name,
-        "issue_number": env.issue.number,
-        "issue_title": env.issue.title,
-        "is_pull_request": env.issue.pull_request is not None,
+        "issue_number": target.number,
+        "issue_title": target.title,
+        "is_pull_request": on_pull
+        or (env.issue is not None and env.issue.pull_request is not None),
         "sender_login": env.sender.login,
         "sender_id": env.sender.id,
     }
@@ -164,27 +187,50 @@ def route(event: str, delivery_id: str, body: bytes, bot: BotIdentity) -> Trigge
             return Ignored("not the trigger label")
         return Trigger(kind="label", **base)
 
+    if event == "pull_request_review":
+        if env.action != "submitted":
+            return Ignored(f"pull_request_review.{env.action} is not handled")
+        if env.review is None:
+            return Ignored("review missing")
+        # A review has no issue-comment id to react to: the 👀 goes on the PR itself.
+        return _command_trigger(env.review.body, None, "", base)
+
     if env.action != "created":
-        return Ignored(f"issue_comment.{env.action} is not handled")
+        return Ignored(f"{event}.{env.action} is not handled")
     comment = env.comment
     if comment is None:
         return Ignored("comment missing")
     app = comment.performed_via_github_app
     if app is not None and app.id == bot.app_id:
         return Ignored("the App's own comment")
+    if event == "pull_request_review_comment":
+        context = ""
+        if comment.path:
+            line = f", line {comment.line}" if comment.line else ""
+            context = f"\n\n(Review comment on {comment.path}{line}.)"
+        return _command_trigger(comment.body, None, context, base)
+    return _command_trigger(comment.body, comment.id, "", base)
+
+
+def _command_trigger(
+    body: str | None, comment_id: int | None, context: str, base: dict[str, Any]
+) -> Trigger | Ignored:
+    """A `/baro …` text as a comment trigger; `context` (where a review comment sits) is
+    appended to the instructions so the planner knows what the reviewer pointed at."""
     try:
-        command: Command | None = parse_command(comment.body or "")
+        command: Command | None = parse_command(body or "")
     except CommandError as exc:
         return Trigger(
-            kind="comment", comment_id=comment.id, verb="invalid", command_error=str(exc), **base
+            kind="comment", comment_id=comment_id, verb="invalid", command_error=str(exc), **base
         )
     if command is None:
         return Ignored("comment is not a /baro command")
+    instructions = command.instructions + context if command.instructions else ""
     return Trigger(
         kind="comment",
-        comment_id=comment.id,
+        comment_id=comment_id,
         verb=command.verb,
-        instructions=command.instructions,
+        instructions=instructions,
         stories=command.stories,
         **base,
     )

@@ -224,3 +224,45 @@ def issue_comment_created_payload(
             template.get("comment"), shapes.issue_comment(state.base_url, target, comment)
         )
         return payload
+
+
+def pull_request_review_comment_payload(
+    state: GitHubState,
+    repo: Repo | str,
+    number: int,
+    body: str,
+    commenter: str,
+    installation_id: int,
+    *,
+    path: str = "README.md",
+    line: int = 1,
+    fixtures_dir: Path | None = None,
+) -> JSON:
+    """A `pull_request_review_comment`/`created` payload on PR `number` (an inline comment on
+    `path`:`line`). Review comments are not kept in state: the bot never reads them back."""
+    template = load_fixture(
+        "pull_request_review_comment", "created.payload.json", fixtures_dir=fixtures_dir
+    )
+    with state.lock:
+        target = state.get_repo(repo)
+        pull = target.pulls[number]
+        user = state.user(commenter)
+        payload = _common(state, template, target, user, installation_id)
+        payload["action"] = "created"
+        payload["pull_request"] = _merged(
+            template.get("pull_request"), shapes.pull_request(state.base_url, target, pull)
+        )
+        comment = copy.deepcopy(template["comment"])
+        comment.update(
+            {
+                "id": state.new_id(),
+                "body": body,
+                "path": path,
+                "line": line,
+                "original_line": line,
+                "user": shapes.simple_user(state.base_url, user),
+                "pull_request_url": payload["pull_request"]["url"],
+            }
+        )
+        payload["comment"] = comment
+        return payload

@@ -116,6 +116,51 @@ def test_malformed_bodies(body: bytes) -> None:
         route("issues", "d", body, BOT)
 
 
+def reviewed(event: str, name: str, body: str | None) -> dict[str, Any]:
+    payload = copy.deepcopy(load(event, name))
+    payload["review" if event == "pull_request_review" else "comment"]["body"] = body
+    payload["installation"] = {"id": 77, "node_id": "x"}
+    return payload
+
+
+def test_review_and_review_comment_commands_are_pull_request_triggers() -> None:
+    review = reviewed("pull_request_review", "submitted.payload.json", "/baro rename foo to bar")
+    outcome = route("pull_request_review", "d", encode(review), BOT)
+    assert isinstance(outcome, Trigger)
+    assert (outcome.kind, outcome.verb, outcome.is_pull_request) == ("comment", "run", True)
+    assert outcome.issue_number == review["pull_request"]["number"]
+    assert outcome.issue_title == review["pull_request"]["title"]
+    assert outcome.instructions == "rename foo to bar"
+    assert outcome.comment_id is None  # a review cannot take an issue-comment reaction
+
+    inline = reviewed(
+        "pull_request_review_comment", "created.payload.json", "/baro use a constant here"
+    )
+    outcome = route("pull_request_review_comment", "d", encode(inline), BOT)
+    assert isinstance(outcome, Trigger) and outcome.is_pull_request
+    assert outcome.instructions == "use a constant here\n\n(Review comment on README.md, line 265.)"
+    assert outcome.comment_id is None
+    status = reviewed("pull_request_review_comment", "created.payload.json", "/baro status")
+    outcome = route("pull_request_review_comment", "d", encode(status), BOT)
+    assert isinstance(outcome, Trigger) and (outcome.verb, outcome.instructions) == ("status", "")
+
+
+def test_reviews_without_a_command_or_of_other_actions_are_ignored() -> None:
+    for body in (None, "LGTM", "looks good /baro"):
+        plain = reviewed("pull_request_review", "submitted.payload.json", body)
+        assert isinstance(route("pull_request_review", "d", encode(plain), BOT), Ignored)
+    dismissed = reviewed("pull_request_review", "dismissed.payload.json", "/baro go")
+    assert isinstance(route("pull_request_review", "d", encode(dismissed), BOT), Ignored)
+    edited = reviewed("pull_request_review_comment", "edited.payload.json", "/baro go")
+    assert isinstance(route("pull_request_review_comment", "d", encode(edited), BOT), Ignored)
+    mine = reviewed("pull_request_review", "submitted.payload.json", "/baro go")
+    mine["sender"]["login"] = "baro-test[bot]"
+    assert isinstance(route("pull_request_review", "d", encode(mine), BOT), Ignored)
+    headless = reviewed("pull_request_review", "submitted.payload.json", "/baro go")
+    del headless["pull_request"]
+    assert isinstance(route("pull_request_review", "d", encode(headless), BOT), Ignored)
+
+
 def test_other_events_ignored_without_parsing() -> None:
     assert isinstance(route("push", "d", b"garbage", BOT), Ignored)
 

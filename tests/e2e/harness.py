@@ -17,7 +17,11 @@ from typing import Any, TypeVar
 import httpx
 from redis import Redis
 
-from testbed.github.delivery import issue_comment_created_payload, issue_labeled_payload
+from testbed.github.delivery import (
+    issue_comment_created_payload,
+    issue_labeled_payload,
+    pull_request_review_comment_payload,
+)
 from testbed.github.routes_hooks import deliver_recorded
 from testbed.github.server import TestbedServer
 from testbed.github.state import App, Installation, Issue, Repo
@@ -209,6 +213,21 @@ class World:
             self.state, repo, number, body, commenter or self.maintainer, self.installation.id
         )
         return await self.post(bot, "issue_comment", payload)
+
+    async def deliver_review_comment(
+        self, bot: Bot, repo: Repo, number: int, body: str, *, path: str, line: int
+    ) -> httpx.Response:
+        payload = pull_request_review_comment_payload(
+            self.state,
+            repo,
+            number,
+            body,
+            self.maintainer,
+            self.installation.id,
+            path=path,
+            line=line,
+        )
+        return await self.post(bot, "pull_request_review_comment", payload)
 
     async def post(
         self, bot: Bot, event: str, payload: Any, delivery_id: str | None = None

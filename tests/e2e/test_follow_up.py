@@ -7,7 +7,7 @@ from typing import Any
 
 from testbed.github.gitops import branch_ahead
 from testbed.models.harness import RunningModelServer
-from tests.e2e.harness import Bot, World, tracking, wait_for, wait_run
+from tests.e2e.harness import TERMINAL, Bot, World, run_state, tracking, wait_for, wait_run
 from tests.e2e.test_execution import runners_bot, story
 from tests.e2e.test_failures import (
     agent,
@@ -115,6 +115,57 @@ async def test_follow_up_on_the_bots_pull_request_adds_to_its_branch(
     assert f"**Pull request:** {state['pr_url']}" in comment.body
     labels_once(world, repo, pull.number, "baro:done")
     assert tracking(world, repo, issue.number).body == issue_comment_before
+
+    # A review comment on a line is a follow-up too, and the planner is told where it sits.
+    shout = f"shout it {t}"
+    use(
+        models,
+        {
+            "name": f"review plan {t}",
+            "match": {"system": "baro's planner", "first_user": shout},
+            "turns": [
+                {
+                    "tool_calls": [
+                        {
+                            "name": "submit_plan",
+                            "arguments": {
+                                "summary": "Loud.",
+                                "design_note": "Root.",
+                                "stories": [
+                                    story(
+                                        "S1", f"Loud file {t}", [], "loud.txt", "test -f loud.txt"
+                                    )
+                                ],
+                            },
+                        }
+                    ]
+                }
+            ],
+        },
+        agent(f"loud {t}", "S1", f"Loud file {t}", [create("loud.txt", "HELLO\n"), finish()]),
+    )
+    resp = await world.deliver_review_comment(
+        runners_bot, repo, pull.number, f"/baro {shout}", path="hello.txt", line=1
+    )
+    assert resp.status_code == 202, resp.text
+
+    def second_run() -> dict[str, Any] | None:
+        runs = [c for c in world.bot_comments(repo, pull.number) if "<!-- baro:run:" in c.body]
+        if len(runs) < 2:
+            return None
+        found = run_state(runners_bot.env["BARO_REDIS_URL"], runs[-1].body)
+        return found if found["state"] in TERMINAL else None
+
+    second = wait_for(second_run, 90, "the review comment's follow-up to end")
+    assert second["state"] == "done" and second["branch"] == first["branch"], second
+    review_plan = next(r for r in models.requests if r.rule == f"review plan {t}")
+    assert "(Review comment on hello.txt, line 1.)" in review_plan.body["messages"][1]["content"]
+    assert subjects(world, repo, first["branch"])[:3] == [
+        f"S1: Loud file {t}",
+        f"S1: Bye file {t}",
+        f"S1: Hello file {t}",
+    ]
+    assert len(world.state.pulls(repo)) == 1
 
     # A closed pull request takes no more follow-ups.
     world.state.update_pull(repo, pull.number, state="closed")
