@@ -782,6 +782,13 @@ def _pr_line(run: Run, pr_url: str | None, state: RunState, landed: int) -> str:
             "**No pull request:** the run was cancelled before any story landed, so there is "
             "nothing to review. Comment `/baro` to start again."
         )
+    if landed == 0 and run.pr_branch is not None:
+        why = f" ({escape_inline(run.failure, 300)})" if run.failure else ""
+        return (
+            f"**Nothing added:** no story of this follow-up landed{why}, so the pull request "
+            "is as it was. Comment `/baro retry` to retry the failed stories, or "
+            "`/baro <instructions>` to try something else."
+        )
     if landed == 0:
         why = f" ({escape_inline(run.failure, 300)})" if run.failure else ""
         return (

@@ -308,6 +308,10 @@ def test_final_comment_keeps_marker_and_explains_missing_pr() -> None:
     assert f"<code>{refused.branch}</code>" in unopened
     assert r"(GitHub answered 422 \<b\>Validation\</b\> Failed)" in unopened
     assert "comment `/baro retry` to try again" in unopened
+    follow_up = run.model_copy(update={"pr_branch": "baro/issue-42-x", "issue_number": 43})
+    nothing_added = render_final_comment(follow_up, pr_url=None)
+    assert "**Nothing added:** no story of this follow-up landed" in nothing_added
+    assert "No pull request" not in nothing_added
     assert f"{REPO_URL}/pull/43" in done
     assert done.count("- [x] **S") == 6
 
