@@ -30,17 +30,24 @@ MARKER_SCAN_MAX = 8 * 1024 * 1024
 # failing because another push moved the ref between its check and its update.
 _RACE_SIGNS = ("[rejected]", "cannot lock ref", "failed to update ref", "incorrect old value")
 
-LandErrorKind = Literal["no_change", "workflow", "push", "conflict"]
+LandErrorKind = Literal["no_change", "workflow", "push", "conflict", "verification"]
 
 
 class LandError(Exception):
     """The story could not land; `message` is meant for the user (and the agent)."""
 
-    def __init__(self, kind: LandErrorKind, message: str, files: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        kind: LandErrorKind,
+        message: str,
+        files: Sequence[str] = (),
+        evidence: Sequence[str] = (),
+    ) -> None:
         super().__init__(message)
         self.kind: LandErrorKind = kind
         self.message = message
         self.files = list(files)
+        self.evidence = list(evidence)
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,10 @@ class Landed:
 
 
 OnConflict = Callable[[Conflict], Awaitable[bool]]
+OnRebased = Callable[[Sequence[str]], Awaitable[None]]
+"""Called after a clean rebase that brought in changes to files the story changed too (the
+overlap is passed): the story's checks passed on the old base, so run them again; raise
+LandError("verification") to stop the push."""
 
 
 async def land(
@@ -71,6 +82,7 @@ async def land(
     max_push_attempts: int = 5,
     on_conflict: OnConflict | None = None,
     max_conflict_rounds: int = 2,
+    on_rebased: OnRebased | None = None,
 ) -> Landed:
     """Commit everything in the worktree once and push it onto the run branch.
 
@@ -79,7 +91,7 @@ async def land(
     """
     text = message.render()
     await _commit(worktree, text)
-    rounds = _Rounds(max_conflict_rounds)
+    rounds = _Rounds(max_conflict_rounds, on_rebased)
     rebased = False
     # Siblings land while the agent works: catch up before the first push rather than
     # after a rejected one (a fetch is cheaper than a refused push plus a fetch).
@@ -178,18 +190,27 @@ def _refuse_workflows(paths: list[str]) -> None:
 
 
 class _Rounds:
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, on_rebased: OnRebased | None = None) -> None:
         self.limit = limit
         self.used = 0
+        self.on_rebased = on_rebased
 
 
 async def _rebase(
     worktree: Worktree, onto: str, text: str, on_conflict: OnConflict | None, rounds: _Rounds
 ) -> None:
-    """Replay the story's one commit onto `onto`, resolving conflicts through the agent."""
+    """Replay the story's one commit onto `onto`, resolving conflicts through the agent
+    (which re-verifies); a clean replay over the story's own files is re-checked too."""
+    overlap: list[str] = []
+    if rounds.on_rebased is not None:
+        theirs = await _changed(worktree, worktree.base, onto)
+        ours = await _changed(worktree, worktree.base, "HEAD")
+        overlap = sorted(set(theirs) & set(ours))
+    clean = True
     try:
         await worktree.git(["rebase", "--quiet", "--no-verify", "--onto", onto, worktree.base])
     except GitError as err:
+        clean = False
         try:
             await _resolve(worktree, onto, err, on_conflict, rounds)
         except BaseException:
@@ -197,6 +218,12 @@ async def _rebase(
             raise
     worktree.base = onto
     await _one_commit(worktree, text)
+    if clean and overlap and rounds.on_rebased is not None:
+        await rounds.on_rebased(overlap)
+
+
+async def _changed(worktree: Worktree, old: str, new: str) -> list[str]:
+    return split_z(await worktree.git(["diff", "--name-only", "-z", "--no-renames", old, new]))
 
 
 async def _resolve(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -31,7 +31,7 @@ from app.runs.store import RunStore
 from app.settings import Settings
 from runner.agent import AgentResult, StoryAgent, StoryBrief, StoryBudget, turn_pricer
 from runner.commit_message import CommitMessage
-from runner.landing import Conflict, LandError, land
+from runner.landing import Conflict, LandError, OnRebased, land
 from runner.mirror import RepoRef
 from runner.workspace import Workspaces
 from runner.worktree import Worktree
@@ -58,6 +58,7 @@ LAND_FAILURES: dict[str, FailureKind] = {
     "workflow": "workflow",
     "conflict": "conflict",
     "push": "transport",
+    "verification": "verification",
 }
 
 
@@ -212,6 +213,18 @@ class StoryRunner:
             async def resolve(conflict: Conflict) -> bool:
                 return await agent.resolve_conflict(list(conflict.files), conflict.details)
 
+            async def recheck(overlap: Sequence[str]) -> None:
+                red = [r for r in await agent.verify() if not r.passed]
+                if red:
+                    names = ", ".join(f"`{r.command}`" for r in red)
+                    raise LandError(
+                        "verification",
+                        f"after rebasing onto stories that also changed {', '.join(overlap)}, "
+                        f"{names} failed",
+                        overlap,
+                        [f"$ {r.command}\n{r.output_tail}" for r in red],
+                    )
+
             message = CommitMessage(
                 run_id=run.id,
                 story_id=story.id,
@@ -220,11 +233,12 @@ class StoryRunner:
                 co_author=(run.requester, run.requester_id) if run.requester_id else None,
             )
             try:
-                landed = await _land(wt, message, auth, resolve)
+                landed = await _land(wt, message, auth, resolve, recheck)
             except LandError as exc:
                 outcome = _from_agent(agent.result, model_name)
                 outcome.kind = LAND_FAILURES.get(exc.kind, "transport")
                 outcome.message = exc.message
+                outcome.evidence += exc.evidence
                 return outcome
             outcome = _from_agent(agent.result, model_name)
             outcome.landed_sha = landed
@@ -385,8 +399,9 @@ async def _land(
     message: CommitMessage,
     auth: GitAuth,
     resolve: Callable[[Conflict], Awaitable[bool]],
+    recheck: OnRebased,
 ) -> str:
-    landed = await land(wt, message, auth, on_conflict=resolve)
+    landed = await land(wt, message, auth, on_conflict=resolve, on_rebased=recheck)
     return landed.sha
 
 

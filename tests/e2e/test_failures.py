@@ -706,6 +706,57 @@ def test_runner_refuses_to_start_without_a_working_sandbox(
     assert "Traceback" not in result.stderr
 
 
+def edit(path: str, old: str, new: str, latency: float = 0.0) -> dict[str, Any]:
+    arguments = {"command": "str_replace", "path": path, "old_str": old, "new_str": new}
+    turn: dict[str, Any] = {
+        "tool_calls": [{"name": "editor", "arguments": arguments}],
+        "usage": {"input": 800, "output": 60},
+    }
+    if latency:
+        turn["latency"] = latency
+    return turn
+
+
+async def test_checks_run_again_after_a_clean_rebase_over_the_storys_files(
+    world: World, runners_bot: Bot, models: RunningModelServer
+) -> None:
+    """S2's check passes on the base it started from, but not with S1's change to the same
+    file, which git merges without a conflict: S2 must not land on its stale green."""
+    t = tag()
+    title = f"Same file {t}"
+    repo = world.new_repo({"a.py": "".join(f"v{i} = {i}\n" for i in range(8))})
+    issue = world.new_issue(repo, title)
+    s2_check = "! grep -q 'v0 = 10' a.py && grep -q 'v7 = 70' a.py"
+    plan = {
+        "summary": "Two edits.",
+        "design_note": "a.py only.",
+        "stories": [
+            story("S1", f"Top line {t}", [], "a.py", "grep -q 'v0 = 10' a.py"),
+            story("S2", f"Bottom line {t}", [], "a.py", s2_check),
+        ],
+    }
+    bottom = edit("a.py", "v7 = 7", "v7 = 70", latency=5)  # after S1 has landed
+    use(
+        models,
+        planner(title, plan),
+        agent(f"S1 {t}", "S1", f"Top line {t}", [edit("a.py", "v0 = 0", "v0 = 10"), finish()]),
+        agent(f"S2 {t}", "S2", f"Bottom line {t}", [bottom, finish(), finish(), finish()]),
+    )
+    await world.deliver_label(runners_bot, repo, issue.number)
+
+    state = wait_run(world, runners_bot, repo, issue.number, timeout=120)
+    stories = state["stories"]
+    assert {sid: s["state"] for sid, s in stories.items()} == {"S1": "landed", "S2": "failed"}
+    assert stories["S2"]["failure_kind"] == "verification"
+    branch = state["branch"]
+    assert subjects(world, repo, branch)[:-1] == [f"S1: Top line {t}"]
+    assert world.state.read_file(repo, branch, "a.py").splitlines()[-1] == b"v7 = 7"
+    # The first attempt failed on the re-check after its rebase; the retry was told so.
+    retry = kickoffs(requests_of(models, f"S2 {t}"))[1]
+    assert "A previous attempt at this story failed" in retry
+    assert "after rebasing onto stories that also changed a.py" in retry
+
+
 def test_a_retry_is_told_why_the_previous_attempt_failed() -> None:
     if not KICKOFFS:
         pytest.skip("needs the runs above")

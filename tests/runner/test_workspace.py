@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -282,6 +282,57 @@ async def test_conflict_resolved_by_the_agent(env: Env) -> None:
     assert env.read("other.py") == "o = 1\n"
     assert len(env.story_commits()) == 2
     assert env.raw_message(landed.sha) == message("S2", "Second").render()
+    await cleanup(second)
+
+
+async def test_a_clean_rebase_over_the_storys_own_files_is_rechecked(env: Env) -> None:
+    """S1 and S2 edit different lines of a.py: git merges them without a conflict, but S2's
+    checks passed without S1's line, so they run again before S2 is pushed."""
+    lines = [f"v{i} = {i}\n" for i in range(8)]
+    setup = await env.prepare("S0")
+    (setup.path / "a.py").write_text("".join(lines))
+    await land(setup, message("S0"), env.auth)
+    await cleanup(setup)
+    first, second = await asyncio.gather(env.prepare("S1"), env.prepare("S2"))
+    (first.path / "a.py").write_text("".join(["v0 = 10\n", *lines[1:]]))
+    (second.path / "a.py").write_text("".join([*lines[:-1], "v7 = 70\n"]))
+    (second.path / "b.py").write_text("b = 1\n")
+    merged = "".join(["v0 = 10\n", *lines[1:-1], "v7 = 70\n"])
+    first_sha = (await land(first, message("S1"), env.auth)).sha
+    await cleanup(first)
+    seen: list[tuple[list[str], str]] = []
+
+    async def red(overlap: Sequence[str]) -> None:
+        seen.append((list(overlap), (second.path / "a.py").read_text()))
+        raise LandError("verification", "checks failed after the rebase", overlap, ["boom"])
+
+    with pytest.raises(LandError) as caught:
+        await land(second, message("S2"), env.auth, on_rebased=red)
+    assert caught.value.kind == "verification" and caught.value.evidence == ["boom"]
+    assert seen == [(["a.py"], merged)]  # checked on the merged file
+    assert env.head() == first_sha  # nothing pushed
+
+    async def green(overlap: Sequence[str]) -> None:
+        seen.append((list(overlap), ""))
+
+    landed = await land(second, message("S2"), env.auth, on_rebased=green)
+    assert env.head() == landed.sha and env.read("a.py") == merged
+    await cleanup(second)
+
+
+async def test_a_rebase_over_other_files_is_not_rechecked(env: Env) -> None:
+    first, second = await asyncio.gather(env.prepare("S1"), env.prepare("S2"))
+    (first.path / "one.py").write_text("one = 1\n")
+    (second.path / "two.py").write_text("two = 2\n")
+    await land(first, message("S1"), env.auth)
+    await cleanup(first)
+    calls: list[Sequence[str]] = []
+
+    async def recheck(overlap: Sequence[str]) -> None:
+        calls.append(overlap)
+
+    landed = await land(second, message("S2"), env.auth, on_rebased=recheck)
+    assert landed.rebased and calls == []
     await cleanup(second)
 
 
