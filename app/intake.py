@@ -85,6 +85,9 @@ class Intake:
         if not t.instructions.strip():
             await self._reply(t, replies.follow_up_needs_instructions())
             return IntakeResult("follow-up-without-instructions")
+        busy = await self._branch_busy(t, pull.head.ref, run_id_for(t.delivery_id))
+        if busy is not None:
+            return busy
         return await self._start_run(
             t, pr_branch=pull.head.ref, pr_number=pull.number, pr_url=pull.html_url
         )
@@ -171,6 +174,10 @@ class Intake:
             await self._reply(t, replies.cancelled(run.id))
             return IntakeResult("cancelled", run.id)
         if t.verb == "retry":
+            if run.branch is not None:
+                busy = await self._branch_busy(t, run.branch, run.id)
+                if busy is not None:
+                    return busy
             try:
                 await self.store.update(run.id, lambda r: reset_for_retry(r, t.stories))
             except RetryRefused as exc:
@@ -194,6 +201,15 @@ class Intake:
             return IntakeResult("approved", run.id)
         await self._reply(t, replies.not_yet(t.verb, run.state))
         return IntakeResult("not-yet", run.id)
+
+    async def _branch_busy(self, t: Trigger, branch: str, run_id: str) -> IntakeResult | None:
+        """Claim `branch` for `run_id`; reply and return a result when another run has it."""
+        holder = await self.store.claim_branch(t.owner, t.repo, branch, run_id)
+        if holder == run_id:
+            return None
+        other = await self.store.get(holder)
+        await self._reply(t, replies.branch_busy(branch, other.id, await self._comment_url(other)))
+        return IntakeResult("branch-busy", other.id)
 
     def _status(self, run: Run) -> str:
         if run.plan is None:

@@ -112,6 +112,14 @@ class Planning:
     async def _plan(self, run: Run, gh: InstallationClient) -> str:
         repository = await gh.repository(run.owner, run.repo)
         issue = await gh.issue(run.owner, run.repo, run.issue_number)
+        # Before any model is paid: a follow-up on this issue's PR may be using the branch.
+        branch = run.pr_branch or branch_name(run.issue_number, issue.title)
+        holder = await self.store.claim_branch(run.owner, run.repo, branch, run.id)
+        if holder != run.id:
+            raise RunFailed(
+                f"another baro run ({holder}) is still adding commits to the branch {branch}",
+                next_step="Comment `/baro` again when it has finished.",
+            )
         token = await self.gateway.repo_token(
             run.installation_id, run.repo, {"contents": "read", "metadata": "read"}
         )
@@ -172,7 +180,6 @@ class Planning:
 
         auto = self.settings.auto_execute and config.auto_execute and not run.plan_only
         state: RunState = "ready" if auto else "planned"
-        branch = run.pr_branch or branch_name(run.issue_number, issue.title)
         if run.pr_branch is None:
             created = await gh.ensure_branch(run.owner, run.repo, branch, base_sha)
             if not created:

@@ -33,6 +33,15 @@ def already_running(run_id: str, comment_url: str | None) -> str:
     )
 
 
+def branch_busy(branch: str, run_id: str, comment_url: str | None) -> str:
+    where = f" ([progress]({comment_url}))" if comment_url else ""
+    return (
+        f"Another baro run (`{run_id}`){where} is still adding commits to "
+        f"`{escape_inline(branch, 120)}`. Two runs on one branch would step on each other: "
+        "comment again when it has finished, or `/baro cancel` it where it runs."
+    )
+
+
 def no_run(verb: str) -> str:
     return (
         f"There is no baro run on this issue to {verb}. Comment `/baro` to start one, "

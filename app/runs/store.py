@@ -125,7 +125,16 @@ class RunStore:
 
     async def claim_issue(self, issue_key: str, run_id: str) -> str:
         """Make `run_id` the issue's active run unless another holds it; returns the holder."""
-        key = self._active_key(issue_key)
+        return await self._claim(self._active_key(issue_key), run_id)
+
+    async def claim_branch(self, owner: str, repo: str, branch: str, run_id: str) -> str:
+        """Make `run_id` the one run pushing to `branch` unless an unfinished run does (a
+        follow-up on the PR and a retry or a new run on the issue share the branch)."""
+        key = f"{PREFIX}branch:{owner.lower()}/{repo.lower()}:{branch}"
+        return await self._claim(key, run_id)
+
+    async def _claim(self, key: str, run_id: str) -> str:
+        """`key` names its holder run; a finished or vanished holder is taken over."""
         while True:
             if await self.redis.set(key, run_id, nx=True):
                 return run_id

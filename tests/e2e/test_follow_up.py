@@ -184,3 +184,55 @@ async def test_a_baro_named_branch_does_not_make_a_humans_pull_request_baros(
     await world.deliver_comment(runners_bot, repo, theirs.number, "/baro tidy this up")
     reply_says(world, repo, theirs.number, "baro starts runs from issues")
     assert tracking(world, repo, theirs.number) is None  # no run was created for it
+
+
+async def test_a_follow_up_waits_while_a_retry_is_adding_to_the_branch(
+    world: World, runners_bot: Bot, models: RunningModelServer
+) -> None:
+    t = tag()
+    title = f"Busy branch {t}"
+    repo = world.new_repo()
+    issue = world.new_issue(repo, title)
+    plan = {
+        "summary": "Two files.",
+        "design_note": "Root files.",
+        "stories": [
+            story("S1", f"Flaky {t}", [], "f.txt", "grep -q right f.txt"),
+            story("S2", f"Steady {t}", [], "s.txt", "test -f s.txt"),
+        ],
+    }
+    steady = agent(f"S2 {t}", "S2", f"Steady {t}", [create("s.txt", "s\n"), finish()])
+    wrong = [create("f.txt", "wrong\n"), finish(), finish(), finish()]
+    use(models, planner(title, plan), agent(f"S1 {t}", "S1", f"Flaky {t}", wrong), steady)
+    await world.deliver_label(runners_bot, repo, issue.number)
+    first = wait_run(world, runners_bot, repo, issue.number)
+    assert first["state"] == "checkpoint", first["stories"]
+    (pull,) = world.state.pulls(repo)
+
+    slow_fix = [create("f.txt", "right\n", latency=6), finish()]
+    use(models, agent(f"S1 fixed {t}", "S1", f"Flaky {t}", slow_fix), steady)
+    await world.deliver_comment(runners_bot, repo, issue.number, "/baro retry")
+    wait_run(
+        world,
+        runners_bot,
+        repo,
+        issue.number,
+        lambda s: s["version"] > first["version"] and s["state"] == "running",
+        30,
+        "the retry to start",
+    )
+    await world.deliver_comment(runners_bot, repo, pull.number, f"/baro polish it {t}")
+    busy = reply_says(world, repo, pull.number, "is still adding commits to")
+    assert first["id"] in busy.body and f"`{first['branch']}`" in busy.body
+    assert tracking(world, repo, pull.number) is None  # no follow-up run was started
+
+    done = wait_run(
+        world,
+        runners_bot,
+        repo,
+        issue.number,
+        lambda s: s["version"] > first["version"] and s["state"] in TERMINAL,
+        60,
+        "the retry to end",
+    )
+    assert done["state"] == "done", done["stories"]

@@ -84,6 +84,19 @@ async def test_one_active_run_per_issue(store: RunStore) -> None:
     assert active is not None and active.id == second.id
 
 
+async def test_one_run_per_branch_across_issue_and_pull_request(store: RunStore) -> None:
+    issue_run, _ = await store.create(make_run("d-b1"))
+    follow_up, _ = await store.create(make_run("d-b2"))
+    branch = "baro/issue-1-x"
+    assert await store.claim_branch("Octo", "Demo", branch, issue_run.id) == issue_run.id
+    assert await store.claim_branch("octo", "demo", branch, follow_up.id) == issue_run.id
+    assert await store.claim_branch("octo", "demo", "baro/other", follow_up.id) == follow_up.id
+    assert await store.claim_branch("octo", "elsewhere", branch, follow_up.id) == follow_up.id
+    await store.update(issue_run.id, lambda r: r.model_copy(update={"state": "checkpoint"}))
+    assert await store.claim_branch("octo", "demo", branch, follow_up.id) == follow_up.id
+    assert await store.claim_branch("octo", "demo", branch, issue_run.id) == follow_up.id
+
+
 async def test_claim_survives_a_vanished_holder(store: RunStore) -> None:
     run = make_run("d-3")
     assert await store.claim_issue(run.issue_key, "r-ghost") == "r-ghost"
