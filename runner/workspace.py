@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 IDLE_WORKTREES = 4
 """Checkouts kept per repository for reuse by the next stories."""
 IDLE_WORKTREE_SECONDS = 900.0
+FRESH_HEAD_SECONDS = 2.0
+"""A branch head `find_landed` fetched this recently serves the next `prepare` of that
+branch instead of a second fetch (landing catches up with anything newer anyway)."""
 """A kept checkout nobody reused for this long is removed (disk, and its mirror's idleness)."""
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -64,6 +67,7 @@ class Workspaces:
         self.owner = WorktreeOwner(data_dir / "worktrees", name)
         self.worktrees_dir = self.owner.dir
         self._idle: dict[Path, list[tuple[Path, Path, float]]] = {}
+        self._fresh: dict[tuple[Path, str], tuple[str, float]] = {}
 
     async def prepare(
         self,
@@ -79,7 +83,11 @@ class Workspaces:
         check_branch(branch)
         mirror = self.mirrors.get(repo)
         self._ensure_worktrees_dir()
-        head = await mirror.fetch(branch, auth)
+        fresh = self._fresh.pop((mirror.path, branch), None)
+        if fresh is not None and time.monotonic() - fresh[1] <= FRESH_HEAD_SECONDS:
+            head = fresh[0]
+        else:
+            head = await mirror.fetch(branch, auth)
         reused = await self._reuse(mirror, head)
         if reused is not None:
             path, git_dir = reused
@@ -120,7 +128,11 @@ class Workspaces:
     async def trim_idle(self, max_idle_seconds: float = IDLE_WORKTREE_SECONDS) -> int:
         """Remove kept checkouts nobody reused for `max_idle_seconds`; returns how many."""
         removed = 0
-        cutoff = time.monotonic() - max_idle_seconds
+        now = time.monotonic()
+        for key, (_head, seen) in list(self._fresh.items()):
+            if now - seen > FRESH_HEAD_SECONDS:
+                del self._fresh[key]
+        cutoff = now - max_idle_seconds
         for mirror_path, pool in list(self._idle.items()):
             stale = [entry for entry in pool if entry[2] < cutoff]
             for entry in stale:
@@ -183,6 +195,7 @@ class Workspaces:
         """The sha of this story's commit on the run branch (freshly fetched), if any."""
         mirror = self.mirrors.get(repo)
         head = await mirror.fetch(branch, auth)
+        self._fresh[(mirror.path, branch)] = (head, time.monotonic())
         out = await mirror.git(
             [
                 "log",

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from app.gitcmd import GitAuth, GitError
+from runner import workspace
 from runner.workspace import (
     CommitMessage,
     Conflict,
@@ -417,6 +418,35 @@ async def test_find_landed_after_a_crash(env: Env) -> None:
     assert await elsewhere.find_landed(env.ref, BRANCH, env.auth, RUN, "S1") == landed.sha
     assert await again.find_landed(env.ref, BRANCH, env.auth, "r2", "S1") is None
     assert await again.find_landed(env.ref, BRANCH, env.auth, RUN, "S2") is None
+
+
+async def test_the_idempotency_check_fetch_serves_the_worktree(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A story's start fetches the branch once: `find_landed`'s head is reused by `prepare`
+    right after it, but never a stale one."""
+
+    def fetches() -> int:
+        # Every fetch starts with the ref advertisement, whatever the protocol version.
+        log = env.hub.state.request_log("GET", rf"/{env.repo.full_name}\.git/info/refs$")
+        return len(log)
+
+    assert await env.ws.find_landed(env.ref, BRANCH, env.auth, RUN, "S1") is None
+    before = fetches()
+    wt = await env.prepare("S1")
+    assert fetches() == before and wt.base == env.head()
+    await cleanup(wt)
+
+    again = await env.prepare("S2")  # nothing fresh left: fetches
+    assert fetches() > before
+    await cleanup(again)
+
+    await env.ws.find_landed(env.ref, BRANCH, env.auth, RUN, "S1")
+    monkeypatch.setattr(workspace, "FRESH_HEAD_SECONDS", 0.0)  # any age is too old now
+    before = fetches()
+    late = await env.prepare("S3")
+    assert fetches() > before
+    await cleanup(late)
 
 
 async def test_landing_twice_does_not_stack_commits(env: Env) -> None:
