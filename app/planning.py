@@ -132,15 +132,16 @@ class Planning:
             try:
                 await shallow_clone(repository.clone_url, checkout, auth, source)
                 base_sha = (await run_git(["rev-parse", "HEAD"], cwd=checkout)).strip()
-                if run.pr_branch:
-                    config_text = await read_remote_file(
+                repo = ReadOnlyRepo(checkout)
+                config_text = (
+                    await read_remote_file(
                         checkout, auth, repository.default_branch, REPO_CONFIG_PATH, CONFIG_LIMIT
                     )
+                    if run.pr_branch
+                    else repo.read_optional(REPO_CONFIG_PATH, CONFIG_LIMIT)
+                )
             except GitError as exc:
                 raise RunFailed(f"could not clone {repository.full_name}", [str(exc)]) from exc
-            repo = ReadOnlyRepo(checkout)
-            if not run.pr_branch:
-                config_text = repo.read_optional(REPO_CONFIG_PATH, limit=CONFIG_LIMIT)
             config = self._repo_config(config_text)
             model_name, client = self._planner_client(config)
             docs = {name: text for name in AGENT_DOCS if (text := repo.read_optional(name))}

@@ -7,10 +7,11 @@ Three things would otherwise grow without bound:
   its whole life, so a lock anyone can take marks a dead owner whose checkouts can go;
 - mirrors of repositories no story has used for a while (the mirror's lock file is touched
   on every fetch): removed under that lock, and fetched afresh if the repository comes back;
-- half-made mirrors left by an `init` that was interrupted.
+- half-made mirrors left by an `init` that was interrupted, and removals cut short.
 
-Lock files are never deleted: a process waiting on one must not end up holding a lock on a
-file that no longer guards anything.
+A mirror's lock file is never deleted: a process waiting on it must not end up holding a lock
+on a file that no longer guards anything. An owner's lock file goes with its directory: the
+name is unique to one process, which is dead, so nobody else waits on it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import secrets
 import shutil
 import subprocess
 import time
@@ -128,6 +130,10 @@ def prune_mirrors(mirrors_dir: Path, *, max_idle_seconds: float, now: float | No
         for entry in sorted(owner.iterdir()):
             if not entry.is_dir() or entry.is_symlink():
                 continue
+            if entry.name.startswith(".") and ".trash-" in entry.name:
+                shutil.rmtree(entry, ignore_errors=True)  # a removal that was cut short
+                swept.partial_mirrors.append(entry)
+                continue
             if entry.name.startswith(".") and ".tmp-" in entry.name:
                 if current - entry.stat().st_mtime > TMP_MIRROR_GRACE_SECONDS:
                     shutil.rmtree(entry, ignore_errors=True)
@@ -149,7 +155,7 @@ def _remove_if_idle(mirror: Path, max_idle_seconds: float, now: float) -> bool:
         if _live_worktrees(mirror):
             _prune_worktree_records(mirror)
             return False
-        trash = mirror.with_name(f".{mirror.name}.trash-{os.getpid()}")
+        trash = mirror.with_name(f".{mirror.name}.trash-{secrets.token_hex(4)}")
         os.rename(mirror, trash)  # gone for every reader at once; the delete can be slow
     shutil.rmtree(trash, ignore_errors=True)
     return True

@@ -190,9 +190,5 @@ class MirrorCache:
         mirror.repo = repo  # the latest clone URL wins; `fetch` updates the stored remote
         return mirror
 
-    def at(self, path: Path) -> Mirror | None:
-        """The mirror object already made for `path` (it carries this process's lock)."""
-        return self._mirrors.get(path)
-
 
 __all__ = ["GitError", "Mirror", "MirrorCache", "RepoRef", "check_branch", "is_transient"]

@@ -45,10 +45,10 @@ log = logging.getLogger(__name__)
 IDLE_WORKTREES = 4
 """Checkouts kept per repository for reuse by the next stories."""
 IDLE_WORKTREE_SECONDS = 900.0
+"""A kept checkout nobody reused for this long is removed (disk, and its mirror's idleness)."""
 FRESH_HEAD_SECONDS = 2.0
 """A branch head `find_landed` fetched this recently serves the next `prepare` of that
 branch instead of a second fetch (landing catches up with anything newer anyway)."""
-"""A kept checkout nobody reused for this long is removed (disk, and its mirror's idleness)."""
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -66,7 +66,7 @@ class Workspaces:
         name = _UNSAFE.sub("_", owner or f"{os.getpid()}-{secrets.token_hex(3)}")[-80:]
         self.owner = WorktreeOwner(data_dir / "worktrees", name)
         self.worktrees_dir = self.owner.dir
-        self._idle: dict[Path, list[tuple[Path, Path, float]]] = {}
+        self._idle: dict[Mirror, list[tuple[Path, Path, float]]] = {}
         self._fresh: dict[tuple[Path, str], tuple[str, float]] = {}
 
     async def prepare(
@@ -119,7 +119,7 @@ class Workspaces:
     async def cleanup(self, worktree: Worktree) -> None:
         """Keep the checkout for the next story of this repository (a reset rewrites only
         the files that differ, where a fresh checkout writes them all), or remove it."""
-        pool = self._idle.setdefault(worktree.mirror.path, [])
+        pool = self._idle.setdefault(worktree.mirror, [])
         if len(pool) < IDLE_WORKTREES and worktree.path.is_dir():
             pool.append((worktree.path, worktree.git_dir, time.monotonic()))
             return
@@ -133,16 +133,12 @@ class Workspaces:
             if now - seen > FRESH_HEAD_SECONDS:
                 del self._fresh[key]
         cutoff = now - max_idle_seconds
-        for mirror_path, pool in list(self._idle.items()):
+        for mirror, pool in list(self._idle.items()):
             stale = [entry for entry in pool if entry[2] < cutoff]
             for entry in stale:
                 pool.remove(entry)
-            mirror = self.mirrors.at(mirror_path)
             for path, _git_dir, _kept in stale:
-                if mirror is not None:
-                    await _remove(path, mirror)
-                else:
-                    await asyncio.to_thread(shutil.rmtree, path, ignore_errors=True)
+                await _remove(path, mirror)
                 removed += 1
         return removed
 
@@ -152,7 +148,7 @@ class Workspaces:
 
     async def _reuse(self, mirror: Mirror, head: str) -> tuple[Path, Path] | None:
         """An idle worktree of this mirror, reset to `head` and cleaned, if one is left."""
-        pool = self._idle.get(mirror.path, [])
+        pool = self._idle.get(mirror, [])
         while pool:
             path, git_dir, _kept = pool.pop()
             env = {"GIT_DIR": str(git_dir), "GIT_WORK_TREE": str(path)}

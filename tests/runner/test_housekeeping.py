@@ -116,12 +116,13 @@ async def test_half_made_mirrors_are_removed_once_surely_dead(env: Env) -> None:
     owner_dir.mkdir(parents=True)
     dead = owner_dir / ".demo.git.tmp-0badc0de"
     fresh = owner_dir / ".demo.git.tmp-f00dfeed"
-    for path in (dead, fresh):
+    cut_short = owner_dir / ".demo.git.trash-12345678"  # a sweep killed mid-delete
+    for path in (dead, fresh, cut_short):
         (path / "objects").mkdir(parents=True)
     age(dead, TMP_MIRROR_GRACE_SECONDS + 60)
     swept = sweep(env.data_dir, max_idle_seconds=DAY)
-    assert swept.partial_mirrors == [dead]
-    assert not dead.exists() and fresh.is_dir()
+    assert swept.partial_mirrors == [dead, cut_short]
+    assert not dead.exists() and not cut_short.exists() and fresh.is_dir()
 
 
 async def test_kept_checkouts_are_trimmed_when_nobody_reuses_them(env: Env) -> None:
