@@ -147,6 +147,8 @@ def route(event: str, delivery_id: str, body: bytes, bot: BotIdentity) -> Trigge
         raw = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedPayload(f"body is not JSON: {exc}") from None
+    except RecursionError:  # nesting deeper than the parser's stack: not a GitHub payload
+        raise MalformedPayload("body is not JSON: nested too deeply") from None
     if not isinstance(raw, dict):
         raise MalformedPayload("body is not a JSON object")
     try:

@@ -121,6 +121,7 @@ def test_deliveries_are_counted_by_event_and_outcome(pem: str, redis_url: str) -
         assert deliver(url, "issues", body, secret="wrong").status_code == 401
         assert deliver(url, "push", b"{}").status_code == 202  # ignored
         assert deliver(url, "issues", b"not json").status_code == 400
+        assert deliver(url, "issues", b"[" * 10_000 + b"]" * 10_000).status_code == 400
         assert deliver(url, "ping", b"{}").status_code == 200
         got = scrape(url)
 
@@ -128,7 +129,7 @@ def test_deliveries_are_counted_by_event_and_outcome(pem: str, redis_url: str) -
     assert deliveries(got, "issues", "duplicate") == 1
     assert deliveries(got, "unverified", "bad_signature") == 1
     assert deliveries(got, "push", "ignored") == 1
-    assert deliveries(got, "issues", "malformed") == 1
+    assert deliveries(got, "issues", "malformed") == 2
     assert deliveries(got, "ping", "ping") == 1
 
 

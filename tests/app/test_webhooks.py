@@ -109,7 +109,16 @@ def test_without_installation_ignored() -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [b"not json", b"[1, 2]", b'{"sender": "x", "repository": 3}', b"\xff\xfe", b'"str"'],
+    [
+        b"not json",
+        b"[1, 2]",
+        b'{"sender": "x", "repository": 3}',
+        b"\xff\xfe",
+        b'"str"',
+        b"[" * 10_000 + b"]" * 10_000,
+        b'{"a":' * 10_000 + b"1" + b"}" * 10_000,
+        b'{"sender": ' + b"[" * 100_000,
+    ],
 )
 def test_malformed_bodies(body: bytes) -> None:
     with pytest.raises(MalformedPayload):

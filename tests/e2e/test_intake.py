@@ -130,7 +130,8 @@ async def test_every_fixture_payload_is_answered_without_5xx(world: World, bot: 
 
 async def test_malformed_signed_payloads_are_400(world: World, bot: Bot) -> None:
     async with httpx.AsyncClient(timeout=10) as client:
-        for body in (b"not json", b"[]", b'{"issue": "x", "sender": 1, "repository": {}}'):
+        deep = b'{"action": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"
+        for body in (b"not json", b"[]", b'{"issue": "x", "sender": 1, "repository": {}}', deep):
             headers = github_headers("issues", None, sign(world.app.webhook_secret, body))
             resp = await client.post(
                 bot.web_url + "/webhooks/github", content=body, headers=headers
