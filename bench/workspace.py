@@ -97,7 +97,7 @@ class Recorder:
 
     def install(self) -> None:
         # The runner modules call `run_git` through their own global name.
-        for module in (runner.mirror, runner.worktree):
+        for module in (runner.mirror,):
             module.run_git = self.wrap(module.run_git)  # type: ignore[attr-defined]
 
     @contextmanager

@@ -34,6 +34,7 @@ from runner.prompts import (
     first_message,
     markers_left_message,
     nudge_message,
+    refused_message,
     system_prompt,
     verification_failed_message,
 )
@@ -43,6 +44,7 @@ from runner.tools import StoryTools, ToolOutcome, cap_text
 __all__ = [
     "AgentResult",
     "FailReason",
+    "PrecommitCheck",
     "Pricer",
     "StopCheck",
     "StoryAgent",
@@ -63,8 +65,11 @@ FailReason = Literal[
     "no_finish",
     "cancelled",
     "conflict",
+    "refused",
 ]
 StopCheck = Callable[[], Awaitable[bool]]
+PrecommitCheck = Callable[[], Awaitable[list[str]]]
+"""What in the worktree baro would refuse to commit, one line each (empty: all fine)."""
 
 EVIDENCE_ITEMS = 6
 EVIDENCE_CHARS = 2_000
@@ -127,6 +132,8 @@ class AgentResult(BaseModel):
     evidence: list[str] = Field(default_factory=list)
     verify_results: list[VerifyResult] = Field(default_factory=list)
     duration_s: float = 0.0
+    refusals: list[str] = Field(default_factory=list)
+    """What baro refused to commit during the attempt (undone by the agent, or not)."""
 
 
 class _Failed(Exception):
@@ -184,6 +191,7 @@ class StoryAgent:
         budget: StoryBudget | None = None,
         should_stop: StopCheck | None = None,
         tools: StoryTools | None = None,
+        precommit: PrecommitCheck | None = None,
     ) -> None:
         self.client = client
         self.brief = brief
@@ -191,6 +199,9 @@ class StoryAgent:
         self.sandbox = sandbox
         self.budget = budget or StoryBudget()
         self.should_stop = should_stop
+        self.precommit = precommit
+        self.refusals: list[str] = []
+        """Every refusal the agent was shown, undone or not: the report lists them."""
         self.tools = tools or StoryTools(worktree, sandbox)
         self.conversation = Conversation(system=system_prompt(brief)).user(first_message(brief))
         self._meter = _Meter(self.budget, pricer, client.config.model_id)
@@ -320,7 +331,23 @@ class StoryAgent:
 
     async def _after_finish(self, repairs: _Repairs) -> str | None:
         results = await self.verify()
-        return self._judge(results, repairs)
+        complaint = self._judge(results, repairs)
+        if complaint is not None or self.precommit is None:
+            return complaint
+        refused = await self.precommit()
+        if not refused:
+            return None
+        for line in refused:
+            if line not in self.refusals:
+                self.refusals.append(line)
+        self._note("baro refused to commit", "\n".join(refused))
+        if not repairs.take():
+            raise _Failed(
+                "refused",
+                "baro refused to commit what cannot be committed safely:\n"
+                + "\n".join(f"- {line}" for line in refused),
+            )
+        return refused_message(refused, repairs.left)
 
     async def _after_conflict_finish(self, files: list[str], repairs: _Repairs) -> str | None:
         marked = [name for name in files if self._has_markers(name)]
@@ -408,6 +435,7 @@ class StoryAgent:
             evidence=list(self._evidence),
             verify_results=list(self._verify_results),
             duration_s=round(time.monotonic() - self._started, 3),
+            refusals=list(self.refusals),
         )
 
 

@@ -22,7 +22,6 @@ import logging
 import os
 import secrets
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -120,8 +119,9 @@ def remove_orphaned_worktrees(worktrees_dir: Path) -> list[Path]:
 
 
 def prune_mirrors(mirrors_dir: Path, *, max_idle_seconds: float, now: float | None = None) -> Swept:
-    """Remove mirrors idle longer than `max_idle_seconds` that no worktree uses, and dead
-    half-made ones. A mirror in use (locked, or with live worktrees) is left alone."""
+    """Remove mirrors idle longer than `max_idle_seconds`, and dead half-made ones. A mirror
+    in use (locked) is left alone; a story fetches its mirror when it starts, so a mirror idle
+    that long has no checkout that still needs it."""
     swept = Swept()
     current = time.time() if now is None else now
     if not mirrors_dir.is_dir():
@@ -150,49 +150,11 @@ def _remove_if_idle(mirror: Path, max_idle_seconds: float, now: float) -> bool:
         if not free:
             return False  # in use right now (or never used through a lock: leave it)
         if now - lock.stat().st_mtime <= max_idle_seconds:
-            _prune_worktree_records(mirror)
-            return False
-        if _live_worktrees(mirror):
-            _prune_worktree_records(mirror)
             return False
         trash = mirror.with_name(f".{mirror.name}.trash-{secrets.token_hex(4)}")
         os.rename(mirror, trash)  # gone for every reader at once; the delete can be slow
     shutil.rmtree(trash, ignore_errors=True)
     return True
-
-
-def _prune_worktree_records(mirror: Path) -> None:
-    """Forget worktrees whose checkout is gone (a dead owner's): their HEADs would keep
-    objects alive in the mirror for months (git's default prune expiry)."""
-    admin = mirror / "worktrees"
-    if not admin.is_dir() or not any(admin.iterdir()):
-        return
-    result = subprocess.run(
-        ["git", f"--git-dir={mirror}", "worktree", "prune"],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    if result.returncode != 0:
-        log.warning("git worktree prune in %s failed: %s", mirror, result.stderr.strip()[:500])
-
-
-def _live_worktrees(mirror: Path) -> bool:
-    """Worktrees registered in the mirror whose checkout still exists (git's own test for
-    `worktree prune`); records of vanished checkouts do not keep a mirror alive."""
-    admin = mirror / "worktrees"
-    if not admin.is_dir():
-        return False
-    for record in admin.iterdir():
-        gitdir = record / "gitdir"
-        try:
-            checkout_git = Path(gitdir.read_text().strip())
-        except OSError:
-            continue
-        if checkout_git.exists():
-            return True
-    return False
 
 
 def sweep(data_dir: Path, *, max_idle_seconds: float, now: float | None = None) -> Swept:

@@ -1,28 +1,30 @@
 """Landing a story: one commit, pushed fast-forward onto the run branch.
 
-Stories land concurrently, so a push is often rejected because another story landed first;
-then the commit is rebased onto the new head and pushed again. A textual conflict goes back
-to the story's agent through `on_conflict`. The commit is replaced on every rebase and
-never duplicated: exactly one commit per story reaches the branch.
+The commit is built in the mirror from the runner's own listing of the worktree
+(`runner.worktree.inspect`), after everything that may not be committed was refused. Stories
+land concurrently, so a push is often rejected because another story landed first; then the
+commit is merged onto the new head in the object store (`git merge-tree`) and pushed again.
+A textual conflict goes back to the story's agent through `on_conflict`, with the conflicted
+files (markers in place) written into its worktree. Exactly one commit per story reaches the
+branch, and host git never runs with the worktree as its work tree.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import stat
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from app.gitcmd import GitAuth, GitError
+from runner.change import WORKFLOWS_DIR, Change, summary
 from runner.commit_message import CommitMessage, is_story_commit
 from runner.mirror import RETRY_DELAY, is_transient
-from runner.worktree import Worktree, split_z
+from runner.objects import changed_paths, commit_tree, merge
+from runner.scan import read_beneath
+from runner.worktree import Worktree, commit_change, inspect, reset_to
 
-WORKFLOWS_DIR = ".github/workflows/"
 DETAILS_MAX = 12_000
 MARKER_SCAN_MAX = 8 * 1024 * 1024
 
@@ -30,7 +32,7 @@ MARKER_SCAN_MAX = 8 * 1024 * 1024
 # failing because another push moved the ref between its check and its update.
 _RACE_SIGNS = ("[rejected]", "cannot lock ref", "failed to update ref", "incorrect old value")
 
-LandErrorKind = Literal["no_change", "workflow", "push", "conflict", "verification"]
+LandErrorKind = Literal["no_change", "workflow", "refused", "push", "conflict", "verification"]
 
 
 class LandError(Exception):
@@ -52,7 +54,7 @@ class LandError(Exception):
 
 @dataclass(frozen=True)
 class Conflict:
-    """A rebase stopped on conflicts; the agent edits `files` under `worktree` to resolve."""
+    """A merge stopped on conflicts; the agent edits `files` under `worktree` to resolve."""
 
     files: tuple[str, ...]
     details: str
@@ -69,9 +71,31 @@ class Landed:
 
 OnConflict = Callable[[Conflict], Awaitable[bool]]
 OnRebased = Callable[[Sequence[str]], Awaitable[None]]
-"""Called after a clean rebase that brought in changes to files the story changed too (the
+"""Called after a clean merge that brought in changes to files the story changed too (the
 overlap is passed): the story's checks passed on the old base, so run them again; raise
 LandError("verification") to stop the push."""
+
+
+def refusal_error(change: Change) -> LandError | None:
+    """The LandError for a change holding anything that may not be committed, if it does."""
+    if not change.refusals:
+        return None
+    files = sorted({r.path for r in change.refusals})
+    lines = [r.line() for r in change.refusals]
+    if all(r.kind == "workflow" for r in change.refusals):
+        return LandError(
+            "workflow",
+            "baro's GitHub App has no workflows permission; changes to "
+            f"{', '.join(files)} cannot be pushed",
+            files,
+            lines,
+        )
+    return LandError(
+        "refused",
+        "baro refused to commit what cannot be committed safely:\n" + summary(change.refusals),
+        files,
+        lines,
+    )
 
 
 async def land(
@@ -86,39 +110,38 @@ async def land(
 ) -> Landed:
     """Commit everything in the worktree once and push it onto the run branch.
 
-    Raises LandError (no_change, workflow, push, conflict). Calling it again on the same
-    worktree recommits instead of stacking a second commit.
+    Raises LandError (no_change, workflow, refused, push, conflict, verification). Calling
+    it again on the same worktree commits the same change again instead of stacking.
     """
     text = message.render()
-    await _commit(worktree, text)
+    sha = await _commit(worktree, text)
     rounds = _Rounds(max_conflict_rounds, on_rebased)
     rebased = False
+    mirror = worktree.mirror
     # Siblings land while the agent works: catch up before the first push rather than
     # after a rejected one (a fetch is cheaper than a refused push plus a fetch).
     try:
-        head: str | None = await worktree.mirror.fetch(worktree.branch, auth)
+        head: str | None = await mirror.fetch(worktree.branch, auth)
     except GitError:
         head = None  # the push below reports what is wrong
     if head is not None and head != worktree.base:
-        sha = await worktree.head()
-        landed = sha if head == sha else await _story_commit(worktree, head, message)
+        landed = await _story_commit(worktree, head, message)
         if landed is not None:  # an earlier push of this story went through
             return Landed(landed, 0, rebased)
-        await _rebase(worktree, head, text, on_conflict, rounds)
+        sha = await _rebase(worktree, sha, head, text, on_conflict, rounds)
         rebased = True
     for attempt in range(1, max_push_attempts + 1):
-        await _check_workflows(worktree, "HEAD")
-        sha = await worktree.head()
+        await _check_workflows(worktree, sha)
         try:
-            await worktree.git(
-                ["push", "--quiet", "--no-verify", "origin", f"HEAD:refs/heads/{worktree.branch}"],
+            await mirror.git(
+                ["push", "--quiet", "--no-verify", "origin", f"{sha}:refs/heads/{worktree.branch}"],
                 auth=auth,
             )
             return Landed(sha, attempt, rebased)
         except GitError as err:
             push_error = err
         try:
-            head = await worktree.mirror.fetch(worktree.branch, auth)
+            head = await mirror.fetch(worktree.branch, auth)
         except GitError as err:
             raise LandError("push", f"push to {worktree.branch} failed: {push_error}") from err
         # The push may have gone through with only its answer lost (maybe with another
@@ -127,7 +150,7 @@ async def land(
         if landed is not None:
             return Landed(landed, attempt, rebased)
         if head != worktree.base:
-            await _rebase(worktree, head, text, on_conflict, rounds)
+            sha = await _rebase(worktree, sha, head, text, on_conflict, rounds)
             rebased = True
         elif is_transient(push_error):
             await asyncio.sleep(RETRY_DELAY * attempt)
@@ -140,6 +163,17 @@ async def land(
     )
 
 
+async def _commit(worktree: Worktree, text: str) -> str:
+    """The worktree's change as one commit on `base`, or a LandError saying why not."""
+    change = await inspect(worktree)
+    refused = refusal_error(change)
+    if refused is not None:
+        raise refused
+    if change.empty:
+        raise LandError("no_change", "the story produced no changes (no work product)")
+    return await commit_change(worktree, change, text)
+
+
 def _lost_race(error: GitError) -> bool:
     """A push refused because the branch moved: non-fast-forward, or a concurrent ref update."""
     return any(sign in str(error) for sign in _RACE_SIGNS)
@@ -147,7 +181,7 @@ def _lost_race(error: GitError) -> bool:
 
 async def _story_commit(worktree: Worktree, head: str, message: CommitMessage) -> str | None:
     """This story's commit among those that landed since `base`, if any."""
-    out = await worktree.git(["log", "--format=%H%x00%B%x1e", f"{worktree.base}..{head}"])
+    out = await worktree.mirror.git(["log", "--format=%H%x00%B%x1e", f"{worktree.base}..{head}"])
     for record in out.split("\x1e"):
         sha, _, body = record.strip("\n").partition("\0")
         if sha and is_story_commit(body, message.run_id, message.story_id):
@@ -155,31 +189,11 @@ async def _story_commit(worktree: Worktree, head: str, message: CommitMessage) -
     return None
 
 
-async def _commit(worktree: Worktree, text: str) -> None:
-    """Squash whatever is in the worktree into one commit on `base`."""
-    await worktree.git(["reset", "--quiet", "--soft", worktree.base])
-    await worktree.git(["add", "-A"])
-    staged = await worktree.git(
-        ["diff", "--cached", "--name-only", "-z", "--no-renames", worktree.base]
-    )
-    if not split_z(staged):
-        raise LandError("no_change", "the story produced no changes (no work product)")
-    _refuse_workflows(split_z(staged))
-    await _git_commit(worktree, text)
-
-
-async def _git_commit(worktree: Worktree, text: str, *extra: str) -> None:
-    flags = ["--quiet", "--no-verify", "--no-gpg-sign", "--cleanup=verbatim", *extra]
-    await worktree.git(["commit", *flags, "-m", text])
-
-
-async def _check_workflows(worktree: Worktree, rev: str) -> None:
-    names = await worktree.git(["diff", "--name-only", "-z", "--no-renames", worktree.base, rev])
-    _refuse_workflows(split_z(names))
-
-
-def _refuse_workflows(paths: list[str]) -> None:
-    bad = sorted(p for p in paths if p.startswith(WORKFLOWS_DIR))
+async def _check_workflows(worktree: Worktree, sha: str) -> None:
+    """The last guard before a push: nothing under .github/workflows/ (which the merge of
+    other stories' commits cannot bring in, as those were checked the same way)."""
+    names = await changed_paths(worktree.mirror, worktree.base, sha)
+    bad = sorted(p for p in names if p.casefold().startswith(WORKFLOWS_DIR + "/"))
     if bad:
         raise LandError(
             "workflow",
@@ -197,85 +211,76 @@ class _Rounds:
 
 
 async def _rebase(
-    worktree: Worktree, onto: str, text: str, on_conflict: OnConflict | None, rounds: _Rounds
-) -> None:
-    """Replay the story's one commit onto `onto`, resolving conflicts through the agent
-    (which re-verifies); a clean replay over the story's own files is re-checked too."""
+    worktree: Worktree,
+    sha: str,
+    onto: str,
+    text: str,
+    on_conflict: OnConflict | None,
+    rounds: _Rounds,
+) -> str:
+    """The story's commit merged onto `onto` (conflicts resolved through the agent, which
+    re-verifies); a clean merge over the story's own files is re-checked too. The worktree
+    holds the result afterwards, so a check or a second `land` sees what is pushed."""
+    mirror = worktree.mirror
+    old_base = worktree.base
     overlap: list[str] = []
     if rounds.on_rebased is not None:
-        theirs = await _changed(worktree, worktree.base, onto)
-        ours = await _changed(worktree, worktree.base, "HEAD")
+        theirs = await changed_paths(mirror, old_base, onto)
+        ours = await changed_paths(mirror, old_base, sha)
         overlap = sorted(set(theirs) & set(ours))
-    clean = True
-    try:
-        await worktree.git(["rebase", "--quiet", "--no-verify", "--onto", onto, worktree.base])
-    except GitError as err:
-        clean = False
-        try:
-            await _resolve(worktree, onto, err, on_conflict, rounds)
-        except BaseException:
-            await _abort(worktree)
-            raise
+    merged = await merge(mirror, onto, sha)
+    await reset_to(worktree, merged.tree)
     worktree.base = onto
-    await _one_commit(worktree, text)
-    if clean and overlap and rounds.on_rebased is not None:
+    if not merged.clean:
+        try:
+            return await _resolve(worktree, old_base, merged.conflicts, text, on_conflict, rounds)
+        except BaseException:
+            # Back to the story's own commit on its old base, as `git rebase --abort` would:
+            # a later `land` must never commit the markers.
+            await asyncio.shield(_restore(worktree, sha, old_base))
+            raise
+    new = await commit_tree(mirror, merged.tree, onto, text, worktree.identity)
+    if overlap and rounds.on_rebased is not None:
         await rounds.on_rebased(overlap)
+    return new
 
 
-async def _changed(worktree: Worktree, old: str, new: str) -> list[str]:
-    return split_z(await worktree.git(["diff", "--name-only", "-z", "--no-renames", old, new]))
+async def _restore(worktree: Worktree, sha: str, base: str) -> None:
+    await reset_to(worktree, sha)
+    worktree.base = base
 
 
 async def _resolve(
     worktree: Worktree,
-    onto: str,
-    error: GitError,
+    old_base: str,
+    files: Sequence[str],
+    text: str,
     on_conflict: OnConflict | None,
     rounds: _Rounds,
-) -> None:
+) -> str:
     note = ""
     while True:
-        files = split_z(await worktree.git(["diff", "--name-only", "-z", "--diff-filter=U"]))
-        if not files:
-            raise LandError("push", f"rebasing onto {worktree.branch} failed: {error}")
         if on_conflict is None or rounds.used >= rounds.limit:
             raise _conflict_error(files)
         rounds.used += 1
-        details = note + await _details(worktree, onto, files)
+        details = note + await _details(worktree, old_base, files)
         if not await on_conflict(Conflict(tuple(files), details, worktree.path, rounds.used)):
             raise _conflict_error(files)
-        marked = await asyncio.to_thread(_files_with_markers, worktree.path, files)
+        marked = await asyncio.to_thread(files_with_markers, worktree.path, files)
         if marked:
             note = f"Conflict markers are still present in: {', '.join(marked)}.\n\n"
             continue
-        await worktree.git(["add", "-A"])
-        try:
-            await worktree.git(["rebase", "--continue"])
-            return
-        except GitError as err:
-            error = err
-            note = ""
+        return await _commit_resolution(worktree, text)
 
 
-async def _one_commit(worktree: Worktree, text: str) -> None:
-    """After a rebase: exactly one commit on `base`, carrying exactly `text`.
-
-    A commit whose changes are already on the branch comes out of a rebase empty (or is
-    dropped); it still lands, empty, so the story is recorded once.
-    """
-    count = int((await worktree.git(["rev-list", "--count", f"{worktree.base}..HEAD"])).strip())
-    if count != 1:
-        await worktree.git(["reset", "--quiet", "--soft", worktree.base])
-        await _git_commit(worktree, text, "--allow-empty")
-        return
-    current = await worktree.git(["log", "-1", "--format=%B"])
-    if current.rstrip("\n") != text.rstrip("\n"):
-        await _git_commit(worktree, text, "--amend", "--allow-empty")
-
-
-async def _abort(worktree: Worktree) -> None:
-    with contextlib.suppress(GitError):
-        await worktree.git(["rebase", "--abort"])
+async def _commit_resolution(worktree: Worktree, text: str) -> str:
+    """The resolved worktree as the story's one commit on the new base (it may be empty:
+    a story whose changes are already on the branch still lands, once)."""
+    change = await inspect(worktree)
+    refused = refusal_error(change)
+    if refused is not None:
+        raise refused
+    return await commit_change(worktree, change, text)
 
 
 def _conflict_error(files: Sequence[str]) -> LandError:
@@ -286,38 +291,26 @@ def _conflict_error(files: Sequence[str]) -> LandError:
     )
 
 
-async def _details(worktree: Worktree, onto: str, files: Sequence[str]) -> str:
-    diff = await worktree.git(["diff", "--", *files])
+async def _details(worktree: Worktree, old_base: str, files: Sequence[str]) -> str:
+    diff = await worktree.mirror.git(
+        ["diff-tree", "-p", "--no-renames", old_base, worktree.base, "--", *files]
+    )
     if len(diff) > DETAILS_MAX:
         diff = diff[:DETAILS_MAX] + "\n[… diff truncated]\n"
     return (
-        f"Other stories landed on {worktree.branch} (now at {onto[:12]}) and changed the same "
-        f"lines as this story. Edit these files so that they keep both sides' intent and hold "
-        f"no conflict markers (<<<<<<<, =======, >>>>>>>): {', '.join(files)}\n\n{diff}"
+        f"Other stories landed on {worktree.branch} (now at {worktree.base[:12]}) and changed "
+        f"the same lines as this story. The files now hold both sides between conflict "
+        f"markers (<<<<<<<, =======, >>>>>>>). Edit them so that they keep both sides' intent "
+        f"and hold no markers: {', '.join(files)}\n\nWhat the other stories changed:\n{diff}"
     )
 
 
-def _files_with_markers(root: Path, files: Sequence[str]) -> list[str]:
+def files_with_markers(root: Path, files: Sequence[str]) -> list[str]:
     """Conflicted files that still hold markers; never follows links out of the worktree."""
-    top = root.resolve()
     marked = []
     for name in files:
-        path = root / name
-        try:
-            if not path.parent.resolve().is_relative_to(top):
-                marked.append(name)
-                continue
-            if not stat.S_ISREG(os.lstat(path).st_mode):
-                continue  # a symlink or a directory holds no markers
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except FileNotFoundError:
-            continue  # deleting the file is a resolution
-        except OSError:
-            marked.append(name)
-            continue
-        with os.fdopen(fd, "rb") as handle:
-            data = handle.read(MARKER_SCAN_MAX)
-        if _has_markers(data):
+        data = read_beneath(root, name)
+        if data is not None and _has_markers(data[:MARKER_SCAN_MAX]):
             marked.append(name)
     return marked
 

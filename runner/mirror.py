@@ -139,7 +139,6 @@ class Mirror:
             url = (await self.git(["config", "--get", "remote.origin.url"])).strip()
             if url != self.repo.clone_url:
                 await self.git(["config", "remote.origin.url", self.repo.clone_url])
-            _write_excludes(self.path)
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp-{secrets.token_hex(4)}")
@@ -150,30 +149,7 @@ class Mirror:
         await run_git(
             ["config", "remote.origin.url", self.repo.clone_url], env={"GIT_DIR": str(tmp)}
         )
-        _write_excludes(tmp)
         os.rename(tmp, self.path)
-
-
-#: Build and tool caches that running tests leaves behind; never part of a story's commit,
-#: whatever the repository's own .gitignore says (worktrees share the mirror's info/exclude).
-DEFAULT_EXCLUDES = (
-    "__pycache__/",
-    "*.py[cod]",
-    ".pytest_cache/",
-    ".mypy_cache/",
-    ".ruff_cache/",
-    ".coverage",
-    ".DS_Store",
-)
-
-
-def _write_excludes(git_dir: Path) -> None:
-    target = git_dir / "info" / "exclude"
-    text = "\n".join(DEFAULT_EXCLUDES) + "\n"
-    if target.is_file() and target.read_text() == text:
-        return
-    target.parent.mkdir(exist_ok=True)
-    target.write_text(text)
 
 
 class MirrorCache:

@@ -195,6 +195,20 @@ def verification_failed_message(failures: Sequence[CheckFailure], tries_left: in
     return "\n".join(parts)
 
 
+def refused_message(refusals: Sequence[str], tries_left: int) -> str:
+    """What baro will not commit, back to the agent while it can still undo it."""
+    parts = [
+        "baro did not commit your work: it holds changes that cannot be committed safely. "
+        "Undo each of these (the line says how), check that the story still works, then call "
+        "finish again.",
+        "",
+        *(f"- {line}" for line in refusals),
+        "",
+        f"You have {tries_left} more {'try' if tries_left == 1 else 'tries'}.",
+    ]
+    return "\n".join(parts)
+
+
 def conflict_message(files: Sequence[str], details: str) -> str:
     """Asks the agent to resolve merge conflicts left by stories that landed first."""
     listed = ", ".join(files)

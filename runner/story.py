@@ -30,11 +30,12 @@ from app.runs.run import FailureKind, Run, VerifyResult, now
 from app.runs.store import RunStore
 from app.settings import Settings
 from runner.agent import AgentResult, StoryAgent, StoryBrief, StoryBudget, turn_pricer
+from runner.change import Refusal
 from runner.commit_message import CommitMessage
 from runner.landing import Conflict, LandError, OnRebased, land
 from runner.mirror import RepoRef
 from runner.workspace import Workspaces
-from runner.worktree import Worktree
+from runner.worktree import Worktree, inspect
 
 if TYPE_CHECKING:
     from runner.sandbox import CommandSandbox
@@ -49,6 +50,7 @@ AGENT_FAILURES: dict[str, FailureKind] = {
     "verification": "verification",
     "cancelled": "cancelled",
     "conflict": "conflict",
+    "refused": "refused",
 }
 VERIFY_TIMEOUT = 1800
 TRANSCRIPT_MAX_CHARS = 2_000_000
@@ -59,7 +61,9 @@ LAND_FAILURES: dict[str, FailureKind] = {
     "conflict": "conflict",
     "push": "transport",
     "verification": "verification",
+    "refused": "refused",
 }
+REFUSALS_KEPT = 20
 
 
 @dataclass
@@ -74,6 +78,7 @@ class Outcome:
     usage: Usage = field(default_factory=Usage)
     cost: float | None = 0.0
     model: str | None = None
+    refusals: list[str] = field(default_factory=list)
 
 
 class StoryFailed(Exception):
@@ -190,6 +195,12 @@ class StoryRunner:
                         f"setup command failed: {command}",
                         [setup.output[-2000:]],
                     )
+            refused_now: list[Refusal] = []
+
+            async def precommit() -> list[str]:
+                refused_now[:] = (await inspect(wt)).refusals
+                return [r.line() for r in refused_now]
+
             agent = StoryAgent(
                 client,
                 brief,
@@ -198,13 +209,17 @@ class StoryRunner:
                 pricer=turn_pricer(self.prices, price_key),
                 budget=budget,
                 should_stop=should_stop,
+                precommit=precommit,
             )
             try:
                 result = await agent.work()
             finally:
                 await self._save_transcript(run.id, story.id, record.attempts, agent, auth)
             if result.status != "finished":
-                return _from_agent(result, model_name)
+                outcome = _from_agent(result, model_name)
+                if result.reason == "refused" and all(r.kind == "workflow" for r in refused_now):
+                    outcome.kind = "workflow"  # no retry can get a workflow change pushed
+                return outcome
             if await should_stop():  # cancelled while the agent finished: do not land
                 outcome = _from_agent(result, model_name)
                 outcome.kind, outcome.message = "cancelled", "the run was cancelled"
@@ -239,6 +254,8 @@ class StoryRunner:
                 outcome.kind = LAND_FAILURES.get(exc.kind, "transport")
                 outcome.message = exc.message
                 outcome.evidence += exc.evidence
+                if exc.kind in ("refused", "workflow"):
+                    outcome.refusals = _merged(outcome.refusals, exc.evidence)
                 return outcome
             outcome = _from_agent(agent.result, model_name)
             outcome.landed_sha = landed
@@ -368,6 +385,7 @@ class StoryRunner:
                 "output_tokens": record.output_tokens + outcome.usage.output,
                 "cost_usd": cost,
                 "summary": outcome.summary or record.summary,
+                "refusals": _merged(record.refusals, outcome.refusals),
             }
             if outcome.landed_sha:
                 update.update(state="landed", sha=outcome.landed_sha, failure=None)
@@ -405,6 +423,12 @@ async def _land(
     return landed.sha
 
 
+def _merged(kept: list[str], new: list[str]) -> list[str]:
+    merged = list(kept)
+    merged += [line for line in new if line not in merged]
+    return merged[-REFUSALS_KEPT:]
+
+
 def _from_agent(result: AgentResult, model: str) -> Outcome:
     cost = None if result.cost is None else float(result.cost)
     outcome = Outcome(
@@ -414,6 +438,7 @@ def _from_agent(result: AgentResult, model: str) -> Outcome:
         model=result.model or model,
         evidence=list(result.evidence),
     )
+    outcome.refusals = list(result.refusals)
     if result.status != "finished":
         outcome.kind = AGENT_FAILURES.get(result.reason or "", "execution")
         outcome.message = result.message or result.reason

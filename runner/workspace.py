@@ -10,7 +10,9 @@
 
 A story attempt gets `prepare` (or the `worktree` context manager), lets the agent edit
 files, then `land`s one commit; `find_landed` lets a re-delivered job see that its story
-already landed instead of committing twice.
+already landed instead of committing twice. A worktree is a plain directory the runner
+writes and lists itself (`runner.worktree`); a kept one is reset by rewriting only what
+differs, and removing one never follows a link the agent left in it.
 """
 
 from __future__ import annotations
@@ -21,12 +23,12 @@ import logging
 import os
 import re
 import secrets
-import shutil
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from app.gitcmd import GitAuth, GitError, run_git
+from app.gitcmd import GitAuth, GitError
+from runner.checkout import remove_at
 from runner.commit_message import (
     RUN_TRAILER,
     STORY_TRAILER,
@@ -38,7 +40,8 @@ from runner.commit_message import (
 from runner.housekeeping import WorktreeOwner
 from runner.landing import Conflict, Landed, LandError, OnConflict, land
 from runner.mirror import Mirror, MirrorCache, RepoRef, check_branch
-from runner.worktree import DiffStat, Identity, Worktree, changed_files, diff_stat
+from runner.scan import HashCache
+from runner.worktree import Identity, Worktree, changed_files, inspect, reset_to
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +69,7 @@ class Workspaces:
         name = _UNSAFE.sub("_", owner or f"{os.getpid()}-{secrets.token_hex(3)}")[-80:]
         self.owner = WorktreeOwner(data_dir / "worktrees", name)
         self.worktrees_dir = self.owner.dir
-        self._idle: dict[Mirror, list[tuple[Path, Path, float]]] = {}
+        self._idle: dict[Mirror, list[tuple[Path, HashCache, float]]] = {}
         self._fresh: dict[tuple[Path, str], tuple[str, float]] = {}
 
     async def prepare(
@@ -79,7 +82,7 @@ class Workspaces:
         story_id: str,
         attempt: int,
     ) -> Worktree:
-        """A fresh detached worktree at the current head of `branch` (fetched just now)."""
+        """A worktree holding the current head of `branch` (fetched just now)."""
         check_branch(branch)
         mirror = self.mirrors.get(repo)
         self._ensure_worktrees_dir()
@@ -88,40 +91,44 @@ class Workspaces:
             head = fresh[0]
         else:
             head = await mirror.fetch(branch, auth)
-        reused = await self._reuse(mirror, head)
-        if reused is not None:
-            path, git_dir = reused
-        else:
-            name = "-".join(
-                [_safe(run_id), _safe(story_id), str(int(attempt)), secrets.token_hex(3)]
+        pool = self._idle.get(mirror, [])
+        while True:
+            reused = bool(pool)
+            if reused:
+                path, hashes, _kept = pool.pop()
+            else:
+                name = "-".join(
+                    [_safe(run_id), _safe(story_id), str(int(attempt)), secrets.token_hex(3)]
+                )
+                path, hashes = self.worktrees_dir / name, HashCache()
+                path.mkdir(mode=0o755)
+            wt = Worktree(
+                path=path,
+                mirror=mirror,
+                repo=repo,
+                branch=branch,
+                base=head,
+                run_id=run_id,
+                story_id=story_id,
+                attempt=attempt,
+                identity=self.identity,
+                hashes=hashes,
             )
-            path = self.worktrees_dir / name
-            async with mirror.locked():
-                await mirror.git(["worktree", "add", "--quiet", "--detach", str(path), head])
             try:
-                git_dir = _admin_dir(path, mirror)
-            except BaseException:
-                await _remove(path, mirror)
-                raise
-        return Worktree(
-            path=path,
-            git_dir=git_dir,
-            mirror=mirror,
-            repo=repo,
-            branch=branch,
-            base=head,
-            run_id=run_id,
-            story_id=story_id,
-            attempt=attempt,
-            identity=self.identity,
-        )
+                await reset_to(wt, head)
+                return wt
+            except (GitError, OSError) as err:
+                await _remove(path)
+                if not reused:
+                    raise
+                log.warning("cannot reuse worktree %s (%s); removed it", path, err)
 
     async def cleanup(self, worktree: Worktree) -> None:
         """Keep the checkout for the next story of this repository (a reset rewrites only
         the files that differ, where a fresh checkout writes them all), or remove it."""
         pool = self._idle.setdefault(worktree.mirror, [])
         if len(pool) < IDLE_WORKTREES and worktree.path.is_dir():
-            pool.append((worktree.path, worktree.git_dir, time.monotonic()))
+            pool.append((worktree.path, worktree.hashes, time.monotonic()))
             return
         await cleanup(worktree)
 
@@ -133,37 +140,18 @@ class Workspaces:
             if now - seen > FRESH_HEAD_SECONDS:
                 del self._fresh[key]
         cutoff = now - max_idle_seconds
-        for mirror, pool in list(self._idle.items()):
+        for pool in self._idle.values():
             stale = [entry for entry in pool if entry[2] < cutoff]
             for entry in stale:
                 pool.remove(entry)
-            for path, _git_dir, _kept in stale:
-                await _remove(path, mirror)
+            for path, _hashes, _kept in stale:
+                await _remove(path)
                 removed += 1
         return removed
 
     def close(self) -> None:
         """Give up this process's claim on its worktrees (housekeeping may remove them)."""
         self.owner.release()
-
-    async def _reuse(self, mirror: Mirror, head: str) -> tuple[Path, Path] | None:
-        """An idle worktree of this mirror, reset to `head` and cleaned, if one is left."""
-        pool = self._idle.get(mirror, [])
-        while pool:
-            path, git_dir, _kept = pool.pop()
-            env = {"GIT_DIR": str(git_dir), "GIT_WORK_TREE": str(path)}
-            try:
-                for state in ("rebase-merge", "rebase-apply"):
-                    if (git_dir / state).exists():
-                        await run_git(["rebase", "--abort"], cwd=path, env=env)
-                await run_git(["reset", "--hard", "--quiet", head], cwd=path, env=env)
-                await run_git(["clean", "-ffdxq"], cwd=path, env=env)
-                (path / ".git").write_text(f"gitdir: {git_dir}\n")
-                return path, git_dir
-            except (GitError, OSError) as err:
-                log.warning("cannot reuse worktree %s (%s); removing it", path, err)
-                await _remove(path, mirror)
-        return None
 
     @contextlib.asynccontextmanager
     async def worktree(
@@ -214,32 +202,22 @@ class Workspaces:
 
 
 async def cleanup(worktree: Worktree) -> None:
-    """Remove the worktree and prune its record in the mirror; never raises for git errors."""
-    await _remove(worktree.path, worktree.mirror)
+    """Remove the worktree; never raises, never follows a link left in it."""
+    await _remove(worktree.path)
 
 
-async def _remove(path: Path, mirror: Mirror) -> None:
+async def _remove(path: Path) -> None:
+    def remove() -> None:
+        parent = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            remove_at(parent, path.name)
+        finally:
+            os.close(parent)
+
     try:
-        await mirror.git(["worktree", "remove", "--force", "--force", str(path)])
-    except GitError as err:
-        log.warning("git worktree remove %s failed, deleting it: %s", path, err)
-    await asyncio.to_thread(shutil.rmtree, path, ignore_errors=True)
-    try:
-        async with mirror.locked():
-            await mirror.git(["worktree", "prune"])
-    except GitError as err:
-        log.warning("git worktree prune in %s failed: %s", mirror.path, err)
-
-
-def _admin_dir(path: Path, mirror: Mirror) -> Path:
-    """The worktree's git directory inside the mirror, read before the agent can touch it."""
-    text = (path / ".git").read_text().strip()
-    git_dir = Path(text.removeprefix("gitdir:").strip())
-    if not git_dir.is_absolute():
-        git_dir = (path / git_dir).resolve()
-    if not git_dir.resolve().is_relative_to((mirror.path / "worktrees").resolve()):
-        raise GitError(f"unexpected worktree git dir {git_dir}")
-    return git_dir
+        await asyncio.to_thread(remove)
+    except OSError as err:
+        log.warning("removing worktree %s failed: %s", path, err)
 
 
 def _safe(value: str) -> str:
@@ -250,7 +228,6 @@ __all__ = [
     "CoAuthor",
     "CommitMessage",
     "Conflict",
-    "DiffStat",
     "Identity",
     "LandError",
     "Landed",
@@ -260,7 +237,7 @@ __all__ = [
     "Worktree",
     "changed_files",
     "cleanup",
-    "diff_stat",
+    "inspect",
     "land",
     "render_commit_message",
 ]

@@ -1,46 +1,39 @@
-"""A story attempt's worktree: a checkout of the run-branch head, attached to the mirror.
+"""A story attempt's worktree: a plain directory holding the run-branch head, and its change.
 
-Git always runs here with an explicit GIT_DIR/GIT_WORK_TREE taken when the worktree was
-created. The agent can rewrite anything in the worktree, including its `.git` file; were
-git to discover the repository from there, a planted `.git/config` (`core.fsmonitor`,
-hooks) would run code on the runner, outside the sandbox.
+There is no `.git` in it and no git worktree registration: the runner writes the checkout
+itself (`runner.checkout`), lists it itself (`runner.scan`) and builds the story's commit in
+the mirror from that listing (`runner.objects`). Whatever the agent plants there (a nested
+repository with `core.fsmonitor`, a `.git` file or symlink, hooks, filters, attributes) is
+data to the runner: listed, refused if it would be committed, removed on reset.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.gitcmd import GitAuth, run_git
+from app.gitcmd import GitError
+from runner.change import SYMLINK_MODE, Caps, Change, TreeEntry, compute_change
+from runner.checkout import materialise
+from runner.gitignore import IgnoreRules
 from runner.mirror import Mirror, RepoRef
+from runner.objects import Identity, Tree, read_tree, stream_blobs, write_commit
+from runner.scan import HashCache, Listing, blob_id, read_beneath, readlink_beneath, scan
 
-
-@dataclass(frozen=True)
-class Identity:
-    """Author and committer of story commits."""
-
-    name: str = "baro-bot"
-    email: str = "baro-bot@users.noreply.github.com"
-
-    def env(self) -> dict[str, str]:
-        return {
-            "GIT_AUTHOR_NAME": self.name,
-            "GIT_AUTHOR_EMAIL": self.email,
-            "GIT_COMMITTER_NAME": self.name,
-            "GIT_COMMITTER_EMAIL": self.email,
-        }
+TREES_KEPT = 4
+"""Flattened trees a worktree keeps (its base, a merge result, the next base)."""
 
 
 @dataclass
 class Worktree:
-    """One story attempt's checkout. `base` is the run-branch commit its work sits on.
+    """One story attempt's checkout. `base` is the run-branch commit its files sit on.
 
-    `base` moves forward when `land` rebases onto a newer run-branch head.
+    `base` moves forward when landing merges the story onto a newer run-branch head.
     """
 
     path: Path
-    git_dir: Path
     mirror: Mirror
     repo: RepoRef
     branch: str
@@ -49,61 +42,77 @@ class Worktree:
     story_id: str
     attempt: int
     identity: Identity = field(default_factory=Identity)
+    caps: Caps = field(default_factory=Caps)
+    hashes: HashCache = field(default_factory=HashCache)
+    _trees: dict[str, Tree] = field(default_factory=dict, repr=False)
 
-    async def git(
-        self,
-        args: Sequence[str],
-        *,
-        auth: GitAuth | None = None,
-        env: Mapping[str, str] | None = None,
-    ) -> str:
-        extra = {
-            "GIT_DIR": str(self.git_dir),
-            "GIT_WORK_TREE": str(self.path),
-            "GIT_EDITOR": "true",
-            "GIT_SEQUENCE_EDITOR": "true",
-            **self.identity.env(),
-            **(env or {}),
-        }
-        return await run_git(args, cwd=self.path, auth=auth, env=extra)
-
-    async def head(self) -> str:
-        return (await self.git(["rev-parse", "--verify", "HEAD"])).strip()
+    async def tree(self, rev: str | None = None) -> Tree:
+        """The flattened tree of `rev` (default: `base`), cached per commit."""
+        rev = rev or self.base
+        cached = self._trees.get(rev)
+        if cached is None:
+            cached = await read_tree(self.mirror, rev)
+            if len(self._trees) >= TREES_KEPT:
+                self._trees.pop(next(iter(self._trees)))
+            self._trees[rev] = cached
+        return cached
 
 
-def split_z(output: str) -> list[str]:
-    """Paths from a `-z` listing."""
-    return [p for p in output.split("\0") if p]
+async def inspect(worktree: Worktree) -> Change:
+    """The story's change against `base`, with everything that may not be committed refused.
+
+    Read-only, so it is safe for a progress report or a check before verification.
+    """
+    base = await worktree.tree()
+    listing = Listing(
+        ignore=IgnoreRules.root(),
+        tracked=frozenset(base.entries),
+        max_file_bytes=worktree.caps.max_file_bytes,
+    )
+    found = await asyncio.to_thread(scan, worktree.path, listing, worktree.hashes)
+    return compute_change(base.entries, found, worktree.caps)
+
+
+async def reset_to(worktree: Worktree, rev: str) -> int:
+    """Make the worktree hold exactly `rev`'s tree (a commit or a tree id); returns how many
+    entries were written."""
+    tree = await worktree.tree(rev)
+
+    def read_blobs(shas: Sequence[str]) -> AsyncIterator[bytes]:
+        return stream_blobs(worktree.mirror, shas)
+
+    return await materialise(worktree.path, tree, read_blobs, worktree.hashes)
 
 
 async def changed_files(worktree: Worktree) -> list[str]:
-    """Paths the story changed relative to `base`: committed, staged, unstaged or untracked.
-
-    Read-only (the index is left alone), so it is safe to call for a progress report.
-    """
-    tracked = await worktree.git(["diff", "--name-only", "-z", "--no-renames", worktree.base])
-    untracked = await worktree.git(["ls-files", "-z", "--others", "--exclude-standard"])
-    return sorted(set(split_z(tracked)) | set(split_z(untracked)))
+    """Paths the story changed relative to `base` (refused ones included, by their path)."""
+    change = await inspect(worktree)
+    return sorted(set(change.paths) | {r.path for r in change.refusals})
 
 
-@dataclass(frozen=True)
-class DiffStat:
-    files: int
-    insertions: int
-    deletions: int
+async def commit_change(worktree: Worktree, change: Change, message: str) -> str:
+    """The story's commit on `base`, from the bytes in the worktree (re-read and checked
+    against the listing: nothing runs in between, so a mismatch is a runner bug)."""
+
+    async def read(path: str, entry: TreeEntry) -> bytes:
+        if entry.mode == SYMLINK_MODE:
+            data = await asyncio.to_thread(readlink_beneath, worktree.path, path)
+        else:
+            data = await asyncio.to_thread(read_beneath, worktree.path, path)
+        if data is None or blob_id(data) != entry.sha:
+            raise GitError(f"{path} changed while its commit was being written")
+        return data
+
+    return await write_commit(
+        worktree.mirror, worktree.base, change.updates, read, message, worktree.identity
+    )
 
 
-async def diff_stat(worktree: Worktree) -> DiffStat:
-    """Lines added and removed relative to `base` (binary files count as a file only).
-
-    Stages everything (`git add -A`) to see untracked files, as `land` would anyway.
-    """
-    await worktree.git(["add", "-A"])
-    out = await worktree.git(["diff", "--cached", "--numstat", "-z", "--no-renames", worktree.base])
-    files = insertions = deletions = 0
-    for record in split_z(out):
-        added, removed, _ = record.split("\t", 2)
-        files += 1
-        insertions += int(added) if added.isdigit() else 0
-        deletions += int(removed) if removed.isdigit() else 0
-    return DiffStat(files, insertions, deletions)
+__all__ = [
+    "Identity",
+    "Worktree",
+    "changed_files",
+    "commit_change",
+    "inspect",
+    "reset_to",
+]

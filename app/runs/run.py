@@ -18,6 +18,7 @@ FailureKind = Literal[
     "conflict",  # could not integrate with stories that landed first
     "no_change",  # nothing to commit
     "workflow",  # touched .github/workflows/ (no permission to push)
+    "refused",  # left something that cannot be committed safely (nested repo, link out…)
     "provider",  # the model provider failed (quota, auth, capacity)
     "transport",  # git/GitHub/network trouble
     "infrastructure",  # the runner itself (sandbox, disk, crash, lease lost)
@@ -73,6 +74,8 @@ class StoryRecord(BaseModel):
     """A runner reported a failure that the orchestrator has not yet acted on."""
     evidence: list[str] = Field(default_factory=list)
     summary: str | None = None
+    refusals: list[str] = Field(default_factory=list)
+    """What baro refused to commit for this story, over all attempts (`path: why`)."""
 
     @property
     def duration_s(self) -> float | None:

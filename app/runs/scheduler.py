@@ -14,7 +14,9 @@ from app.runs.models import Story
 from app.runs.run import FailureKind, Run, StoryRecord, now
 
 #: Failures that say something about the story (its retry budget, maybe a stronger model).
-STORY_FAILURES: frozenset[str] = frozenset({"execution", "verification", "conflict", "no_change"})
+STORY_FAILURES: frozenset[str] = frozenset(
+    {"execution", "verification", "conflict", "no_change", "refused"}
+)
 #: Failures of the machinery around it (their own small budget, same model).
 INFRA_FAILURES: frozenset[str] = frozenset({"provider", "transport", "infrastructure"})
 #: Failures that no retry can fix.
