@@ -494,6 +494,29 @@ def _failures(rows: Sequence[_Row], cap: int) -> list[str]:
     return ["", "## Failures", *out] if out else []
 
 
+REFUSALS_SHOWN = 30
+
+
+def _refusals(rows: Sequence[_Row]) -> list[str]:
+    """What baro would not commit (and why): what the agents were told to undo is part of
+    the record a reviewer reads, not only of a Redis transcript."""
+    items = [
+        f"- **{row.id}** {escape_inline(line, 300)}"
+        for row in rows
+        for line in row.record.refusals
+    ]
+    if not items:
+        return []
+    shown = items[:REFUSALS_SHOWN]
+    if len(items) > len(shown):
+        shown.append(f"- … and {len(items) - len(shown)} more")
+    intro = (
+        "baro refused to commit these changes (nothing of them was pushed); each went back "
+        "to the story's agent to undo before the story could land:"
+    )
+    return ["", "## Refused changes", "", intro, "", *shown]
+
+
 def _gantt(run: Run, rows: Sequence[_Row]) -> list[str]:
     """When each story ran, one section per DAG level; stories that never started are left out.
 
@@ -713,6 +736,7 @@ def _body(
     lines += ["", "## Stories", "", *_story_table(rows, repo_html_url)]
     lines += _story_summaries(rows, summaries)
     lines += _failures(rows, evidence)
+    lines += _refusals(rows)
     if gantt:
         lines += _gantt(run, rows)
     lines += _cost(run)

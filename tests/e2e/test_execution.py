@@ -227,6 +227,59 @@ async def test_red_verification_gets_one_fix_story(
     assert len(world.state.pulls(repo)) == 1
 
 
+def bash(command: str) -> dict[str, Any]:
+    return {
+        "tool_calls": [{"name": "bash", "arguments": {"command": command}}],
+        "usage": {"input": 800, "output": 40},
+    }
+
+
+async def test_a_refused_change_is_undone_by_the_agent_and_reported(
+    world: World, runners_bot: Bot, models: RunningModelServer
+) -> None:
+    """A story agent vendors a library as a nested repository: baro refuses it inside the
+    attempt, the agent removes the `.git`, the story lands, and the PR says what was refused."""
+    repo = world.new_repo({"README.md": "# x\n"})
+    issue = world.new_issue(repo, "Vendor a helper")
+    plan = {
+        "summary": "Vendor one helper.",
+        "design_note": "Plain files under vendor/.",
+        "stories": [story("S1", "Vendored helper", [], "vendor/x.txt", "test -f vendor/x.txt")],
+    }
+    planting = "mkdir -p vendor && cd vendor && git init -q . && echo x > x.txt"
+    models.set_script(
+        {
+            "rules": [
+                {
+                    "name": "plan",
+                    "match": {"first_user": "Vendor a helper"},
+                    "turns": [{"tool_calls": [{"name": "submit_plan", "arguments": plan}]}],
+                },
+                {
+                    "name": "S1",
+                    "match": {"first_user": "Implement story S1"},
+                    "turns": [
+                        bash(planting),
+                        writes("vendor/x.txt", "x\n")[1],
+                        bash("rm -rf vendor/.git"),
+                        writes("vendor/x.txt", "x\n")[1],
+                    ],
+                },
+            ]
+        }
+    )
+    await world.deliver_label(runners_bot, repo, issue.number)
+
+    state = wait_run(world, runners_bot, repo, issue.number, what="the run to finish")
+    assert state["state"] == "done", state["stories"]
+    refusals = state["stories"]["S1"]["refusals"]
+    assert [line.split(":")[0] for line in refusals] == ["vendor/.git"], refusals
+    assert world.state.read_file(repo, state["branch"], "vendor/x.txt") == b"x\n"
+    assert world.state.read_file(repo, state["branch"], "vendor/.git/config") is None
+    body = world.state.pulls(repo)[0].issue.body or ""
+    assert "## Refused changes" in body and "**S1** vendor/.git: a nested git repository" in body
+
+
 def test_no_secret_reaches_logs_comments_or_prompts(
     world: World, runners_bot: Bot, models: RunningModelServer
 ) -> None:

@@ -508,3 +508,19 @@ def test_trimming_gives_up_evidence_before_gantt_and_design_note() -> None:
     assert len(tight) <= 20_000
     assert_balanced(tight)
     assert "_Evidence omitted (size limit)._" in tight
+
+
+def test_refused_changes_are_listed_with_their_reason() -> None:
+    run = green_run()
+    assert "## Refused changes" not in render_pr_body(run, repo_html_url=REPO_URL)
+    first = next(iter(run.stories))
+    run.stories[first].refusals = [
+        "vendor/.git: a nested git repository cannot be committed",
+        ".github/workflows/ci.yml: no workflows permission <script>@alice</script>",
+    ]
+    body = render_pr_body(run, repo_html_url=REPO_URL)
+    assert "## Refused changes" in body
+    assert f"- **{first}** vendor/.git: a nested git repository cannot be committed" in body
+    prose = "\n".join(outside_fences(body))
+    assert "<script>" not in prose and re.search(r"(?<![\w`/])@alice\b", prose) is None
+    assert_balanced(body)
