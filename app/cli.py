@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 def _web(settings: Settings, args: argparse.Namespace) -> None:
     import uvicorn
 
-    from app.web import create_app
+    from app.web.app import create_app
 
     uvicorn.run(
         create_app(settings),
@@ -54,7 +54,7 @@ def _supervised(build: Callable[[], Worker], name: str) -> None:
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> None:
-    from app.worker import build_worker
+    from app.worker.main import build_worker
 
     _supervised(lambda: build_worker(settings), "worker")
 
@@ -71,7 +71,7 @@ def _runner(settings: Settings, args: argparse.Namespace) -> None:
 
 def _setup(args: argparse.Namespace) -> int:
     """The App does not exist yet: only the setup pages, no App settings, no Redis."""
-    from app.setup import load_setup_settings, serve
+    from app.web.setup import load_setup_settings, serve
 
     try:
         settings = load_setup_settings()

@@ -39,15 +39,15 @@ from prometheus_client.core import (
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from app.core.plan import RunState
+from app.core.run import TERMINAL_STATES, Run, StoryRecord
 from app.llm.config import ModelConfig
 from app.llm.prices import PriceTable
 from app.llm.types import AssistantTurn, Conversation, ToolSpec, Usage
-from app.runs.models import RunState
-from app.runs.run import TERMINAL_STATES, Run, StoryRecord
 
 if TYPE_CHECKING:
     from app.llm.client import ModelClient
-    from app.runs.store import RunStore
+    from app.store import RunStore
 
 log = logging.getLogger(__name__)
 

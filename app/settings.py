@@ -21,8 +21,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from app.core.routing import RoutingConfig
 from app.llm.config import ModelConfig
-from app.llm.routing import RoutingConfig
 
 ENV_PREFIX = "BARO_"
 
@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     webhook_max_body_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
     delivery_dedup_seconds: int = Field(default=4 * 24 * 3600, ge=3 * 24 * 3600)
     redelivery_interval_seconds: int = Field(default=300, ge=0)
-    """How often failed webhook deliveries are redelivered (app/redelivery.py); 0: never."""
+    """How often failed webhook deliveries are redelivered (app/worker/redelivery.py); 0: never."""
     host: str = "127.0.0.1"
     port: int = Field(default=8000, gt=0, lt=65536)
     metrics_token: SecretStr | None = None
@@ -101,7 +101,7 @@ class Settings(BaseSettings):
     @field_validator("public_url")
     @classmethod
     def _public_url(cls, value: str | None) -> str | None:
-        from app.setup import public_base_url  # app.setup imports this module
+        from app.web.setup import public_base_url  # app.web.setup imports this module
 
         return public_base_url(value) if value else None
 

@@ -24,10 +24,10 @@ from redis.asyncio import Redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from app.core.run import Run  # noqa: E402
 from app.llm.types import Usage  # noqa: E402
 from app.metrics import Metrics, read_snapshot, render  # noqa: E402
-from app.runs.run import Run  # noqa: E402
-from app.runs.store import RunStore  # noqa: E402
+from app.store import RunStore  # noqa: E402
 from tests.conftest import RedisServer  # noqa: E402
 
 

@@ -18,7 +18,7 @@ Shapes (documented in `SHAPES` below):
        (S1 enum → S2 entity → S6 mapper → S7 service); S2, S4 and S7 are heavy.
     b  24 stories, 6 levels (3/6/7/4/3/1), critical path of 6 stories
        (S1 → S5 → S10 → S17 → S21 → S24); S1, S8, S10 and S17 are heavy.
-    c  100 stories: plans are capped at 25 stories (app/runs/models.py MAX_STORIES), so
+    c  100 stories: plans are capped at 25 stories (app/core/plan.py MAX_STORIES), so
        4 issues of one repository, each a wide 25-story plan (1 root → 23 in parallel →
        1 sink), are labelled at once and run concurrently: 4 roots, 92 parallel, 4 sinks.
 
@@ -271,7 +271,7 @@ def _union(
 
 
 def _remaining(deps: dict[str, list[str]], dur: dict[str, float]) -> dict[str, float]:
-    from app.runs.dag import topological_order
+    from app.core.dag import topological_order
 
     kids: dict[str, list[str]] = {k: [] for k in deps}
     for k, ds in deps.items():
@@ -293,7 +293,7 @@ def _pack(durations: list[float], slots: int) -> float:
 
 def _list_schedule(deps: dict[str, list[str]], dur: dict[str, float], slots: int) -> float:
     """Ready-set admission without overhead: a free slot takes the ready story with the
-    longest remaining path (what app/runs/scheduler.py does, with real durations)."""
+    longest remaining path (what app/core/scheduler.py does, with real durations)."""
     remaining = _remaining(deps, dur)
     order = {k: i for i, k in enumerate(deps)}
     waiting = {k: set(ds) for k, ds in deps.items()}
@@ -317,7 +317,7 @@ def _list_schedule(deps: dict[str, list[str]], dur: dict[str, float], slots: int
 
 
 def bounds(shape: Shape, slots: int, story_s: float, heavy: float) -> dict[str, Any]:
-    from app.runs.dag import levels
+    from app.core.dag import levels
 
     deps, dur = _union(shape, story_s, heavy)
     critical = max(_remaining(deps, dur).values())
@@ -384,7 +384,7 @@ def _install_probes(kind: str) -> None:
         return
     log = _ProbeLog(Path(directory) / f"{kind}-{os.getpid()}.jsonl")
     if kind == "worker":
-        from app import orchestrator
+        from app.worker import orchestrator
 
         cls = orchestrator.Orchestrator
         _timed(log, cls, "story_finished", "story_finished", _story_key)

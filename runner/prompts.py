@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from app.runs.models import Story
-from app.runs.sanitize import neutralise_markers, sanitize
+from app.core.plan import Story
+from app.core.sanitize import neutralise_markers, sanitize
 from runner.tools import SANDBOX_ROOT
 
 __all__ = [

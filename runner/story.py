@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from app.core.plan import Story
+from app.core.run import FailureKind, Run, VerifyResult, now
 from app.gitcmd import GitAuth, GitError
 from app.github import GitHubGateway
 from app.llm.catalog import CatalogError, ModelCatalog, build_client
@@ -25,10 +27,8 @@ from app.llm.client import ModelClient
 from app.llm.prices import PriceTable
 from app.llm.types import Usage
 from app.metrics import MeteredClient
-from app.runs.models import Story
-from app.runs.run import FailureKind, Run, VerifyResult, now
-from app.runs.store import RunStore
 from app.settings import Settings
+from app.store import RunStore
 from runner.agent import AgentResult, StoryAgent, StoryBrief, StoryBudget, turn_pricer
 from runner.change import Refusal
 from runner.commit_message import CommitMessage

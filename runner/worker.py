@@ -38,8 +38,8 @@ from app.queue import (
     redis_settings,
     serialize,
 )
-from app.runs.store import RunStore
 from app.settings import Settings
+from app.store import RunStore
 from runner.housekeeping import sweep
 from runner.sandbox import SandboxPolicy, SandboxUnavailable, make_sandbox
 from runner.story import StoryRunner

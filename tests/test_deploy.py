@@ -458,7 +458,7 @@ def test_health_check_path_is_served_by_the_web_process(pem: str, redis_url: str
 async def test_kill_timeout_covers_the_graceful_shutdowns(pem: str) -> None:
     """Fly waits kill_timeout after kill_signal before killing: at least as long as each arq
     worker waits for its jobs (job_completion_wait), plus time for its shutdown hooks."""
-    from app.worker import build_worker as build_orchestrator
+    from app.worker.main import build_worker as build_orchestrator
     from runner.worker import build_worker as build_runner
 
     config = fly()

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from app.core.routing import RepoConfig, RoutingConfig
 from app.llm.config import ModelConfig
-from app.llm.routing import RepoConfig, RoutingConfig
 from app.settings import Settings
-from app.setup import SetupSettings
+from app.web.setup import SetupSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -105,7 +105,7 @@ def check(command: str) -> None:
         subcommand = tuple(w for w in argv[1:3] if not w.startswith("-") and "=" not in w)
         assert subcommand[:2] in FLY_SUBCOMMANDS or subcommand[:1] in FLY_SUBCOMMANDS, command
     elif head == "curl":
-        from app.web import create_app
+        from app.web.app import create_app
 
         path = "/" + argv[-1].split("://", 1)[1].split("/", 1)[1]
         app = create_app(_settings())

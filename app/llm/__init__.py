@@ -10,13 +10,7 @@ Typical use::
 
 from __future__ import annotations
 
-from app.llm.catalog import CatalogError, ModelCatalog, api_key_for, build_client
-from app.llm.client import ModelClient
-from app.llm.config import ModelConfig
-from app.llm.errors import FatalError, ModelError, RetryableError
-from app.llm.prices import PriceTable, cost, load_prices
-from app.llm.retry import RetryingClient, RetryPolicy
-from app.llm.routing import (
+from app.core.routing import (
     Phase,
     RepoConfig,
     RepoConfigError,
@@ -25,6 +19,12 @@ from app.llm.routing import (
     escalate,
     parse_repo_config,
 )
+from app.llm.catalog import CatalogError, ModelCatalog, api_key_for, build_client
+from app.llm.client import ModelClient
+from app.llm.config import ModelConfig
+from app.llm.errors import FatalError, ModelError, RetryableError
+from app.llm.prices import PriceTable, cost, load_prices
+from app.llm.retry import RetryingClient, RetryPolicy
 from app.llm.types import (
     AssistantTurn,
     Conversation,

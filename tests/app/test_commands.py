@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.commands import Command, CommandError, parse_command
+from app.core.commands import Command, CommandError, parse_command
 
 
 @pytest.mark.parametrize(

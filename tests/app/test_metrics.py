@@ -9,6 +9,9 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.core.plan import Plan
+from app.core.run import Run, StoryRecord, now
+from app.core.scheduler import RetryBudget, apply_failure, cancel, mark_dispatched, on_failure
 from app.metrics import (
     DELIVERIES,
     GAUGE_MAX_AGE_SECONDS,
@@ -28,10 +31,7 @@ from app.metrics import (
     render,
     transitions,
 )
-from app.metrics_web import bearer_matches, delivery_outcome
-from app.runs.models import Plan
-from app.runs.run import Run, StoryRecord, now
-from app.runs.scheduler import RetryBudget, apply_failure, cancel, mark_dispatched, on_failure
+from app.web.metrics_page import bearer_matches, delivery_outcome
 
 
 def test_label_encoding_is_canonical_and_round_trips() -> None:

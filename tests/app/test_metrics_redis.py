@@ -15,12 +15,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from app.core.plan import Plan
+from app.core.run import Run, StoryRecord
+from app.core.scheduler import mark_dispatched
 from app.llm.types import Usage
 from app.metrics import RUNNERS, Metrics, RunnerPresence, read_snapshot, render
-from app.runs.models import Plan
-from app.runs.run import Run, StoryRecord
-from app.runs.scheduler import mark_dispatched
-from app.runs.store import RunStore
+from app.store import RunStore
 from tests.conftest import RedisServer
 
 PLAN = Plan.model_validate(

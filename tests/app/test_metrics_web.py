@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from app.settings import Settings
-from app.web import create_app
+from app.web.app import create_app
 from testbed.github.server import bind_socket
 from tests.conftest import FIXTURES, RedisServer
 

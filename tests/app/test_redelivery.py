@@ -15,7 +15,8 @@ from githubkit import AppAuthStrategy, GitHub
 from githubkit.cache import MemCacheStrategy
 from redis.asyncio import Redis
 
-from app.redelivery import (
+from app.settings import Settings
+from app.worker.redelivery import (
     ASKED_KEY,
     LOCK_KEY,
     MAX_PER_GUID,
@@ -29,7 +30,6 @@ from app.redelivery import (
     redelivery_crons,
     wait_before_next,
 )
-from app.settings import Settings
 from testbed.github.routes_hooks import deliver_recorded
 from testbed.github.server import TestbedServer, running_testbed
 from testbed.github.state import App, GitHubState

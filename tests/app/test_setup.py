@@ -29,7 +29,7 @@ from starlette.applications import Starlette
 
 from app.github import GitHubGateway
 from app.settings import ConfigError, Settings, load_settings
-from app.setup import (
+from app.web.setup import (
     EVENTS,
     STATE_COOKIE,
     RegisteredApp,
@@ -481,7 +481,7 @@ def test_github_unreachable_is_a_502_and_the_code_survives(
 
 
 def test_configured_web_process_serves_setup(redis_url: str, pem: str) -> None:
-    from app.web import create_app
+    from app.web.app import create_app
 
     settings = Settings(
         github_app_id=1,

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 import pytest
 from arq.connections import ArqRedis
 
+from app.pending import MAX_RESUMES, PendingTriggers, enqueue_intake, resume_triggers
 from app.queue import ORCHESTRATOR_QUEUE, connect
-from app.runs.store import RunStore
-from app.triggers import MAX_RESUMES, PendingTriggers, enqueue_intake, resume_triggers
+from app.store import RunStore
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from app.webhooks import BotIdentity, Ignored, MalformedPayload, Trigger, route, signature_valid
+from app.web.webhooks import BotIdentity, Ignored, MalformedPayload, Trigger, route, signature_valid
 from tests.conftest import FIXTURES
 
 BOT = BotIdentity(app_id=4242, slug="baro-test", trigger_label="baro")

@@ -16,8 +16,8 @@ from typing import Any, cast
 import pytest
 from redis import Redis
 
-from app.runs.models import Plan
-from app.runs.run import Run, StoryRecord
+from app.core.plan import Plan
+from app.core.run import Run, StoryRecord
 from testbed.models.harness import RunningModelServer
 from tests.conftest import RedisServer
 from tests.e2e.conftest import DEFAULT_SCRIPT

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from app.llm.routing import (
+from app.core.routing import (
     RepoConfig,
     RepoConfigError,
     RoutingConfig,

@@ -13,10 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
+from app.core.plan import Story
 from app.llm import ModelConfig, RetryPolicy, build_client
 from app.llm.prices import ModelPrice, PriceTable
 from app.llm.types import AssistantTurn, Protocol
-from app.runs.models import Story
 from runner.agent import (
     PrecommitCheck,
     StoryAgent,

@@ -22,12 +22,12 @@ from githubkit.cache import MemCacheStrategy
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from app.core.plan import Plan
+from app.core.run import Run, StoryRecord
 from app.github import GitHubGateway
 from app.llm.prices import load_prices
-from app.runs.models import Plan
-from app.runs.run import Run, StoryRecord
-from app.runs.store import RunStore
 from app.settings import Settings
+from app.store import RunStore
 from runner.sandbox import SandboxPolicy, make_sandbox
 from runner.story import StoryRunner
 from runner.workspace import Workspaces

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.runs import dag
-from app.runs.models import Plan, Story, Tier
+from app.core import dag
+from app.core.plan import Plan, Story, Tier
 
 
 def make_plan(spec: list[tuple[str, list[str], Tier]]) -> Plan:

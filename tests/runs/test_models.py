@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from app.runs.models import MAX_STORIES, Plan, PlanStats, parse_plan
+from app.core.plan import MAX_STORIES, Plan, PlanStats, parse_plan
 
 
 def story(sid: str, deps: list[str] | None = None, **overrides: Any) -> dict[str, Any]:

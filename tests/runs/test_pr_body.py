@@ -10,16 +10,16 @@ from typing import Any
 
 import pytest
 
-from app.runs.models import Plan, PlanStats, parse_plan
-from app.runs.pr_body import (
+from app.core.plan import Plan, PlanStats, parse_plan
+from app.core.pr_body import (
     PR_TITLE_LIMIT,
     is_checkpoint,
     render_final_comment,
     render_pr_body,
     render_pr_title,
 )
-from app.runs.report import COMMENT_LIMIT, find_run_id
-from app.runs.run import Run, StoryRecord, VerifyResult
+from app.core.report import COMMENT_LIMIT, find_run_id
+from app.core.run import Run, StoryRecord, VerifyResult
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 REPO_URL = "https://github.com/acme/stats"

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from app.runs.models import Plan, PlanStats, StoryProgress, parse_plan
-from app.runs.report import (
+from app.core.plan import Plan, PlanStats, StoryProgress, parse_plan
+from app.core.report import (
     COMMANDS,
     COMMENT_LIMIT,
     checklist_line,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import unicodedata
 
-from app.runs.sanitize import (
+from app.core.sanitize import (
     frame_untrusted,
     neutralise_markers,
     sanitize,

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from app.runs.repo_tools import MAX_OUTPUT, ReadOnlyRepo, ToolError
+from app.worker.repo_tools import MAX_OUTPUT, ReadOnlyRepo, ToolError
 
 
 @pytest.fixture

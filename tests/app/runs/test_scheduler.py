@@ -4,9 +4,9 @@ from typing import Any
 
 import pytest
 
-from app.runs.models import Plan
-from app.runs.run import Run, StoryRecord
-from app.runs.scheduler import (
+from app.core.plan import Plan
+from app.core.run import Run, StoryRecord
+from app.core.scheduler import (
     RetryBudget,
     RetryRefused,
     admit,

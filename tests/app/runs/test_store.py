@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from app.runs.run import Run, run_id_for
-from app.runs.store import RunNotFound, RunStore
+from app.core.run import Run, run_id_for
+from app.store import RunNotFound, RunStore
 
 
 def make_run(delivery: str = "d-1", number: int = 7) -> Run:

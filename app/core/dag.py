@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence, Set
 from typing import TYPE_CHECKING, TypeAlias
 
 if TYPE_CHECKING:
-    from app.runs.models import Plan
+    from app.core.plan import Plan
 
 __all__ = [
     "TIER_WEIGHTS",

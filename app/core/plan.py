@@ -22,7 +22,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from app.runs.dag import find_cycle
+from app.core.dag import find_cycle
 
 __all__ = [
     "MAX_STORIES",

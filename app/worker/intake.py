@@ -11,15 +11,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from app import replies
+from app.core import replies
+from app.core.report import render_help, render_plan, render_queued
+from app.core.run import BRANCH_PREFIX, Run, issue_key, run_id_for
+from app.core.scheduler import RetryRefused, cancel, reset_for_retry
 from app.github import WRITE_PERMISSIONS, InstallationClient
 from app.logs import bind_log_context
-from app.orchestrator import LABEL_RUNNING, set_state_label
-from app.runs.report import render_help, render_plan, render_queued
-from app.runs.run import BRANCH_PREFIX, Run, issue_key, run_id_for
-from app.runs.scheduler import RetryRefused, cancel, reset_for_retry
-from app.runs.store import RunStore
-from app.webhooks import Trigger
+from app.store import RunStore
+from app.web.webhooks import Trigger
+from app.worker.orchestrator import LABEL_RUNNING, set_state_label
 
 log = logging.getLogger(__name__)
 

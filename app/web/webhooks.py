@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from app.commands import Command, CommandError, parse_command
+from app.core.commands import Command, CommandError, parse_command
 
 TriggerKind = Literal["label", "comment"]
 

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from app.core.plan import MAX_STORIES, TIERS, Plan, PlanStats, parse_plan
+from app.core.sanitize import frame_untrusted, sanitize
 from app.llm.client import ModelClient
 from app.llm.errors import ModelError
 from app.llm.meter import Pricer, UsageMeter
 from app.llm.types import Conversation, ToolSpec, Usage
-from app.runs.models import MAX_STORIES, TIERS, Plan, PlanStats, parse_plan
-from app.runs.repo_tools import READ_TOOLS, ReadOnlyRepo, ToolError
-from app.runs.sanitize import frame_untrusted, sanitize
+from app.worker.repo_tools import READ_TOOLS, ReadOnlyRepo, ToolError
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ from arq.worker import Retry, Worker, func
 from githubkit.cache import AsyncRedisCacheStrategy
 
 from app.github import GitHubGateway
-from app.intake import Intake
 from app.jobs import Jobs
 from app.logs import bind_log_context, job_context
-from app.orchestrator import Orchestrator
-from app.planning import Planning
+from app.pending import LEASE_SCOPE as TRIGGER_LEASE_SCOPE
+from app.pending import LEASE_SECONDS as TRIGGER_LEASE_SECONDS
+from app.pending import PendingTriggers, resume_triggers
 from app.queue import (
     HEALTH_CHECK_INTERVAL,
     ORCHESTRATOR_QUEUE,
@@ -25,13 +25,13 @@ from app.queue import (
     redis_settings,
     serialize,
 )
-from app.redelivery import redelivery_crons
-from app.runs.store import RunStore
 from app.settings import Settings
-from app.triggers import LEASE_SCOPE as TRIGGER_LEASE_SCOPE
-from app.triggers import LEASE_SECONDS as TRIGGER_LEASE_SECONDS
-from app.triggers import PendingTriggers, resume_triggers
-from app.webhooks import Trigger
+from app.store import RunStore
+from app.web.webhooks import Trigger
+from app.worker.intake import Intake
+from app.worker.orchestrator import Orchestrator
+from app.worker.planning import Planning
+from app.worker.redelivery import redelivery_crons
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ import itertools
 import re
 from collections.abc import Callable, Mapping, Sequence
 
-from app.runs.dag import TIER_WEIGHTS, critical_path, levels, topological_order, width
-from app.runs.models import Plan, PlanStats, RunState, Story, StoryProgress
-from app.runs.sanitize import sanitize, strip_invisible
+from app.core.dag import TIER_WEIGHTS, critical_path, levels, topological_order, width
+from app.core.plan import Plan, PlanStats, RunState, Story, StoryProgress
+from app.core.sanitize import sanitize, strip_invisible
 
 __all__ = [
     "COMMANDS",

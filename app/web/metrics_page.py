@@ -15,10 +15,10 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from app.metrics import read_snapshot, render
-from app.runs.store import RunStore
+from app.store import RunStore
 
 if TYPE_CHECKING:
-    from app.web import WebState
+    from app.web.app import WebState
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ and a free-form label would let anyone grow the metrics without bound."""
 
 
 def delivery_outcome(status: int, body: bytes) -> tuple[str, bool]:
-    """(outcome, signature verified) of a webhook answer from `app.web.github_webhook`."""
+    """(outcome, signature verified) of a webhook answer from `app.web.app.github_webhook`."""
     if status == 401:
         return "bad_signature", False
     if status == 413:

@@ -18,12 +18,12 @@ from starlette.routing import Route
 
 from app.logs import bind_log_context
 from app.metrics import Metrics
-from app.metrics_web import count_deliveries, metrics_endpoint
+from app.pending import PendingTriggers, enqueue_intake
 from app.queue import HEALTH_CHECK_INTERVAL, ORCHESTRATOR_QUEUE, RUNNER_QUEUE, connect
 from app.settings import Settings
-from app.setup import SetupPages, SetupSettings
-from app.triggers import PendingTriggers, enqueue_intake
-from app.webhooks import BotIdentity, Ignored, MalformedPayload, route, signature_valid
+from app.web.metrics_page import count_deliveries, metrics_endpoint
+from app.web.setup import SetupPages, SetupSettings
+from app.web.webhooks import BotIdentity, Ignored, MalformedPayload, route, signature_valid
 
 log = logging.getLogger(__name__)
 

@@ -17,21 +17,21 @@ from pathlib import Path
 
 import httpx
 
+from app.core.plan import RunState
+from app.core.report import render_failed, render_plan
+from app.core.routing import RepoConfig, RepoConfigError, parse_repo_config
+from app.core.run import Run, StoryRecord, branch_name
 from app.gitcmd import GitAuth, GitError, read_remote_file, run_git, shallow_clone
 from app.github import GitHubGateway, InstallationClient
 from app.llm.catalog import CatalogError, ModelCatalog, build_client
 from app.llm.client import ModelClient
 from app.llm.prices import PriceTable, load_prices
-from app.llm.routing import RepoConfig, RepoConfigError, parse_repo_config
 from app.llm.types import AssistantTurn
 from app.metrics import MeteredClient
-from app.runs.models import RunState
-from app.runs.planner import PlannerBudget, PlannerFailed, PlanRequest, make_plan
-from app.runs.repo_tools import ReadOnlyRepo
-from app.runs.report import render_failed, render_plan
-from app.runs.run import Run, StoryRecord, branch_name
-from app.runs.store import RunStore
 from app.settings import Settings
+from app.store import RunStore
+from app.worker.planner import PlannerBudget, PlannerFailed, PlanRequest, make_plan
+from app.worker.repo_tools import ReadOnlyRepo
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from app.llm.routing import RepoConfig
-from app.runs.models import Plan, PlanStats, RunState, StoryProgress, StoryState
+from app.core.plan import Plan, PlanStats, RunState, StoryProgress, StoryState
+from app.core.routing import RepoConfig
 
 FailureKind = Literal[
     "execution",  # the agent could not do it (budget, no finish, gave up)

@@ -1,6 +1,6 @@
 """Run execution on the orchestrator: start, dispatch, results, reaping, finishing.
 
-Short idempotent jobs around the pure decisions in `app/runs/scheduler.py`. A story is
+Short idempotent jobs around the pure decisions in `app/core/scheduler.py`. A story is
 dispatched by marking it running (attempt counted) and enqueuing `run_story` on the runner
 queue with a job id per attempt, so a repeated dispatch cannot start it twice. The runner
 reports back through the run record and a `story_finished` job.
@@ -16,13 +16,11 @@ from decimal import Decimal
 
 from githubkit.exception import RequestError, RequestFailed
 
-from app.github import GitHubGateway, InstallationClient, describe_failure, is_client_error
-from app.logs import log_context
-from app.runs.models import RunState
-from app.runs.pr_body import is_checkpoint, render_final_comment, render_pr_body, render_pr_title
-from app.runs.report import render_plan
-from app.runs.run import Run, StoryRecord, now
-from app.runs.scheduler import (
+from app.core.plan import RunState
+from app.core.pr_body import is_checkpoint, render_final_comment, render_pr_body, render_pr_title
+from app.core.report import render_plan
+from app.core.run import Run, StoryRecord, now
+from app.core.scheduler import (
     RetryBudget,
     add_fix_story,
     admit,
@@ -32,9 +30,11 @@ from app.runs.scheduler import (
     mark_dispatched,
     stop_for_budget,
 )
-from app.runs.scheduler import on_failure as decide_failure
-from app.runs.store import RunStore
+from app.core.scheduler import on_failure as decide_failure
+from app.github import GitHubGateway, InstallationClient, describe_failure, is_client_error
+from app.logs import log_context
 from app.settings import Settings
+from app.store import RunStore
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Pure rendering from a `Run`: no I/O. Everything a model wrote (titles, summaries, design note,
 failure reasons, evidence) is untrusted and goes through the same escaping as the tracking
-comment (`app.runs.report`), so it cannot break the layout, hide text or ping people. Bodies
+comment (`app.core.report`), so it cannot break the layout, hide text or ping people. Bodies
 are fitted to GitHub's 65,536-character limit by giving up detail in a fixed order: failure
 evidence first, then the gantt, then the design note.
 """
@@ -15,9 +15,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from app.runs.dag import TIER_WEIGHTS, critical_path, levels, topological_order
-from app.runs.models import Plan, RunState, Story, StoryProgress
-from app.runs.report import (
+from app.core.dag import TIER_WEIGHTS, critical_path, levels, topological_order
+from app.core.plan import Plan, RunState, Story, StoryProgress
+from app.core.report import (
     COMMENT_LIMIT,
     _clip,
     _code_block,
@@ -33,8 +33,8 @@ from app.runs.report import (
     mermaid_label,
     next_commands,
 )
-from app.runs.run import Run, StoryRecord
-from app.runs.sanitize import sanitize
+from app.core.run import Run, StoryRecord
+from app.core.sanitize import sanitize
 
 __all__ = [
     "PR_TITLE_LIMIT",
@@ -501,9 +501,7 @@ def _refusals(rows: Sequence[_Row]) -> list[str]:
     """What baro would not commit (and why): what the agents were told to undo is part of
     the record a reviewer reads, not only of a Redis transcript."""
     items = [
-        f"- **{row.id}** {escape_inline(line, 300)}"
-        for row in rows
-        for line in row.record.refusals
+        f"- **{row.id}** {escape_inline(line, 300)}" for row in rows for line in row.record.refusals
     ]
     if not items:
         return []

@@ -2,16 +2,16 @@
 
 Ready-set admission without level barriers: a story may start as soon as every dependency
 has landed; among ready stories the one with the longest remaining path goes first. The
-I/O around these decisions (Redis, arq) lives in `app/orchestrator.py`.
+I/O around these decisions (Redis, arq) lives in `app/worker/orchestrator.py`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.runs.dag import TIER_WEIGHTS, dependency_closure, ready_set, remaining_path_length
-from app.runs.models import Story
-from app.runs.run import FailureKind, Run, StoryRecord, now
+from app.core.dag import TIER_WEIGHTS, dependency_closure, ready_set, remaining_path_length
+from app.core.plan import Story
+from app.core.run import FailureKind, Run, StoryRecord, now
 
 #: Failures that say something about the story (its retry budget, maybe a stronger model).
 STORY_FAILURES: frozenset[str] = frozenset(

@@ -19,7 +19,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from app.queue import ORCHESTRATOR_QUEUE
-from app.runs.store import RunStore
+from app.store import RunStore
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.runs.report import escape_inline, render_help
+from app.core.report import escape_inline, render_help
 
 
 def reply_marker(delivery_id: str) -> str:

@@ -16,8 +16,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
+from app.core.run import Run, now
 from app.metrics import Metrics
-from app.runs.run import Run, now
 
 log = logging.getLogger(__name__)
 
