@@ -39,6 +39,7 @@ from prometheus_client.core import (
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from app import keys
 from app.core.plan import RunState
 from app.core.run import TERMINAL_STATES, Run, StoryRecord
 from app.llm.config import ModelConfig
@@ -51,9 +52,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PREFIX = "baro:metrics:"
-RUNNERS = PREFIX + "runners"
-"""Hash: runner id → its slots, busy slots and when the entry expires (read without SCAN)."""
 RUNNER_TTL_BEATS = 3
 """A runner's presence key outlives this many missed heartbeats."""
 GAUGE_MAX_AGE_SECONDS = 3600.0
@@ -78,7 +76,7 @@ class Spec:
 
     @property
     def key(self) -> str:
-        return f"{PREFIX}{self.kind}:{self.name}"
+        return keys.metric(self.kind, self.name)
 
     @property
     def exposed(self) -> str:
@@ -383,10 +381,10 @@ class Metrics:
     async def runner_alive(self, runner_id: str, slots: int, busy: int, ttl_s: int) -> None:
         expires = self.clock() + ttl_s
         value = json.dumps({"slots": slots, "busy": busy, "expires": expires})
-        await self._write([_Put(RUNNERS, runner_id, value)])
+        await self._write([_Put(keys.RUNNERS, runner_id, value)])
 
     async def runner_gone(self, runner_id: str) -> None:
-        await self._write([_Remove(RUNNERS, runner_id)])
+        await self._write([_Remove(keys.RUNNERS, runner_id)])
 
     async def flush(self) -> None:
         """Send increments kept during an outage (the web process does this per scrape)."""
@@ -576,7 +574,7 @@ async def read_snapshot(metrics: Metrics, store: RunStore) -> Snapshot:
     }
     runners: list[RunnerInfo] = []
     gone: list[str] = []
-    for runner_id, raw in (await redis.hgetall(RUNNERS)).items():  # type: ignore[misc]
+    for runner_id, raw in (await redis.hgetall(keys.RUNNERS)).items():  # type: ignore[misc]
         try:
             data = json.loads(raw)
             if float(data["expires"]) < metrics.clock():
@@ -587,7 +585,7 @@ async def read_snapshot(metrics: Metrics, store: RunStore) -> Snapshot:
             log.debug("ignoring a malformed runner presence: %r", raw)
             gone.append(_text(runner_id))
     if gone:
-        await redis.hdel(RUNNERS, *gone)  # type: ignore[misc]
+        await redis.hdel(keys.RUNNERS, *gone)  # type: ignore[misc]
     states: dict[str, int] = defaultdict(int)
     for run in await store.active_runs():
         states[run.state] += 1

@@ -18,15 +18,12 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from app import keys
 from app.queue import ORCHESTRATOR_QUEUE
 from app.store import RunStore
 
 log = logging.getLogger(__name__)
 
-PENDING = "baro:triggers:pending"  # zset: delivery id → when it was (re-)queued
-PAYLOADS = "baro:triggers:payload"  # hash: delivery id → the trigger as JSON
-ATTEMPTS = "baro:triggers:attempts"  # hash: delivery id → re-enqueues so far
-DONE = "baro:trigger:done:{}"
 DONE_SECONDS = 4 * 24 * 3600  # as long as the web process dedups the delivery
 LEASE_SECONDS = 10.0
 LEASE_SCOPE = "trigger"  # intake leases: RunStore leases keyed (LEASE_SCOPE, delivery id)
@@ -41,39 +38,39 @@ class PendingTriggers:
     async def record(self, delivery: str, payload: dict[str, Any]) -> None:
         """Called by the web process before it enqueues the intake job."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(PAYLOADS, delivery, json.dumps(payload))
-            pipe.zadd(PENDING, {delivery: time.time()})
+            pipe.hset(keys.TRIGGER_PAYLOADS, delivery, json.dumps(payload))
+            pipe.zadd(keys.PENDING_TRIGGERS, {delivery: time.time()})
             await pipe.execute()
 
     async def forget(self, delivery: str) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zrem(PENDING, delivery)
-            pipe.hdel(PAYLOADS, delivery)
-            pipe.hdel(ATTEMPTS, delivery)
+            pipe.zrem(keys.PENDING_TRIGGERS, delivery)
+            pipe.hdel(keys.TRIGGER_PAYLOADS, delivery)
+            pipe.hdel(keys.TRIGGER_ATTEMPTS, delivery)
             await pipe.execute()
 
     async def is_done(self, delivery: str) -> bool:
-        return bool(await self.redis.exists(DONE.format(delivery)))
+        return bool(await self.redis.exists(keys.trigger_done(delivery)))
 
     async def finish(self, delivery: str) -> None:
         """The intake finished (whatever its outcome): never handle this delivery again."""
-        await self.redis.set(DONE.format(delivery), "1", ex=DONE_SECONDS)
+        await self.redis.set(keys.trigger_done(delivery), "1", ex=DONE_SECONDS)
         await self.forget(delivery)
 
     async def stale(self, older_than: float = RESUME_AFTER_SECONDS) -> list[str]:
         cutoff = time.time() - older_than
-        found = await self.redis.zrangebyscore(PENDING, "-inf", cutoff)
+        found = await self.redis.zrangebyscore(keys.PENDING_TRIGGERS, "-inf", cutoff)
         return [d.decode() if isinstance(d, bytes) else str(d) for d in found]
 
     async def resume(self, delivery: str) -> dict[str, Any] | None:
         """Count a re-enqueue and return the payload to enqueue, or None when the trigger has
         been tried too often (it is dropped: an intake that fails five times is a bug)."""
-        attempts = int(await self.redis.hincrby(ATTEMPTS, delivery, 1))  # type: ignore[misc]
-        raw = await self.redis.hget(PAYLOADS, delivery)  # type: ignore[misc]
+        attempts = int(await self.redis.hincrby(keys.TRIGGER_ATTEMPTS, delivery, 1))  # type: ignore[misc]
+        raw = await self.redis.hget(keys.TRIGGER_PAYLOADS, delivery)  # type: ignore[misc]
         if raw is None or attempts > MAX_RESUMES:
             await self.forget(delivery)
             return None
-        await self.redis.zadd(PENDING, {delivery: time.time()})
+        await self.redis.zadd(keys.PENDING_TRIGGERS, {delivery: time.time()})
         payload: dict[str, Any] = json.loads(raw)
         return payload
 

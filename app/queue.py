@@ -11,10 +11,12 @@ from typing import Any
 from arq.connections import ArqRedis, RedisSettings
 from redis.asyncio import ConnectionPool
 
-ORCHESTRATOR_QUEUE = "baro:orchestrator"
+from app import keys
+
+ORCHESTRATOR_QUEUE = keys.ORCHESTRATOR_QUEUE
 HEALTH_CHECK_INTERVAL = 10
 """Seconds between arq heartbeats of the worker and runner processes (read by /healthz)."""
-RUNNER_QUEUE = "baro:runner"
+RUNNER_QUEUE = keys.RUNNER_QUEUE
 
 
 def serialize(obj: Any) -> bytes:

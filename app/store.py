@@ -16,13 +16,11 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
+from app import keys
 from app.core.run import Run, now
 from app.metrics import Metrics
 
 log = logging.getLogger(__name__)
-
-PREFIX = "baro:"
-ACTIVE_RUNS = f"{PREFIX}runs:active"
 
 
 class RunNotFound(KeyError):
@@ -59,17 +57,17 @@ class RunStore:
 
     @staticmethod
     def _key(run_id: str) -> str:
-        return f"{PREFIX}run:{run_id}"
+        return keys.run(run_id)
 
     @staticmethod
     def _active_key(issue_key: str) -> str:
-        return f"{PREFIX}issue:{issue_key}:active"
+        return keys.issue_active(issue_key)
 
     async def create(self, run: Run) -> tuple[Run, bool]:
         """Store a new run; if it already exists, return the stored one and False."""
         created = await self.redis.set(self._key(run.id), run.model_dump_json(), nx=True)
         if created:
-            await self.redis.sadd(ACTIVE_RUNS, run.id)  # type: ignore[misc]
+            await self.redis.sadd(keys.ACTIVE_RUNS, run.id)  # type: ignore[misc]
             await self.append_event(run.id, "created", state=run.state)
             return run, True
         return await self.get(run.id), False
@@ -106,7 +104,7 @@ class RunStore:
                     pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.set(key, changed.model_dump_json())
                     if changed.terminal:
-                        pipe.srem(ACTIVE_RUNS, run_id)
+                        pipe.srem(keys.ACTIVE_RUNS, run_id)
                     await pipe.execute()
                     await self.metrics.run_changed(current, changed)
                     return changed
@@ -115,7 +113,7 @@ class RunStore:
 
     async def active_runs(self) -> list[Run]:
         """Runs not yet in a terminal state (for the reaper)."""
-        ids = await self.redis.smembers(ACTIVE_RUNS)  # type: ignore[misc]
+        ids = await self.redis.smembers(keys.ACTIVE_RUNS)  # type: ignore[misc]
         runs = []
         for raw in sorted(ids):
             run = await self.find(raw.decode() if isinstance(raw, bytes) else str(raw))
@@ -130,7 +128,7 @@ class RunStore:
     async def claim_branch(self, owner: str, repo: str, branch: str, run_id: str) -> str:
         """Make `run_id` the one run pushing to `branch` unless an unfinished run does (a
         follow-up on the PR and a retry or a new run on the issue share the branch)."""
-        key = f"{PREFIX}branch:{owner.lower()}/{repo.lower()}:{branch}"
+        key = keys.branch_claim(owner, repo, branch)
         return await self._claim(key, run_id)
 
     async def _claim(self, key: str, run_id: str) -> str:
@@ -169,10 +167,10 @@ class RunStore:
 
     async def append_event(self, run_id: str, kind: str, **data: Any) -> None:
         fields = {"kind": kind, "at": now().isoformat(), "data": json.dumps(data, default=str)}
-        await self.redis.xadd(f"{PREFIX}run:{run_id}:events", fields)  # type: ignore[arg-type]
+        await self.redis.xadd(keys.run_events(run_id), fields)  # type: ignore[arg-type]
 
     async def events(self, run_id: str) -> list[dict[str, Any]]:
-        entries = await self.redis.xrange(f"{PREFIX}run:{run_id}:events")
+        entries = await self.redis.xrange(keys.run_events(run_id))
         out: list[dict[str, Any]] = []
         for _id, fields in entries:
             decoded = {k.decode(): v.decode() for k, v in fields.items()}
@@ -181,11 +179,29 @@ class RunStore:
             )
         return out
 
+    # --- small markers ---------------------------------------------------------------------
+
+    async def once(self, name: str, seconds: float) -> bool:
+        """True the first time `name` is marked within `seconds` (and marks it)."""
+        return await self._mark(keys.once(name), seconds)
+
+    async def open_render_window(self, run_id: str, seconds: float) -> bool:
+        """True when no edit of the run's tracking comment happened in the last `seconds`."""
+        return await self._mark(keys.render_window(run_id), seconds)
+
+    async def save_transcript(
+        self, run_id: str, story_id: str, attempt: int, text: str, ttl_seconds: int
+    ) -> None:
+        await self.redis.set(keys.transcript(run_id, story_id, attempt), text, ex=ttl_seconds)
+
+    async def _mark(self, key: str, seconds: float) -> bool:
+        return bool(await self.redis.set(key, "1", nx=True, px=int(seconds * 1000)))
+
     # --- story leases: who works on a story right now, kept alive by a heartbeat ----------
 
     @staticmethod
     def _lease_key(run_id: str, story_id: str) -> str:
-        return f"{PREFIX}lease:{run_id}:{story_id}"
+        return keys.lease(run_id, story_id)
 
     async def acquire_lease(self, run_id: str, story_id: str, holder: str, ttl: float) -> bool:
         key = self._lease_key(run_id, story_id)

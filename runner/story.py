@@ -275,9 +275,10 @@ class StoryRunner:
             text = text.replace(secret, "***")
         if len(text) > TRANSCRIPT_MAX_CHARS:
             text = text[:TRANSCRIPT_MAX_CHARS]
-        key = f"baro:transcript:{run_id}:{story_id}:{attempt}"
         try:
-            await self.store.redis.set(key, text, ex=TRANSCRIPT_TTL_SECONDS)
+            await self.store.save_transcript(
+                run_id, story_id, attempt, text, TRANSCRIPT_TTL_SECONDS
+            )
         except Exception:  # debugging aid only: never fail a story over it
             log.warning("could not save the transcript of %s/%s", run_id, story_id)
 

@@ -19,6 +19,7 @@ import httpx
 from arq.worker import Worker, func
 from githubkit.cache import AsyncRedisCacheStrategy
 
+from app import keys
 from app.github import GitHubGateway
 from app.jobs import Jobs
 from app.llm.prices import load_prices
@@ -129,7 +130,7 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
             settings=settings,
             store=RunStore(redis, metrics),
             gateway=GitHubGateway(
-                settings, AsyncRedisCacheStrategy(redis, prefix="baro:githubkit"), metrics
+                settings, AsyncRedisCacheStrategy(redis, prefix=keys.GITHUB_CACHE_PREFIX), metrics
             ),
             workspaces=workspaces,
             sandbox=sandbox,

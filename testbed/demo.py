@@ -28,6 +28,7 @@ from typing import Any, ClassVar, TypeVar
 import httpx
 import redis
 
+from app import keys
 from testbed.github.delivery import deliver, issue_labeled_payload
 from testbed.github.server import running_testbed
 from testbed.github.state import GitHubState
@@ -355,7 +356,7 @@ class Progress:
         self.run_state = ""
 
     def poll(self, run_id: str) -> dict[str, Any] | None:
-        raw = self.client.get(f"baro:run:{run_id}")
+        raw = self.client.get(keys.run(run_id))
         if not isinstance(raw, bytes):
             return None
         run: dict[str, Any] = json.loads(raw)

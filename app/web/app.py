@@ -16,6 +16,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from app import keys
 from app.logs import bind_log_context
 from app.metrics import Metrics
 from app.pending import PendingTriggers, enqueue_intake
@@ -27,7 +28,6 @@ from app.web.webhooks import BotIdentity, Ignored, MalformedPayload, route, sign
 
 log = logging.getLogger(__name__)
 
-DELIVERY_KEY = "baro:delivery:{}"
 HEALTH_SUFFIX = ":health-check"  # arq's heartbeat key, refreshed every health_check_interval
 
 
@@ -97,7 +97,7 @@ async def github_webhook(request: Request) -> Response:
         return JSONResponse({"ignored": outcome.reason}, status_code=202)
     bind_log_context(installation=outcome.installation_id)
 
-    key = DELIVERY_KEY.format(delivery)
+    key = keys.delivery(delivery)
     try:
         fresh = await state.redis.set(key, "1", nx=True, ex=state.settings.delivery_dedup_seconds)
         if not fresh:

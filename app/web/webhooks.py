@@ -10,13 +10,12 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from app.core.commands import Command, CommandError, parse_command
-
-TriggerKind = Literal["label", "comment"]
+from app.core.triggers import Trigger
 
 
 def signature_valid(secret: bytes, body: bytes, header: str | None) -> bool:
@@ -90,28 +89,6 @@ class _Envelope(_Lenient):
     comment: _Comment | None = None
     pull_request: _PullRequest | None = None
     review: _Review | None = None
-
-
-class Trigger(BaseModel):
-    """Everything the orchestrator needs to act on one delivery; JSON-serialisable."""
-
-    model_config = ConfigDict(frozen=True)
-
-    delivery_id: str
-    kind: TriggerKind
-    installation_id: int
-    owner: str
-    repo: str
-    issue_number: int
-    issue_title: str
-    is_pull_request: bool
-    sender_login: str
-    sender_id: int
-    comment_id: int | None = None
-    verb: str = "run"
-    instructions: str = ""
-    stories: tuple[str, ...] = ()
-    command_error: str | None = None
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,10 @@ from app.core import replies
 from app.core.report import render_help, render_plan, render_queued
 from app.core.run import BRANCH_PREFIX, Run, issue_key, run_id_for
 from app.core.scheduler import RetryRefused, cancel, reset_for_retry
+from app.core.triggers import Trigger
 from app.github import WRITE_PERMISSIONS, InstallationClient
 from app.logs import bind_log_context
 from app.store import RunStore
-from app.web.webhooks import Trigger
 from app.worker.orchestrator import LABEL_RUNNING, set_state_label
 
 log = logging.getLogger(__name__)

@@ -11,6 +11,8 @@ from arq.cron import cron
 from arq.worker import Retry, Worker, func
 from githubkit.cache import AsyncRedisCacheStrategy
 
+from app import keys
+from app.core.triggers import Trigger
 from app.github import GitHubGateway
 from app.jobs import Jobs
 from app.logs import bind_log_context, job_context
@@ -27,7 +29,6 @@ from app.queue import (
 )
 from app.settings import Settings
 from app.store import RunStore
-from app.web.webhooks import Trigger
 from app.worker.intake import Intake
 from app.worker.orchestrator import Orchestrator
 from app.worker.planning import Planning
@@ -143,7 +144,7 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
         ctx["store"] = RunStore(redis)
         ctx["gateway"] = GitHubGateway(
             settings,
-            AsyncRedisCacheStrategy(redis, prefix="baro:githubkit"),
+            AsyncRedisCacheStrategy(redis, prefix=keys.GITHUB_CACHE_PREFIX),
             ctx["store"].metrics,
         )
         ctx["http"] = httpx.AsyncClient(timeout=httpx.Timeout(600, connect=10))

@@ -397,7 +397,7 @@ class Orchestrator:
         return [f"{run.id}:finalized"]
 
     async def _once(self, key: str, seconds: int) -> bool:
-        return bool(await self.store.redis.set(f"baro:once:{key}", "1", nx=True, ex=seconds))
+        return await self.store.once(key, seconds)
 
     async def _stalled(self, run: Run) -> bool:
         """A run without progress past the stall limit ends as failed, with the reason."""
@@ -425,13 +425,9 @@ class Orchestrator:
         if run.plan is None:
             return
         window = self.settings.comment_debounce_seconds
-        if not force and window > 0:
-            fresh = await self.store.redis.set(
-                f"baro:render:{run.id}", "1", nx=True, px=int(window * 1000)
-            )
-            if not fresh:
-                await self.defer_refresh(run.id, window)
-                return
+        if not force and window > 0 and not await self.store.open_render_window(run.id, window):
+            await self.defer_refresh(run.id, window)
+            return
         await self.write_tracking(run)
 
     async def write_tracking(self, run: Run) -> None:

@@ -30,6 +30,7 @@ from githubkit_schemas.latest.models import HookDeliveryItem
 from redis.asyncio import Redis
 from redis.exceptions import LockError, RedisError
 
+from app import keys
 from app.github import GitHubGateway, RetryPolicy
 from app.settings import Settings
 
@@ -51,10 +52,7 @@ MAX_PAGES = 50
 PERMANENT = frozenset({400, 413})
 """What the web process answers to a payload it will never accept (malformed, too large)."""
 PASS_TIMEOUT = 240
-LOCK_KEY = "baro:redelivery:lock"
 LOCK_SECONDS = PASS_TIMEOUT + 60
-DUE_KEY = "baro:redelivery:due"
-ASKED_KEY = "baro:redelivery:asked:{}"
 NEXT_LINK = re.compile(r'<([^<>]+)>;\s*rel="next"')
 
 
@@ -242,7 +240,7 @@ async def reconcile(
 ) -> PassResult:
     """One pass: list the App's deliveries of the last 3 days and ask GitHub to redeliver
     each event that never got a 2xx. A GitHub error ends the pass; it never raises one."""
-    lock = redis.lock(LOCK_KEY, timeout=LOCK_SECONDS, blocking=False)
+    lock = redis.lock(keys.REDELIVERY_LOCK, timeout=LOCK_SECONDS, blocking=False)
     if not await lock.acquire():
         return PassResult("locked")
     try:
@@ -353,12 +351,12 @@ async def _pass(
 async def _load(redis: Redis, guids: Sequence[str]) -> dict[str, Asked]:
     if not guids:
         return {}
-    raws = await redis.mget([ASKED_KEY.format(g) for g in guids])
+    raws = await redis.mget([keys.redelivery_asked(g) for g in guids])
     return {g: Asked.load(raw) for g, raw in zip(guids, raws, strict=True) if raw is not None}
 
 
 async def _save(redis: Redis, guid: str, asked: Asked) -> None:
-    await redis.set(ASKED_KEY.format(guid), asked.dump(), ex=int(WINDOW.total_seconds()))
+    await redis.set(keys.redelivery_asked(guid), asked.dump(), ex=int(WINDOW.total_seconds()))
 
 
 # The worker's cron job --------------------------------------------------------------------
@@ -385,7 +383,9 @@ async def redeliver_failed(ctx: dict[str, Any]) -> str:
     settings: Settings = ctx["settings"]
     redis: Redis = ctx["redis"]
     try:
-        due = await redis.set(DUE_KEY, "1", nx=True, ex=settings.redelivery_interval_seconds)
+        due = await redis.set(
+            keys.REDELIVERY_DUE, "1", nx=True, ex=settings.redelivery_interval_seconds
+        )
         if not due:
             return "not due"
         gh = app_client(ctx["gateway"])

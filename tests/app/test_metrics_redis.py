@@ -18,8 +18,9 @@ from redis.exceptions import RedisError
 from app.core.plan import Plan
 from app.core.run import Run, StoryRecord
 from app.core.scheduler import mark_dispatched
+from app.keys import RUNNERS
 from app.llm.types import Usage
-from app.metrics import RUNNERS, Metrics, RunnerPresence, read_snapshot, render
+from app.metrics import Metrics, RunnerPresence, read_snapshot, render
 from app.store import RunStore
 from tests.conftest import RedisServer
 

@@ -15,10 +15,9 @@ from githubkit import AppAuthStrategy, GitHub
 from githubkit.cache import MemCacheStrategy
 from redis.asyncio import Redis
 
+from app import keys
 from app.settings import Settings
 from app.worker.redelivery import (
-    ASKED_KEY,
-    LOCK_KEY,
     MAX_PER_GUID,
     Asked,
     Attempt,
@@ -267,7 +266,7 @@ async def test_a_failed_delivery_is_redelivered_once_and_an_answered_one_never(
     attempts = setup.wait_attempts(failed, 2)
     assert (attempts[1].redelivery, attempts[1].status) == (True, "OK")
     assert setup.receiver.guids() == [failed, answered, failed]
-    assert Asked.load(await setup.redis.get(ASKED_KEY.format(failed)) or b"").count == 1
+    assert Asked.load(await setup.redis.get(keys.redelivery_asked(failed)) or b"").count == 1
 
     second = await reconcile(setup.gh, setup.redis, spacing=0)
     assert (second.outcome, second.redelivered, second.skipped) == ("done", [], {})
@@ -288,10 +287,10 @@ async def test_requests_stop_after_max_per_guid(setup: Setup) -> None:
         setup.gh, setup.redis, spacing=0, max_per_guid=3, retry_base=timedelta(0)
     )
     assert (spent.redelivered, spent.skipped) == ([], {guid: "exhausted"})
-    asked = Asked.load(await setup.redis.get(ASKED_KEY.format(guid)) or b"")
+    asked = Asked.load(await setup.redis.get(keys.redelivery_asked(guid)) or b"")
     assert (asked.count, asked.gave_up) == (3, True)
     assert setup.redeliver_requests(3) == 3
-    ttl = await setup.redis.ttl(ASKED_KEY.format(guid))
+    ttl = await setup.redis.ttl(keys.redelivery_asked(guid))
     assert 3 * 24 * 3600 - 60 < ttl <= 3 * 24 * 3600
 
 
@@ -328,7 +327,7 @@ async def test_github_errors_end_the_pass_without_raising(setup: Setup) -> None:
     broken = await reconcile(setup.gh, setup.redis, spacing=0)
     assert (broken.outcome, broken.redelivered) == ("error", [])
     assert setup.redeliver_requests(1) == 1  # the pass ended at the first failure
-    assert await setup.redis.get(ASKED_KEY.format(first)) is None
+    assert await setup.redis.get(keys.redelivery_asked(first)) is None
 
     healed = await reconcile(setup.gh, setup.redis, spacing=0)
     assert (healed.outcome, healed.redelivered) == ("done", [first, second])
@@ -344,7 +343,7 @@ async def test_old_or_refused_deliveries_are_not_asked_for_again(setup: Setup) -
     result = await reconcile(setup.gh, setup.redis, spacing=0)
     assert (result.outcome, result.redelivered) == ("done", [])
     assert result.skipped == {old: "expired"}
-    asked = Asked.load(await setup.redis.get(ASKED_KEY.format(refused)) or b"")
+    asked = Asked.load(await setup.redis.get(keys.redelivery_asked(refused)) or b"")
     assert asked.gave_up
     later = await reconcile(
         setup.gh, setup.redis, spacing=0, now=lambda: datetime.now(UTC) + timedelta(hours=12)
@@ -356,7 +355,7 @@ async def test_old_or_refused_deliveries_are_not_asked_for_again(setup: Setup) -
 
 async def test_one_pass_at_a_time(setup: Setup) -> None:
     await setup.deliver(503)
-    lock = setup.redis.lock(LOCK_KEY, timeout=30)
+    lock = setup.redis.lock(keys.REDELIVERY_LOCK, timeout=30)
     assert await lock.acquire(blocking=False)
     try:
         assert (await reconcile(setup.gh, setup.redis, spacing=0)).outcome == "locked"

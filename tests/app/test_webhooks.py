@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from app.web.webhooks import BotIdentity, Ignored, MalformedPayload, Trigger, route, signature_valid
+from app.core.triggers import Trigger
+from app.web.webhooks import BotIdentity, Ignored, MalformedPayload, route, signature_valid
 from tests.conftest import FIXTURES
 
 BOT = BotIdentity(app_id=4242, slug="baro-test", trigger_label="baro")
