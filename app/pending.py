@@ -20,14 +20,12 @@ from redis.asyncio import Redis
 
 from app import keys
 from app.queue import ORCHESTRATOR_QUEUE
-from app.store import RunStore
 
 log = logging.getLogger(__name__)
 
 DONE_SECONDS = 4 * 24 * 3600  # as long as the web process dedups the delivery
 LEASE_SECONDS = 10.0
 LEASE_SCOPE = "trigger"  # intake leases: RunStore leases keyed (LEASE_SCOPE, delivery id)
-RESUME_AFTER_SECONDS = 15.0
 MAX_RESUMES = 5
 
 
@@ -57,7 +55,7 @@ class PendingTriggers:
         await self.redis.set(keys.trigger_done(delivery), "1", ex=DONE_SECONDS)
         await self.forget(delivery)
 
-    async def stale(self, older_than: float = RESUME_AFTER_SECONDS) -> list[str]:
+    async def stale(self, older_than: float) -> list[str]:
         cutoff = time.time() - older_than
         found = await self.redis.zrangebyscore(keys.PENDING_TRIGGERS, "-inf", cutoff)
         return [d.decode() if isinstance(d, bytes) else str(d) for d in found]
@@ -84,19 +82,3 @@ async def enqueue_intake(
     await redis.enqueue_job(
         "handle_trigger", payload, _job_id=job_id, _queue_name=ORCHESTRATOR_QUEUE
     )
-
-
-async def resume_triggers(redis: Any, store: RunStore) -> list[str]:
-    """Re-enqueue intakes whose worker died (pending, and nobody holds their lease)."""
-    resumed: list[str] = []
-    triggers = PendingTriggers(redis)
-    for delivery in await triggers.stale():
-        if await store.lease_holder(LEASE_SCOPE, delivery) is not None:
-            continue
-        payload = await triggers.resume(delivery)
-        if payload is None:
-            log.error("gave up on delivery %s: its intake failed too often", delivery)
-            continue
-        await enqueue_intake(redis, payload, delivery, fresh=True)
-        resumed.append(f"trigger:{delivery}")
-    return resumed

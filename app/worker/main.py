@@ -7,7 +7,6 @@ import uuid
 from typing import Any
 
 import httpx
-from arq.cron import cron
 from arq.worker import Retry, Worker, func
 from githubkit.cache import AsyncRedisCacheStrategy
 
@@ -18,7 +17,7 @@ from app.jobs import Jobs
 from app.logs import bind_log_context, job_context
 from app.pending import LEASE_SCOPE as TRIGGER_LEASE_SCOPE
 from app.pending import LEASE_SECONDS as TRIGGER_LEASE_SECONDS
-from app.pending import PendingTriggers, resume_triggers
+from app.pending import PendingTriggers
 from app.queue import (
     HEALTH_CHECK_INTERVAL,
     ORCHESTRATOR_QUEUE,
@@ -32,7 +31,7 @@ from app.store import RunStore
 from app.worker.intake import Intake
 from app.worker.orchestrator import Orchestrator
 from app.worker.planning import Planning
-from app.worker.redelivery import redelivery_crons
+from app.worker.recovery import Recovery, recovery_crons
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +39,6 @@ JOB_TIMEOUT = 120
 PLAN_TIMEOUT = 1800
 PLAN_MAX_TRIES = 3
 RETRY_DEFER_SECONDS = 2
-REAP_EVERY_SECONDS = 5
 
 
 @job_context()
@@ -125,16 +123,6 @@ async def run_verified(ctx: dict[str, Any], run_id: str) -> str:
     return await orchestrator.verified(run_id)
 
 
-async def reap(ctx: dict[str, Any]) -> int:
-    """Cron: re-dispatch stories whose runner stopped heartbeating."""
-    orchestrator: Orchestrator = ctx["orchestrator"]
-    reaped = await orchestrator.reap()
-    reaped += await resume_triggers(ctx["redis"], ctx["store"])
-    if reaped:
-        log.warning("reaped stories with expired leases: %s", ", ".join(reaped))
-    return len(reaped)
-
-
 def build_worker(settings: Settings, **overrides: Any) -> Worker:
     redis = connect(settings.redis_url)
 
@@ -161,6 +149,7 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
             ctx["jobs"].refresh_later,
             ctx["jobs"].replan,
         )
+        ctx["recovery"] = Recovery(ctx["orchestrator"], ctx["store"], redis)
 
     async def shutdown(ctx: dict[str, Any]) -> None:
         if "http" in ctx:
@@ -176,10 +165,7 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
             func(refresh_run, name="refresh_run", keep_result=0),
             func(run_verified, name="run_verified"),
         ],
-        "cron_jobs": [
-            cron(reap, second=set(range(0, 60, REAP_EVERY_SECONDS)), run_at_startup=True),
-            *redelivery_crons(settings),
-        ],
+        "cron_jobs": recovery_crons(settings),
         "queue_name": ORCHESTRATOR_QUEUE,
         "redis_settings": redis_settings(settings.redis_url),
         "on_startup": startup,

@@ -1,4 +1,4 @@
-"""Run execution on the orchestrator: start, dispatch, results, reaping, finishing.
+"""Run execution on the orchestrator: start, dispatch, results, finishing.
 
 Short idempotent jobs around the pure decisions in `app/core/scheduler.py`. A story is
 dispatched by marking it running (attempt counted) and enqueuing `run_story` on the runner
@@ -32,7 +32,6 @@ from app.core.scheduler import (
 )
 from app.core.scheduler import on_failure as decide_failure
 from app.github import GitHubGateway, InstallationClient, describe_failure, is_client_error
-from app.logs import log_context
 from app.settings import Settings
 from app.store import RunStore
 
@@ -47,8 +46,6 @@ FINALIZE_LEASE_SECONDS = 10.0
 second one; a killed worker's lease lapses within this and the reaper takes over."""
 VERIFY_LEASE = "verify"
 FINALIZE_LEASE = "finalize"
-FINALIZE_RETRY_SECONDS = 15
-"""The reaper resumes a run stuck finalizing at most this often (a PR GitHub refused)."""
 PR_CLIENT_ERROR_ATTEMPTS = 3
 """Tries at the PR when GitHub refuses it (4xx after rate limits were waited out)."""
 PR_SERVER_ERROR_ATTEMPTS = 10
@@ -57,7 +54,6 @@ LABEL_RUNNING = "baro:running"
 LABEL_DONE = "baro:done"
 LABEL_FAILED = "baro:failed"
 STATE_LABELS = (LABEL_RUNNING, LABEL_DONE, LABEL_FAILED)
-RESUME_AFTER_SECONDS = 10.0
 
 
 class PullRequestClosed(Exception):
@@ -160,13 +156,14 @@ class Orchestrator:
         if not closed:
             return f"skipped ({run.state})"  # a repeated job: the first one finalizes
         await self.store.append_event(run_id, "finalizing")
-        if _needs_verification(run):
-            await self._verify(run)
+        if needs_verification(run):
+            await self.verify(run)
             await self.render(run)
             return "verifying"
         return await self.open_pull_request(run_id)
 
-    async def _verify(self, run: Run) -> None:
+    async def verify(self, run: Run) -> None:
+        """Queue the integrated branch's verification on a runner (the lease marks it queued)."""
         round_ = 2 if run.fix_story else 1
         await self.enqueue_verify(run.id, round_)
         await self.store.acquire_lease(
@@ -298,126 +295,6 @@ class Orchestrator:
         log.error("gave up opening the pull request after %d tries: %s", attempts, detail)
         return f"GitHub refused to open the pull request after {attempts} tries: {detail}"
 
-    async def reap(self) -> list[str]:
-        """Stories whose lease expired (runner died, job lost) are failed as infrastructure
-        failures, which re-dispatches them within their budget. Returns what was reaped."""
-        reaped: list[str] = []
-        for run in await self.store.active_runs():
-            with log_context(run=run.id):
-                try:
-                    reaped += await self._reap_run(run)
-                except Exception:
-                    # One run's trouble (GitHub refusing, a corrupt record) must not stop
-                    # the reaper from looking after every other run.
-                    log.exception("reaping run %s failed; trying again next pass", run.id)
-        return reaped
-
-    async def _reap_run(self, run: Run) -> list[str]:
-        reaped: list[str] = []
-        if await self._stalled(run):
-            return [f"{run.id}:stalled"]
-        reaped += await self._resume(run)
-        if run.state == "running":
-            await self.dispatch(run.id)  # capacity freed elsewhere may admit stories
-        for sid, record in run.stories.items():
-            if record.state != "running":
-                continue
-            if await self.store.lease_holder(run.id, sid) is not None:
-                continue
-            attempt = record.attempts
-
-            expired: list[bool] = []
-
-            def expire(
-                r: Run, sid: str = sid, attempt: int = attempt, expired: list[bool] = expired
-            ) -> Run | None:
-                expired.clear()
-                current = r.stories[sid]
-                if current.state != "running" or current.attempts != attempt:
-                    return None
-                expired.append(True)
-                stories = dict(r.stories)
-                stories[sid] = current.model_copy(
-                    update={
-                        "state": "failed",
-                        "awaiting_decision": True,
-                        "failure_kind": "infrastructure",
-                        "failure": "the runner stopped responding (lease expired)",
-                        "finished_at": now(),
-                    }
-                )
-                return r.model_copy(update={"stories": stories})
-
-            await self.store.update(run.id, expire)
-            if not expired:
-                continue  # it landed or failed in the meantime: nothing was lost
-            await self.story_finished(run.id, sid)
-            reaped.append(f"{run.id}:{sid}")
-        return reaped
-
-    async def _resume(self, run: Run) -> list[str]:
-        """Pick up what a killed worker dropped: a plan nobody works on, a ready run that
-        never started, a story failure nobody decided on."""
-        idle = (now() - run.updated_at).total_seconds()
-        resumed: list[str] = []
-        if run.state == "planning" and idle > RESUME_AFTER_SECONDS:
-            orphaned = await self.store.lease_holder(run.id, "plan") is None
-            if orphaned and await self._once(f"replan:{run.id}", 60):
-                await self.enqueue_plan(run.id)
-                resumed.append(f"{run.id}:replanned")
-        # A queued run: the intake's worker died between creating it and queueing its plan.
-        queued = run.state == "queued" and idle > RESUME_AFTER_SECONDS
-        if queued and await self._once(f"replan:{run.id}", 60):
-            await self.enqueue_plan(run.id)
-            resumed.append(f"{run.id}:planned")
-        if run.state == "ready" and idle > RESUME_AFTER_SECONDS:
-            await self.start(run.id)
-            resumed.append(f"{run.id}:started")
-        if run.state == "finalizing" and idle > RESUME_AFTER_SECONDS:
-            resumed += await self._resume_finalizing(run)
-        for sid, record in run.stories.items():
-            waited = (now() - (record.finished_at or now())).total_seconds()
-            if record.awaiting_decision and waited > RESUME_AFTER_SECONDS:
-                await self.story_finished(run.id, sid)
-                resumed.append(f"{run.id}:{sid}:decided")
-        return resumed
-
-    async def _resume_finalizing(self, run: Run) -> list[str]:
-        """A runner died verifying, or a worker died between verification and the PR:
-        verify again, or go on from the recorded verification (the PR is found, not doubled)."""
-        for lease in (VERIFY_LEASE, FINALIZE_LEASE):
-            if await self.store.lease_holder(run.id, lease) is not None:
-                return []
-        if not await self._once(f"finalize:{run.id}", FINALIZE_RETRY_SECONDS):
-            return []
-        if _needs_verification(run) and not run.verification:
-            await self._verify(run)
-            return [f"{run.id}:reverify"]
-        await self.verified(run.id)
-        return [f"{run.id}:finalized"]
-
-    async def _once(self, key: str, seconds: int) -> bool:
-        return await self.store.once(key, seconds)
-
-    async def _stalled(self, run: Run) -> bool:
-        """A run without progress past the stall limit ends as failed, with the reason."""
-        idle = (now() - run.updated_at).total_seconds()
-        if run.state in ("planned",) or idle < self.settings.run_stall_seconds:
-            return False
-        reason = f"no progress for {idle / 60:.0f} minutes; baro stopped the run"
-
-        def fail(r: Run) -> Run | None:
-            if r.terminal or r.updated_at != run.updated_at:
-                return None
-            return r.model_copy(update={"state": "failed", "failure": reason})
-
-        failed = await self.store.update(run.id, fail)
-        if failed.state != "failed":
-            return False
-        await self.store.append_event(run.id, "stalled", reason=reason)
-        await self.write_tracking(failed)
-        return True
-
     async def render(self, run: Run, *, force: bool = False) -> None:
         """Re-render the tracking comment, at most once per debounce window per run; an
         edit skipped inside the window is made by a deferred refresh, so the last state
@@ -489,7 +366,7 @@ def _to_running(run: Run) -> Run | None:
     return run.model_copy(update={"state": "running", "stories": stories, "started_at": now()})
 
 
-def _needs_verification(run: Run) -> bool:
+def needs_verification(run: Run) -> bool:
     """Verification runs when something landed and the repository configures `verify:`."""
     landed = any(r.state == "landed" for r in run.stories.values())
     return landed and bool(run.repo_config.verify if run.repo_config else [])

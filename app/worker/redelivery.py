@@ -21,7 +21,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from arq.cron import CronJob, cron
 from githubkit import AppAuthStrategy, GitHub
 from githubkit.exception import GitHubException, RateLimitExceeded, RequestFailed
 from githubkit.typing import RetryOption
@@ -395,20 +394,3 @@ async def redeliver_failed(ctx: dict[str, Any]) -> str:
         log.warning("redelivery: pass skipped, Redis unavailable (%s)", type(exc).__name__)
         return "redis unavailable"
     return result.outcome
-
-
-def redelivery_crons(settings: Settings) -> list[CronJob]:
-    """The worker's redelivery cron job; none when the interval is 0."""
-    interval = settings.redelivery_interval_seconds
-    if interval <= 0:
-        return []
-    tick = max(d for d in (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30) if d <= max(1, interval // 10))
-    return [
-        cron(
-            redeliver_failed,
-            name="redeliver_failed",
-            second=set(range(0, 60, tick)),
-            run_at_startup=True,
-            timeout=PASS_TIMEOUT,
-        )
-    ]

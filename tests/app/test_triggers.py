@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator
 import pytest
 from arq.connections import ArqRedis
 
-from app.pending import MAX_RESUMES, PendingTriggers, enqueue_intake, resume_triggers
+from app import keys
+from app.pending import MAX_RESUMES, PendingTriggers, enqueue_intake
 from app.queue import ORCHESTRATOR_QUEUE, connect
 from app.store import RunStore
+from app.worker.recovery import TRIGGER_RESUME_AFTER_SECONDS, resume_triggers
 
 
 @pytest.fixture
@@ -22,7 +24,7 @@ async def redis(redis_url: str) -> AsyncIterator[ArqRedis]:
 async def test_a_fresh_trigger_is_not_stale_and_a_finished_one_is_gone(redis: ArqRedis) -> None:
     triggers = PendingTriggers(redis)
     await triggers.record("d-1", {"delivery_id": "d-1"})
-    assert await triggers.stale() == []
+    assert await triggers.stale(TRIGGER_RESUME_AFTER_SECONDS) == []
     assert await triggers.stale(older_than=0) == ["d-1"]
     await triggers.finish("d-1")
     assert await triggers.is_done("d-1")
@@ -48,7 +50,7 @@ async def test_the_reaper_skips_a_held_intake_and_requeues_an_orphan(
     await enqueue_intake(redis, {"delivery_id": "orphan"}, "orphan", fresh=False)
     await store.acquire_lease("trigger", "held", "intake:alive", 30)
     # Both were queued long ago.
-    await redis.zadd("baro:triggers:pending", {"held": 0, "orphan": 0})
+    await redis.zadd(keys.PENDING_TRIGGERS, {"held": 0, "orphan": 0})
 
     assert await resume_triggers(redis, store) == ["trigger:orphan"]
     queued = await redis.queued_jobs(queue_name=ORCHESTRATOR_QUEUE)
