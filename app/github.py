@@ -86,6 +86,13 @@ def is_client_error(exc: Exception) -> bool:
     return 400 <= exc.response.status_code < 500
 
 
+LABEL_RUNNING = "baro:running"
+LABEL_DONE = "baro:done"
+LABEL_FAILED = "baro:failed"
+STATE_LABELS = (LABEL_RUNNING, LABEL_DONE, LABEL_FAILED)
+"""The labels that show a run's state on its issue; at most one is set at a time."""
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """When githubkit should retry a failed request, and after how long.
@@ -327,6 +334,14 @@ class InstallationClient:
         await self.writer.run(
             lambda: self.gh.rest.issues.async_add_labels(owner, repo, number, labels=labels)
         )
+
+    async def set_state_label(self, owner: str, repo: str, number: int, label: str | None) -> None:
+        """Exactly one of the state labels on the issue (none for a cancelled run)."""
+        for other in STATE_LABELS:
+            if other != label:
+                await self.remove_label(owner, repo, number, other)
+        if label is not None:
+            await self.add_labels(owner, repo, number, [label])
 
     async def remove_label(self, owner: str, repo: str, number: int, label: str) -> None:
         async def call() -> None:

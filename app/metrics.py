@@ -17,17 +17,15 @@ usage per completed call, queue wait when a runner claims a story's lease.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -42,18 +40,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from app import keys
 from app.core.plan import RunState
 from app.core.run import TERMINAL_STATES, Run, StoryRecord
-from app.llm.config import ModelConfig
-from app.llm.prices import PriceTable
-from app.llm.types import AssistantTurn, Conversation, ToolSpec, Usage
-
-if TYPE_CHECKING:
-    from app.llm.client import ModelClient
-    from app.store import RunStore
+from app.llm.types import Usage
 
 log = logging.getLogger(__name__)
 
-RUNNER_TTL_BEATS = 3
-"""A runner's presence key outlives this many missed heartbeats."""
 GAUGE_MAX_AGE_SECONDS = 3600.0
 """A gauge not set for this long is not shown (GitHub's rate-limit window is an hour)."""
 MAX_UNSAVED = 10_000
@@ -440,102 +430,6 @@ class Metrics:
         return hook
 
 
-class MeteredClient:
-    """A ModelClient that records each completed call's tokens and cost, by model name."""
-
-    def __init__(self, inner: ModelClient, metrics: Metrics, prices: PriceTable) -> None:
-        self._inner = inner
-        self._metrics = metrics
-        self._prices = prices
-
-    def __repr__(self) -> str:
-        return f"MeteredClient({self._inner!r})"
-
-    @property
-    def config(self) -> ModelConfig:
-        return self._inner.config
-
-    async def complete(
-        self,
-        conversation: Conversation,
-        tools: Sequence[ToolSpec],
-        *,
-        max_tokens: int | None = None,
-    ) -> AssistantTurn:
-        turn = await self._inner.complete(conversation, tools, max_tokens=max_tokens)
-        config = self._inner.config
-        cost = (
-            None
-            if turn.requested_at is None
-            else self._prices.cost(turn.usage, config.price_key, turn.requested_at)
-        )
-        await self._metrics.model_call(config.name, turn.usage, cost)
-        return turn
-
-
-class RunnerPresence:
-    """A runner process's presence key: alive (TTL), its job slots and how many are busy."""
-
-    def __init__(self, metrics: Metrics, runner_id: str, slots: int, interval_s: float) -> None:
-        self.metrics = metrics
-        self.runner_id = runner_id
-        self.slots = slots
-        self.interval_s = interval_s
-        self.busy = 0
-        self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def ttl_s(self) -> int:
-        return max(1, math.ceil(self.interval_s * RUNNER_TTL_BEATS))
-
-    async def start(self) -> None:
-        await self._publish()
-        self._task = asyncio.create_task(self._beat())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        await self.metrics.runner_gone(self.runner_id)
-
-    async def job_started(self) -> None:
-        self.busy += 1
-        await self._publish()
-
-    async def job_ended(self) -> None:
-        self.busy = max(0, self.busy - 1)
-        await self._publish()
-
-    async def _publish(self) -> None:
-        async with self._lock:  # in order, so a late write never shows an old busy count
-            await self.metrics.runner_alive(self.runner_id, self.slots, self.busy, self.ttl_s)
-
-    async def _beat(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            await self._publish()
-
-
-PRESENCE_CTX = "runner_presence"
-
-
-async def presence_job_start(ctx: dict[str, Any]) -> None:
-    """arq `on_job_start` for runners."""
-    presence = ctx.get(PRESENCE_CTX)
-    if isinstance(presence, RunnerPresence):
-        await presence.job_started()
-
-
-async def presence_job_end(ctx: dict[str, Any]) -> None:
-    """arq `on_job_end` for runners."""
-    presence = ctx.get(PRESENCE_CTX)
-    if isinstance(presence, RunnerPresence):
-        await presence.job_ended()
-
-
 # --- reading and rendering ------------------------------------------------------------------
 
 
@@ -560,7 +454,9 @@ def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-async def read_snapshot(metrics: Metrics, store: RunStore) -> Snapshot:
+async def read_snapshot(
+    metrics: Metrics, active_runs: Callable[[], Awaitable[list[Run]]]
+) -> Snapshot:
     """A handful of round trips; Redis errors propagate (the caller answers 503)."""
     await metrics.flush()
     redis = metrics.redis
@@ -587,7 +483,7 @@ async def read_snapshot(metrics: Metrics, store: RunStore) -> Snapshot:
     if gone:
         await redis.hdel(keys.RUNNERS, *gone)  # type: ignore[misc]
     states: dict[str, int] = defaultdict(int)
-    for run in await store.active_runs():
+    for run in await active_runs():
         states[run.state] += 1
     return Snapshot(hashes, runners, dict(states), metrics.clock())
 

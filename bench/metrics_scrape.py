@@ -82,7 +82,7 @@ async def measure(redis_url: str, args: argparse.Namespace) -> dict[str, object]
         body = b""
         for _ in range(args.scrapes):
             started = time.perf_counter()
-            body = render(await read_snapshot(metrics, store))
+            body = render(await read_snapshot(metrics, store.active_runs))
             scrapes.append(time.perf_counter() - started)
         writes: list[float] = []
         for n in range(args.scrapes):

@@ -24,7 +24,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.llm.client import ModelClient
 from app.llm.errors import FatalError, ModelError, RetryableError
 from app.llm.meter import Pricer, UsageMeter
-from app.llm.prices import PriceTable
 from app.llm.types import AssistantTurn, Conversation, ToolCall, Usage
 from runner.process import CommandResult
 from runner.prompts import (
@@ -52,7 +51,6 @@ __all__ = [
     "StoryBudget",
     "VerifyResult",
     "story_test_command",
-    "turn_pricer",
 ]
 
 log = logging.getLogger(__name__)
@@ -141,17 +139,6 @@ class _Failed(Exception):
         super().__init__(message)
         self.reason: FailReason = reason
         self.message = message
-
-
-def turn_pricer(prices: PriceTable, price_key: str) -> Pricer:
-    """Cost of a turn from a price table; unknown (None) without a request time."""
-
-    def price(turn: AssistantTurn) -> Decimal | None:
-        if turn.requested_at is None:
-            return None
-        return prices.cost(turn.usage, price_key, turn.requested_at)
-
-    return price
 
 
 def story_test_command(entry: str) -> str:

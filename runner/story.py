@@ -24,12 +24,12 @@ from app.gitcmd import GitAuth, GitError
 from app.github import GitHubGateway
 from app.llm.catalog import CatalogError, ModelCatalog, build_client
 from app.llm.client import ModelClient
+from app.llm.meter import MeteredClient, turn_pricer
 from app.llm.prices import PriceTable
 from app.llm.types import Usage
-from app.metrics import MeteredClient
 from app.settings import Settings
 from app.store import RunStore
-from runner.agent import AgentResult, StoryAgent, StoryBrief, StoryBudget, turn_pricer
+from runner.agent import AgentResult, StoryAgent, StoryBrief, StoryBudget
 from runner.change import Refusal
 from runner.commit_message import CommitMessage
 from runner.landing import Conflict, LandError, OnRebased, land

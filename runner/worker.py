@@ -24,13 +24,7 @@ from app.github import GitHubGateway
 from app.jobs import Jobs
 from app.llm.prices import load_prices
 from app.logs import job_context
-from app.metrics import (
-    PRESENCE_CTX,
-    Metrics,
-    RunnerPresence,
-    presence_job_end,
-    presence_job_start,
-)
+from app.metrics import Metrics
 from app.queue import (
     HEALTH_CHECK_INTERVAL,
     RUNNER_QUEUE,
@@ -42,6 +36,7 @@ from app.queue import (
 from app.settings import Settings
 from app.store import RunStore
 from runner.housekeeping import sweep
+from runner.presence import PRESENCE_CTX, RunnerPresence, presence_job_end, presence_job_start
 from runner.sandbox import SandboxPolicy, SandboxUnavailable, make_sandbox
 from runner.story import StoryRunner
 from runner.workspace import Workspaces

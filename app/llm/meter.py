@@ -1,13 +1,62 @@
-"""Usage, cost and rounds of one agent conversation, checked against its budget."""
+"""Metering model calls: the price of a turn, a conversation's usage against its budget,
+and a client that reports every call (one implementation for the planner and the stories)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from decimal import Decimal
+from typing import Protocol
 
-from app.llm.types import AssistantTurn, Usage
+from app.llm.client import ModelClient
+from app.llm.config import ModelConfig
+from app.llm.prices import PriceTable
+from app.llm.types import AssistantTurn, Conversation, ToolSpec, Usage
 
 Pricer = Callable[[AssistantTurn], Decimal | None]
+
+
+def turn_pricer(prices: PriceTable, price_key: str) -> Pricer:
+    """Cost of a turn from a price table; unknown (None) without a request time."""
+
+    def price(turn: AssistantTurn) -> Decimal | None:
+        if turn.requested_at is None:
+            return None
+        return prices.cost(turn.usage, price_key, turn.requested_at)
+
+    return price
+
+
+class CallRecorder(Protocol):
+    """Where each completed call's tokens and cost go (the metrics store)."""
+
+    async def model_call(self, model: str, usage: Usage, cost: Decimal | None) -> None: ...
+
+
+class MeteredClient:
+    """A ModelClient that records each completed call's tokens and cost, by model name."""
+
+    def __init__(self, inner: ModelClient, recorder: CallRecorder, prices: PriceTable) -> None:
+        self._inner = inner
+        self._recorder = recorder
+        self._price = turn_pricer(prices, inner.config.price_key)
+
+    def __repr__(self) -> str:
+        return f"MeteredClient({self._inner!r})"
+
+    @property
+    def config(self) -> ModelConfig:
+        return self._inner.config
+
+    async def complete(
+        self,
+        conversation: Conversation,
+        tools: Sequence[ToolSpec],
+        *,
+        max_tokens: int | None = None,
+    ) -> AssistantTurn:
+        turn = await self._inner.complete(conversation, tools, max_tokens=max_tokens)
+        await self._recorder.model_call(self._inner.config.name, turn.usage, self._price(turn))
+        return turn
 
 
 class UsageMeter:

@@ -99,7 +99,9 @@ async def metrics_endpoint(request: Request) -> Response:
             "unauthorized\n", status_code=401, headers={"WWW-Authenticate": "Bearer"}
         )
     try:
-        snapshot = await read_snapshot(state.metrics, RunStore(state.redis, state.metrics))
+        snapshot = await read_snapshot(
+            state.metrics, RunStore(state.redis, state.metrics).active_runs
+        )
     except (RedisError, OSError) as exc:
         log.warning("metrics unavailable: Redis unreachable (%s)", type(exc).__name__)
         return PlainTextResponse("metrics unavailable: Redis is unreachable\n", status_code=503)

@@ -16,10 +16,9 @@ from app.core.report import render_help, render_plan, render_queued
 from app.core.run import BRANCH_PREFIX, Run, issue_key, run_id_for
 from app.core.scheduler import RetryRefused, cancel, reset_for_retry
 from app.core.triggers import Trigger
-from app.github import WRITE_PERMISSIONS, InstallationClient
+from app.github import LABEL_RUNNING, WRITE_PERMISSIONS, InstallationClient
 from app.logs import bind_log_context
 from app.store import RunStore
-from app.worker.orchestrator import LABEL_RUNNING, set_state_label
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +168,7 @@ class Intake:
                 return IntakeResult("no-run", run.id)
             await self.store.update(run.id, cancel)
             await self.store.append_event(run.id, "cancelled", by=t.sender_login)
-            await set_state_label(self.gh, run, None)
+            await self.gh.set_state_label(run.owner, run.repo, run.issue_number, None)
             await self.refresh(run.id)
             await self._reply(t, replies.cancelled(run.id))
             return IntakeResult("cancelled", run.id)
@@ -185,7 +184,7 @@ class Intake:
                 return IntakeResult("retry-refused", run.id)
             await self.store.claim_issue(run.issue_key, run.id)
             await self.store.append_event(run.id, "retry", by=t.sender_login, only=t.stories)
-            await set_state_label(self.gh, run, LABEL_RUNNING)
+            await self.gh.set_state_label(run.owner, run.repo, run.issue_number, LABEL_RUNNING)
             await self.refresh(run.id)
             return IntakeResult("retry", run.id)
         if t.verb == "approve" and run.state == "planned" and run.plan is not None:

@@ -31,7 +31,15 @@ from app.core.scheduler import (
     stop_for_budget,
 )
 from app.core.scheduler import on_failure as decide_failure
-from app.github import GitHubGateway, InstallationClient, describe_failure, is_client_error
+from app.github import (
+    LABEL_DONE,
+    LABEL_FAILED,
+    LABEL_RUNNING,
+    GitHubGateway,
+    InstallationClient,
+    describe_failure,
+    is_client_error,
+)
 from app.settings import Settings
 from app.store import RunStore
 
@@ -50,10 +58,6 @@ PR_CLIENT_ERROR_ATTEMPTS = 3
 """Tries at the PR when GitHub refuses it (4xx after rate limits were waited out)."""
 PR_SERVER_ERROR_ATTEMPTS = 10
 """Tries when GitHub is failing (5xx, timeouts): an outage gets minutes to pass."""
-LABEL_RUNNING = "baro:running"
-LABEL_DONE = "baro:done"
-LABEL_FAILED = "baro:failed"
-STATE_LABELS = (LABEL_RUNNING, LABEL_DONE, LABEL_FAILED)
 
 
 class PullRequestClosed(Exception):
@@ -82,7 +86,7 @@ class Orchestrator:
             return f"skipped ({run.state})"
         await self.store.append_event(run_id, "running")
         async with self.gateway.installation(run.installation_id).session() as gh:
-            await set_state_label(gh, run, LABEL_RUNNING)
+            await gh.set_state_label(run.owner, run.repo, run.issue_number, LABEL_RUNNING)
         await self.dispatch(run_id)
         return "running"
 
@@ -234,7 +238,12 @@ class Orchestrator:
 
             run = await self.store.update(run_id, conclude)
             await self.store.append_event(run_id, "finished", state=run.state, pr=pr_number)
-            await set_state_label(gh, run, LABEL_DONE if run.state == "done" else LABEL_FAILED)
+            await gh.set_state_label(
+                run.owner,
+                run.repo,
+                run.issue_number,
+                LABEL_DONE if run.state == "done" else LABEL_FAILED,
+            )
         return run
 
     async def _pull_request(self, gh: InstallationClient, run: Run) -> tuple[str, int]:
@@ -325,15 +334,6 @@ class Orchestrator:
     def _max_parallel(self, run: Run) -> int:
         configured = run.repo_config.max_parallel if run.repo_config else None
         return configured or self.settings.max_parallel
-
-
-async def set_state_label(gh: InstallationClient, run: Run, label: str | None) -> None:
-    """Exactly one of the state labels on the issue (none for a cancelled run)."""
-    for other in STATE_LABELS:
-        if other != label:
-            await gh.remove_label(run.owner, run.repo, run.issue_number, other)
-    if label is not None:
-        await gh.add_labels(run.owner, run.repo, run.issue_number, [label])
 
 
 def tracking_body(run: Run) -> str:

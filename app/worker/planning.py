@@ -12,7 +12,6 @@ import tempfile
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -25,9 +24,8 @@ from app.gitcmd import GitAuth, GitError, read_remote_file, run_git, shallow_clo
 from app.github import GitHubGateway, InstallationClient
 from app.llm.catalog import CatalogError, ModelCatalog, build_client
 from app.llm.client import ModelClient
+from app.llm.meter import MeteredClient, turn_pricer
 from app.llm.prices import PriceTable, load_prices
-from app.llm.types import AssistantTurn
-from app.metrics import MeteredClient
 from app.settings import Settings
 from app.store import RunStore
 from app.worker.planner import PlannerBudget, PlannerFailed, PlanRequest, make_plan
@@ -160,12 +158,7 @@ class Planning:
                 max_cost_usd=self.settings.planner_budget_usd,
             )
 
-            def pricer(turn: AssistantTurn) -> Decimal | None:
-                when = turn.requested_at
-                if when is None:
-                    return None
-                return self.prices.cost(turn.usage, model_config.price_key, when)
-
+            pricer = turn_pricer(self.prices, model_config.price_key)
             try:
                 outcome = await make_plan(client, repo, request, pricer=pricer, budget=budget)
             except PlannerFailed as exc:

@@ -20,8 +20,9 @@ from app.core.run import Run, StoryRecord
 from app.core.scheduler import mark_dispatched
 from app.keys import RUNNERS
 from app.llm.types import Usage
-from app.metrics import Metrics, RunnerPresence, read_snapshot, render
+from app.metrics import Metrics, read_snapshot, render
 from app.store import RunStore
+from runner.presence import RunnerPresence
 from tests.conftest import RedisServer
 
 PLAN = Plan.model_validate(
@@ -59,7 +60,7 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 
 
 async def scrape(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    snapshot = await read_snapshot(metrics, RunStore(metrics.redis, metrics))
+    snapshot = await read_snapshot(metrics, RunStore(metrics.redis, metrics).active_runs)
     return samples(render(snapshot).decode())
 
 

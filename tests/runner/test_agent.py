@@ -15,6 +15,7 @@ import pytest
 
 from app.core.plan import Story
 from app.llm import ModelConfig, RetryPolicy, build_client
+from app.llm.meter import turn_pricer
 from app.llm.prices import ModelPrice, PriceTable
 from app.llm.types import AssistantTurn, Protocol
 from runner.agent import (
@@ -23,7 +24,6 @@ from runner.agent import (
     StoryBrief,
     StoryBudget,
     story_test_command,
-    turn_pricer,
 )
 from runner.change import compute_change
 from runner.gitignore import IgnoreRules
