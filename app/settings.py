@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -29,6 +30,20 @@ ENV_PREFIX = "BARO_"
 
 class ConfigError(Exception):
     """A setting is missing or invalid; the message names the variable, never its value."""
+
+
+def public_base_url(value: str) -> str:
+    """`https://host[:port][/path]` without a trailing slash; ValueError names the problem."""
+    value = value.strip().rstrip("/")
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        raise ValueError("the public URL is not a URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("the public URL must start with https:// (or http://) and name a host")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError("the public URL must not have a query, fragment or credentials")
+    return value
 
 
 class Settings(BaseSettings):
@@ -101,8 +116,6 @@ class Settings(BaseSettings):
     @field_validator("public_url")
     @classmethod
     def _public_url(cls, value: str | None) -> str | None:
-        from app.web.setup import public_base_url  # app.web.setup imports this module
-
         return public_base_url(value) if value else None
 
     @model_validator(mode="after")

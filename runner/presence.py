@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from typing import Any
 
 from app.metrics import Metrics
 
@@ -61,20 +60,3 @@ class RunnerPresence:
         while True:
             await asyncio.sleep(self.interval_s)
             await self._publish()
-
-
-PRESENCE_CTX = "runner_presence"
-
-
-async def presence_job_start(ctx: dict[str, Any]) -> None:
-    """arq `on_job_start` for runners."""
-    presence = ctx.get(PRESENCE_CTX)
-    if isinstance(presence, RunnerPresence):
-        await presence.job_started()
-
-
-async def presence_job_end(ctx: dict[str, Any]) -> None:
-    """arq `on_job_end` for runners."""
-    presence = ctx.get(PRESENCE_CTX)
-    if isinstance(presence, RunnerPresence):
-        await presence.job_ended()

@@ -12,31 +12,19 @@ import logging
 import os
 import socket
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 from arq.worker import Worker, func
-from githubkit.cache import AsyncRedisCacheStrategy
 
-from app import keys
-from app.github import GitHubGateway
-from app.jobs import Jobs
 from app.llm.prices import load_prices
 from app.logs import job_context
-from app.metrics import Metrics
-from app.queue import (
-    HEALTH_CHECK_INTERVAL,
-    RUNNER_QUEUE,
-    connect,
-    deserialize,
-    redis_settings,
-    serialize,
-)
+from app.queue import HEALTH_CHECK_INTERVAL, RUNNER_QUEUE
+from app.services import SERVICES, Services, arq_worker, services_of
 from app.settings import Settings
-from app.store import RunStore
 from runner.housekeeping import sweep
-from runner.presence import PRESENCE_CTX, RunnerPresence, presence_job_end, presence_job_start
+from runner.presence import RunnerPresence
 from runner.sandbox import SandboxPolicy, SandboxUnavailable, make_sandbox
 from runner.story import StoryRunner
 from runner.workspace import Workspaces
@@ -47,6 +35,24 @@ STORY_TIMEOUT = 2 * 3600
 HOUSEKEEPING_EVERY_SECONDS = 600.0
 
 
+@dataclass
+class RunnerServices(Services):
+    """The runner's own parts on top of the shared clients."""
+
+    workspaces: Workspaces
+    story_runner: StoryRunner
+    presence: RunnerPresence
+    housekeeping: asyncio.Task[None]
+
+    async def close(self) -> None:
+        await self.presence.stop()
+        self.housekeeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.housekeeping
+        self.workspaces.close()
+        await super().close()
+
+
 async def runner_ping(ctx: dict[str, Any]) -> str:
     return "pong"
 
@@ -54,7 +60,7 @@ async def runner_ping(ctx: dict[str, Any]) -> str:
 @job_context(run="run_id", story="story_id", attempt="attempt")
 async def run_story(ctx: dict[str, Any], run_id: str, story_id: str, attempt: int) -> str:
     """Execute one story attempt (idempotent: stale or landed attempts are no-ops)."""
-    runner: StoryRunner = ctx["story_runner"]
+    runner = services_of(ctx, RunnerServices).story_runner
     outcome = await runner.run_story(run_id, story_id, attempt)
     log.info("run_story %s/%s attempt %d: %s", run_id, story_id, attempt, outcome)
     return outcome
@@ -63,8 +69,21 @@ async def run_story(ctx: dict[str, Any], run_id: str, story_id: str, attempt: in
 @job_context(run="run_id")
 async def verify_run(ctx: dict[str, Any], run_id: str, round_: int = 1) -> str:
     """Verify the integrated run branch before the PR opens."""
-    runner: StoryRunner = ctx["story_runner"]
+    runner = services_of(ctx, RunnerServices).story_runner
     return await runner.verify_run(run_id, round_)
+
+
+async def job_started(ctx: dict[str, Any]) -> None:
+    """arq `on_job_start`: one more busy slot in the runner's presence."""
+    services = ctx.get(SERVICES)
+    if isinstance(services, RunnerServices):
+        await services.presence.job_started()
+
+
+async def job_ended(ctx: dict[str, Any]) -> None:
+    services = ctx.get(SERVICES)
+    if isinstance(services, RunnerServices):
+        await services.presence.job_ended()
 
 
 async def housekeeping(settings: Settings, workspaces: Workspaces) -> None:
@@ -96,85 +115,72 @@ class RunnerStartupError(RuntimeError):
     pass
 
 
+def prepare_data_dir(data_dir: Path) -> None:
+    """Mirrors only for the runner; worktrees searchable by the sandbox uid."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "mirrors").mkdir(exist_ok=True)
+    (data_dir / "worktrees").mkdir(exist_ok=True)
+    data_dir.chmod(0o711)
+    (data_dir / "mirrors").chmod(0o700)
+    (data_dir / "worktrees").chmod(0o711)
+
+
 def build_worker(settings: Settings, **overrides: Any) -> Worker:
-    redis = connect(settings.redis_url)
     runner_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
-    async def startup(ctx: dict[str, Any]) -> None:
-        data_dir = settings.runner_data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
-        (data_dir / "mirrors").mkdir(exist_ok=True)
-        (data_dir / "worktrees").mkdir(exist_ok=True)
-        data_dir.chmod(0o711)
-        (data_dir / "mirrors").chmod(0o700)
-        (data_dir / "worktrees").chmod(0o711)
-        workspaces = Workspaces(data_dir, owner=runner_id)
-        ctx["workspaces"] = workspaces
+    async def start(shared: Services) -> Services:
+        prepare_data_dir(settings.runner_data_dir)
+        workspaces = Workspaces(settings.runner_data_dir, owner=runner_id)
         sandbox = make_sandbox(settings.sandbox, sandbox_policy(settings))
         try:
             await sandbox.self_check(workspaces.owner.acquire())
         except SandboxUnavailable as exc:
+            workspaces.close()
             raise RunnerStartupError(
                 f"the sandbox does not work here, refusing to run stories: {exc}"
             ) from exc
-        http = httpx.AsyncClient(timeout=httpx.Timeout(600, connect=10))
-        jobs = Jobs(redis)
-        metrics = Metrics(redis)
-        ctx["http"] = http
-        ctx["story_runner"] = StoryRunner(
+        story_runner = StoryRunner(
             settings=settings,
-            store=RunStore(redis, metrics),
-            gateway=GitHubGateway(
-                settings, AsyncRedisCacheStrategy(redis, prefix=keys.GITHUB_CACHE_PREFIX), metrics
-            ),
+            store=shared.store,
+            gateway=shared.gateway,
             workspaces=workspaces,
             sandbox=sandbox,
-            http=http,
+            http=shared.http,
             prices=load_prices(settings.prices_file),
-            notify=jobs.story_finished,
+            notify=shared.jobs.story_finished,
             runner_id=runner_id,
-            verified=jobs.run_verified,
+            verified=shared.jobs.run_verified,
         )
         presence = RunnerPresence(
-            metrics, runner_id, settings.runner_concurrency, HEALTH_CHECK_INTERVAL
+            shared.metrics, runner_id, settings.runner_concurrency, HEALTH_CHECK_INTERVAL
         )
         await presence.start()
-        ctx[PRESENCE_CTX] = presence
-        ctx["housekeeping"] = asyncio.create_task(housekeeping(settings, workspaces))
         log.info("runner %s ready (sandbox: %s)", runner_id, settings.sandbox)
-
-    async def shutdown(ctx: dict[str, Any]) -> None:
-        if "http" in ctx:
-            await ctx["http"].aclose()
-        if PRESENCE_CTX in ctx:
-            await ctx[PRESENCE_CTX].stop()
-        if "housekeeping" in ctx:
-            ctx["housekeeping"].cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ctx["housekeeping"]
-        if "workspaces" in ctx:
-            ctx["workspaces"].close()
-        await redis.aclose()
+        return RunnerServices(
+            **shared.shared(),
+            workspaces=workspaces,
+            story_runner=story_runner,
+            presence=presence,
+            housekeeping=asyncio.create_task(housekeeping(settings, workspaces)),
+        )
 
     options: dict[str, Any] = {
-        "functions": [
+        "on_job_start": job_started,
+        "on_job_end": job_ended,
+        "job_timeout": STORY_TIMEOUT,
+        "job_completion_wait": 30,
+        "max_jobs": settings.runner_concurrency,
+        "poll_delay": 0.05,
+        **overrides,
+    }
+    return arq_worker(
+        settings,
+        queue=RUNNER_QUEUE,
+        functions=[
             func(runner_ping, name="runner_ping"),
             func(run_story, name="run_story", timeout=STORY_TIMEOUT, max_tries=3),
             func(verify_run, name="verify_run", timeout=STORY_TIMEOUT, max_tries=3),
         ],
-        "queue_name": RUNNER_QUEUE,
-        "redis_settings": redis_settings(settings.redis_url),
-        "on_startup": startup,
-        "on_shutdown": shutdown,
-        "on_job_start": presence_job_start,
-        "on_job_end": presence_job_end,
-        "job_serializer": serialize,
-        "job_deserializer": deserialize,
-        "job_timeout": STORY_TIMEOUT,
-        "job_completion_wait": 30,
-        "health_check_interval": HEALTH_CHECK_INTERVAL,
-        "max_jobs": settings.runner_concurrency,
-        "poll_delay": 0.05,
-    }
-    options.update(overrides)
-    return Worker(**options)
+        start=start,
+        **options,
+    )

@@ -30,7 +30,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from app.logs import RedactingFilter, Redactor
-from app.settings import ENV_PREFIX, ConfigError, Settings
+from app.settings import ENV_PREFIX, ConfigError, Settings, public_base_url
 
 log = logging.getLogger(__name__)
 
@@ -65,20 +65,6 @@ _HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
     "frame-ancestors 'none'",
 }
-
-
-def public_base_url(value: str) -> str:
-    """`https://host[:port][/path]` without a trailing slash; ValueError names the problem."""
-    value = value.strip().rstrip("/")
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        raise ValueError("the public URL is not a URL") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("the public URL must start with https:// (or http://) and name a host")
-    if parts.query or parts.fragment or parts.username or parts.password:
-        raise ValueError("the public URL must not have a query, fragment or credentials")
-    return value
 
 
 class SetupSettings(BaseSettings):

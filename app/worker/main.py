@@ -4,30 +4,19 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from arq.worker import Retry, Worker, func
-from githubkit.cache import AsyncRedisCacheStrategy
 
-from app import keys
 from app.core.triggers import Trigger
-from app.github import GitHubGateway
-from app.jobs import Jobs
 from app.logs import bind_log_context, job_context
 from app.pending import LEASE_SCOPE as TRIGGER_LEASE_SCOPE
 from app.pending import LEASE_SECONDS as TRIGGER_LEASE_SECONDS
 from app.pending import PendingTriggers
-from app.queue import (
-    HEALTH_CHECK_INTERVAL,
-    ORCHESTRATOR_QUEUE,
-    connect,
-    deserialize,
-    redis_settings,
-    serialize,
-)
+from app.queue import ORCHESTRATOR_QUEUE
+from app.services import Services, arq_worker, services_of
 from app.settings import Settings
-from app.store import RunStore
 from app.worker.intake import Intake
 from app.worker.orchestrator import Orchestrator
 from app.worker.planning import Planning
@@ -41,6 +30,40 @@ PLAN_MAX_TRIES = 3
 RETRY_DEFER_SECONDS = 2
 
 
+@dataclass
+class WorkerServices(Services):
+    """The orchestrator's own parts on top of the shared clients."""
+
+    planning: Planning
+    orchestrator: Orchestrator
+    recovery: Recovery
+
+    @classmethod
+    def build(cls, shared: Services) -> WorkerServices:
+        jobs, store, settings = shared.jobs, shared.store, shared.settings
+        orchestrator = Orchestrator(
+            settings,
+            shared.gateway,
+            store,
+            jobs.run_story,
+            jobs.verify_run,
+            jobs.refresh_later,
+            jobs.replan,
+        )
+        return cls(
+            **shared.shared(),
+            planning=Planning.create(
+                settings, shared.gateway, store, shared.http, on_ready=jobs.start
+            ),
+            orchestrator=orchestrator,
+            recovery=Recovery(orchestrator, store, shared.redis),
+        )
+
+
+def _services(ctx: dict[str, Any]) -> WorkerServices:
+    return services_of(ctx, WorkerServices)
+
+
 @job_context()
 async def handle_trigger(ctx: dict[str, Any], payload: dict[str, Any]) -> str:
     """Acknowledge a trigger and queue its run (idempotent: arq delivers at least once)."""
@@ -50,11 +73,14 @@ async def handle_trigger(ctx: dict[str, Any], payload: dict[str, Any]) -> str:
         installation=trigger.installation_id,
         repo=f"{trigger.owner}/{trigger.repo}",
     )
-    settings: Settings = ctx["settings"]
-    gateway: GitHubGateway = ctx["gateway"]
-    jobs: Jobs = ctx["jobs"]
-    store: RunStore = ctx["store"]
-    triggers = PendingTriggers(ctx["redis"])
+    services = _services(ctx)
+    settings, gateway, jobs, store = (
+        services.settings,
+        services.gateway,
+        services.jobs,
+        services.store,
+    )
+    triggers = PendingTriggers(services.redis)
     if await triggers.is_done(trigger.delivery_id):
         return "already handled"  # arq re-ran an intake that finished
     holder = f"intake:{uuid.uuid4().hex[:12]}"
@@ -86,7 +112,7 @@ async def handle_trigger(ctx: dict[str, Any], payload: dict[str, Any]) -> str:
 @job_context(run="run_id")
 async def plan_run(ctx: dict[str, Any], run_id: str) -> str:
     """Plan a queued run and post the checklist (idempotent per run state)."""
-    planning: Planning = ctx["planning"]
+    planning = _services(ctx).planning
     job_try: int = ctx.get("job_try", 1)
     try:
         outcome = await planning.plan_run(run_id, final_attempt=job_try >= PLAN_MAX_TRIES)
@@ -99,19 +125,19 @@ async def plan_run(ctx: dict[str, Any], run_id: str) -> str:
 
 @job_context(run="run_id")
 async def start_run(ctx: dict[str, Any], run_id: str) -> str:
-    orchestrator: Orchestrator = ctx["orchestrator"]
+    orchestrator = _services(ctx).orchestrator
     return await orchestrator.start(run_id)
 
 
 @job_context(run="run_id", story="story_id")
 async def story_finished(ctx: dict[str, Any], run_id: str, story_id: str) -> str:
-    orchestrator: Orchestrator = ctx["orchestrator"]
+    orchestrator = _services(ctx).orchestrator
     return await orchestrator.story_finished(run_id, story_id)
 
 
 @job_context(run="run_id")
 async def refresh_run(ctx: dict[str, Any], run_id: str) -> str:
-    orchestrator: Orchestrator = ctx["orchestrator"]
+    orchestrator = _services(ctx).orchestrator
     await orchestrator.dispatch(run_id)
     await orchestrator.render(await orchestrator.store.get(run_id), force=True)
     return "refreshed"
@@ -119,45 +145,35 @@ async def refresh_run(ctx: dict[str, Any], run_id: str) -> str:
 
 @job_context(run="run_id")
 async def run_verified(ctx: dict[str, Any], run_id: str) -> str:
-    orchestrator: Orchestrator = ctx["orchestrator"]
+    orchestrator = _services(ctx).orchestrator
     return await orchestrator.verified(run_id)
 
 
+async def reap(ctx: dict[str, Any]) -> int:
+    """Cron: one recovery pass (see `app.worker.recovery`)."""
+    reaped = await _services(ctx).recovery.reap()
+    if reaped:
+        log.warning("recovered: %s", ", ".join(reaped))
+    return len(reaped)
+
+
 def build_worker(settings: Settings, **overrides: Any) -> Worker:
-    redis = connect(settings.redis_url)
-
-    async def startup(ctx: dict[str, Any]) -> None:
-        ctx["settings"] = settings
-        ctx["redis"] = redis
-        ctx["store"] = RunStore(redis)
-        ctx["gateway"] = GitHubGateway(
-            settings,
-            AsyncRedisCacheStrategy(redis, prefix=keys.GITHUB_CACHE_PREFIX),
-            ctx["store"].metrics,
-        )
-        ctx["http"] = httpx.AsyncClient(timeout=httpx.Timeout(600, connect=10))
-        ctx["jobs"] = Jobs(redis)
-        ctx["planning"] = Planning.create(
-            settings, ctx["gateway"], ctx["store"], ctx["http"], on_ready=ctx["jobs"].start
-        )
-        ctx["orchestrator"] = Orchestrator(
-            settings,
-            ctx["gateway"],
-            ctx["store"],
-            ctx["jobs"].run_story,
-            ctx["jobs"].verify_run,
-            ctx["jobs"].refresh_later,
-            ctx["jobs"].replan,
-        )
-        ctx["recovery"] = Recovery(ctx["orchestrator"], ctx["store"], redis)
-
-    async def shutdown(ctx: dict[str, Any]) -> None:
-        if "http" in ctx:
-            await ctx["http"].aclose()
-        await redis.aclose()
+    async def start(shared: Services) -> Services:
+        return WorkerServices.build(shared)
 
     options: dict[str, Any] = {
-        "functions": [
+        "job_timeout": JOB_TIMEOUT,
+        "job_completion_wait": 20,
+        "max_tries": 5,
+        "keep_result": 3600,
+        "max_jobs": 20,
+        "poll_delay": 0.1,
+        **overrides,
+    }
+    return arq_worker(
+        settings,
+        queue=ORCHESTRATOR_QUEUE,
+        functions=[
             func(handle_trigger, name="handle_trigger", max_tries=5),
             func(plan_run, name="plan_run", max_tries=PLAN_MAX_TRIES, timeout=PLAN_TIMEOUT),
             func(start_run, name="start_run"),
@@ -165,20 +181,7 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
             func(refresh_run, name="refresh_run", keep_result=0),
             func(run_verified, name="run_verified"),
         ],
-        "cron_jobs": recovery_crons(settings),
-        "queue_name": ORCHESTRATOR_QUEUE,
-        "redis_settings": redis_settings(settings.redis_url),
-        "on_startup": startup,
-        "on_shutdown": shutdown,
-        "job_serializer": serialize,
-        "job_deserializer": deserialize,
-        "job_timeout": JOB_TIMEOUT,
-        "job_completion_wait": 20,
-        "max_tries": 5,
-        "health_check_interval": HEALTH_CHECK_INTERVAL,
-        "keep_result": 3600,
-        "max_jobs": 20,
-        "poll_delay": 0.1,
-    }
-    options.update(overrides)
-    return Worker(**options)
+        cron_jobs=recovery_crons(settings, reap),
+        start=start,
+        **options,
+    )

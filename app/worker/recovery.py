@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from arq.cron import CronJob, cron
+from arq.typing import WorkerCoroutine
 from redis.asyncio import Redis
 
 from app.core.run import Run, now
@@ -196,8 +196,9 @@ async def resume_triggers(redis: Redis, store: RunStore) -> list[str]:
     return resumed
 
 
-def recovery_crons(settings: Settings) -> list[CronJob]:
-    """The worker's periodic jobs: the recovery pass, and redelivery when it is on."""
+def recovery_crons(settings: Settings, reap: WorkerCoroutine) -> list[CronJob]:
+    """The worker's periodic jobs: the recovery pass (`reap`, the job that runs
+    `Recovery.reap`), and redelivery when it is on."""
     jobs = [cron(reap, second=set(range(0, 60, REAP_EVERY_SECONDS)), run_at_startup=True)]
     interval = settings.redelivery_interval_seconds
     if interval > 0:
@@ -212,12 +213,3 @@ def recovery_crons(settings: Settings) -> list[CronJob]:
             )
         )
     return jobs
-
-
-async def reap(ctx: dict[str, Any]) -> int:
-    """Cron: one recovery pass."""
-    recovery: Recovery = ctx["recovery"]
-    reaped = await recovery.reap()
-    if reaped:
-        log.warning("recovered: %s", ", ".join(reaped))
-    return len(reaped)

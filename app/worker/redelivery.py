@@ -31,7 +31,7 @@ from redis.exceptions import LockError, RedisError
 
 from app import keys
 from app.github import GitHubGateway, RetryPolicy
-from app.settings import Settings
+from app.services import Services, services_of
 
 log = logging.getLogger(__name__)
 
@@ -379,15 +379,15 @@ def app_client(gateway: GitHubGateway) -> GitHub[AppAuthStrategy]:
 async def redeliver_failed(ctx: dict[str, Any]) -> str:
     """Cron tick: run a pass when one is due. The due key expires after the interval, so
     any interval works and all replicas share one schedule (start-up included)."""
-    settings: Settings = ctx["settings"]
-    redis: Redis = ctx["redis"]
+    services = services_of(ctx, Services)
+    settings, redis = services.settings, services.redis
     try:
         due = await redis.set(
             keys.REDELIVERY_DUE, "1", nx=True, ex=settings.redelivery_interval_seconds
         )
         if not due:
             return "not due"
-        gh = app_client(ctx["gateway"])
+        gh = app_client(services.gateway)
         async with gh:
             result = await reconcile(gh, redis, spacing=settings.github_write_spacing)
     except (RedisError, OSError) as exc:

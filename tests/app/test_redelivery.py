@@ -16,7 +16,9 @@ from githubkit.cache import MemCacheStrategy
 from redis.asyncio import Redis
 
 from app import keys
+from app.services import SERVICES, Services
 from app.settings import Settings
+from app.worker.main import reap
 from app.worker.recovery import recovery_crons
 from app.worker.redelivery import (
     MAX_PER_GUID,
@@ -164,7 +166,9 @@ def test_cron_ticks_often_enough_for_the_interval(redis_url: str) -> None:
     app = GitHubState().create_app("cron-bot")
 
     def ticks(interval: int) -> Any:
-        jobs = recovery_crons(settings_for("http://127.0.0.1:9", app, redis_url, interval))[1:]
+        jobs = recovery_crons(settings_for("http://127.0.0.1:9", app, redis_url, interval), reap)[
+            1:
+        ]
         return sorted(jobs[0].second) if jobs else None  # type: ignore[arg-type]
 
     assert ticks(0) is None
@@ -389,19 +393,15 @@ async def test_listing_pages_back_to_the_window_only(setup: Setup) -> None:
 
 
 async def test_the_cron_job_runs_a_pass_when_due(setup: Setup, redis_url: str) -> None:
-    from githubkit.cache import AsyncRedisCacheStrategy
-
-    from app.github import GitHubGateway
-
     guid = await setup.deliver(503)
     setup.receiver.answer(default=202)
     settings = settings_for(setup.testbed.url, setup.app, redis_url, 60)
-    ctx = {
-        "settings": settings,
-        "redis": setup.redis,
-        "gateway": GitHubGateway(settings, AsyncRedisCacheStrategy(setup.redis, prefix="t")),
-    }
-    assert await redeliver_failed(ctx) == "done"
-    assert await redeliver_failed(ctx) == "not due"
+    services = Services.open(settings, setup.redis)
+    ctx = {SERVICES: services}
+    try:
+        assert await redeliver_failed(ctx) == "done"
+        assert await redeliver_failed(ctx) == "not due"
+    finally:
+        await services.close()
     setup.wait_attempts(guid, 2)
     assert setup.redeliver_requests(1) == 1
