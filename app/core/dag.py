@@ -9,10 +9,29 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping, Sequence, Set
-from typing import TYPE_CHECKING, TypeAlias
+from typing import Protocol, TypeAlias
 
-if TYPE_CHECKING:
-    from app.core.plan import Plan
+
+class StoryLike(Protocol):
+    """What the graph needs of a story (`app.core.plan.Story` is one)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def depends_on(self) -> Sequence[str]: ...
+
+    @property
+    def tier(self) -> str: ...
+
+
+class Plan(Protocol):
+    """What the graph needs of a plan (`app.core.plan.Plan` is one); a protocol, so the
+    models can use these algorithms without the two modules importing each other."""
+
+    @property
+    def stories(self) -> Sequence[StoryLike]: ...
+
 
 __all__ = [
     "TIER_WEIGHTS",

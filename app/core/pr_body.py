@@ -11,36 +11,44 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Sequence
 
-from app.core.dag import TIER_WEIGHTS, critical_path, levels, topological_order
-from app.core.plan import Plan, RunState, Story, StoryProgress
-from app.core.report import (
+from app.core.dag import levels
+from app.core.markdown import (
     COMMENT_LIMIT,
-    _clip,
-    _code_block,
-    _commands_line,
-    _size,
-    _untrusted_markdown,
-    checklist_line,
+    clip,
+    code_block,
+    comment_size,
     escape_inline,
     fit_comment,
     format_cost,
     format_duration,
-    marker,
     mermaid_label,
-    next_commands,
+    untrusted_markdown,
 )
-from app.core.run import Run, StoryRecord
+from app.core.run import Run
+from app.core.run_facts import (
+    Row,
+    UsageTotals,
+    count_state,
+    critical_chain,
+    is_checkpoint,
+    landed_everything,
+    model_usage,
+    phase_usage,
+    rows_of,
+    sequential_seconds,
+    story_ran,
+    total_usage,
+    unix_seconds,
+    wall_seconds,
+)
 from app.core.sanitize import sanitize
 
 __all__ = [
     "PR_TITLE_LIMIT",
     "is_checkpoint",
     "landed_everything",
-    "render_final_comment",
     "render_pr_body",
     "render_pr_title",
 ]
@@ -69,219 +77,6 @@ _LAYOUTS: tuple[tuple[bool, int | None], ...] = (
     (False, 4000),
     (False, 0),
 )
-
-
-# --- facts derived from a run ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Row:
-    """One story as the PR shows it: plan stories in topological order, then extras."""
-
-    id: str
-    title: str
-    tier: str | None
-    record: StoryRecord
-    story: Story | None
-
-
-def _rows(run: Run) -> list[_Row]:
-    rows: list[_Row] = []
-    seen: set[str] = set()
-    if run.plan is not None:
-        for sid in topological_order(run.plan):
-            story = run.plan.story(sid)
-            rec = run.stories.get(sid) or StoryRecord()
-            rows.append(_Row(sid, story.title, rec.tier or story.tier, rec, story))
-            seen.add(sid)
-    for sid, rec in run.stories.items():  # records outside the plan (fix-ups)
-        if sid not in seen:
-            rows.append(_Row(sid, rec.summary or sid, rec.tier, rec, None))
-    return rows
-
-
-def _count(rows: Iterable[_Row], state: str) -> int:
-    return sum(1 for r in rows if r.record.state == state)
-
-
-def landed_everything(run: Run) -> bool:
-    """Every story of the plan landed (and there was a plan with at least one story)."""
-    rows = _rows(run)
-    return bool(rows) and all(r.record.state == "landed" for r in rows)
-
-
-def _verification_red(run: Run) -> bool:
-    return any(not v.passed for v in run.verification)
-
-
-def is_checkpoint(run: Run) -> bool:
-    """Not every story landed, or the integrated branch failed verification."""
-    return not landed_everything(run) or _verification_red(run)
-
-
-def _ts(moment: datetime) -> int:
-    return int(moment.timestamp())
-
-
-def _wall_s(run: Run) -> float | None:
-    """Run start → finish; the span of the stories when the run has no timestamps."""
-    start, end = run.started_at, run.finished_at
-    if start is None or end is None:
-        starts = [r.started_at for r in run.stories.values() if r.started_at]
-        ends = [r.finished_at for r in run.stories.values() if r.finished_at]
-        if not starts or not ends:
-            return None
-        start, end = min(starts), max(ends)
-    return max((end - start).total_seconds(), 0.0)
-
-
-def _sequential_s(run: Run) -> float | None:
-    """What the stories would have taken one after another (every attempt that ran)."""
-    durations = [d for r in run.stories.values() if (d := r.duration_s) is not None]
-    return sum(durations) if durations else None
-
-
-def _duration_path(plan: Plan, durations: dict[str, float]) -> tuple[list[str], float]:
-    """The longest chain by measured durations; ties go to the earlier story."""
-    order = topological_order(plan)
-    rank = {sid: i for i, sid in enumerate(order)}
-    finish: dict[str, float] = {}
-    parent: dict[str, str | None] = {}
-    for sid in order:
-        deps = plan.story(sid).depends_on
-        best = min(deps, key=lambda d: (-finish[d], rank[d]), default=None)
-        finish[sid] = durations[sid] + (finish[best] if best else 0.0)
-        parent[sid] = best
-    node: str | None = min(order, key=lambda s: (-finish[s], rank[s]))
-    end = finish[node] if node else 0.0
-    path: list[str] = []
-    while node is not None:
-        path.append(node)
-        node = parent[node]
-    return path[::-1], end
-
-
-def _critical(run: Run) -> tuple[list[str], float | None, bool]:
-    """(path, bound seconds, exact): measured when every story ran, else the tier estimate.
-
-    Without a duration for every story, the path is the plan's tier-weighted one and the bound
-    only sums the stories on it that ran, so it is a lower bound (`exact` False).
-    """
-    if run.plan is None or not run.plan.stories:
-        return [], None, False
-    durations = {
-        sid: d
-        for sid in run.plan.ids
-        if sid in run.stories and (d := run.stories[sid].duration_s) is not None
-    }
-    if len(durations) == len(run.plan.ids):
-        path, bound = _duration_path(run.plan, durations)
-        return path, bound, True
-    path, _ = critical_path(run.plan, TIER_WEIGHTS)
-    known = [durations[sid] for sid in path if sid in durations]
-    return path, (sum(known) if known else None), False
-
-
-@dataclass
-class _Usage:
-    """Tokens and dollars summed over parts whose price may be unknown."""
-
-    input: int = 0
-    cached: int = 0
-    output: int = 0
-    cost: float = 0.0
-    priced: int = 0
-    unpriced: int = 0
-    cached_reported: bool = False
-
-    def add(self, inp: int, cached: int | None, out: int, cost: float | None) -> None:
-        self.input += inp
-        self.output += out
-        if cached is not None:
-            self.cached += cached
-            self.cached_reported = True
-        if cost is None:
-            self.unpriced += 1
-        else:
-            self.cost += cost
-            self.priced += 1
-
-    def merge(self, other: _Usage) -> None:
-        self.input += other.input
-        self.cached += other.cached
-        self.output += other.output
-        self.cost += other.cost
-        self.priced += other.priced
-        self.unpriced += other.unpriced
-        self.cached_reported = self.cached_reported or other.cached_reported
-
-    @property
-    def parts(self) -> int:
-        return self.priced + self.unpriced
-
-    @property
-    def tokens(self) -> int:
-        return self.input + self.output
-
-    def cached_text(self) -> str:
-        return f"{self.cached:,}" if self.cached_reported else "–"
-
-    def cost_text(self) -> str:
-        """Known sum, "unknown", or a lower bound: an unknown price never becomes $0."""
-        if not self.parts:
-            return "–"
-        if not self.unpriced:
-            return format_cost(self.cost)
-        if self.priced:
-            return f"≥ {format_cost(self.cost)} (some prices unknown)"
-        return "unknown"
-
-
-def _ran(rec: StoryRecord) -> bool:
-    return bool(rec.model or rec.input_tokens or rec.output_tokens or rec.cost_usd is None)
-
-
-def _phases(run: Run) -> dict[str, _Usage]:
-    """planning / stories / fixes (records whose id starts with "F")."""
-    out = {"planning": _Usage(), "stories": _Usage(), "fixes": _Usage()}
-    stats = run.plan_stats
-    if stats is not None:
-        out["planning"].add(stats.input_tokens, None, stats.output_tokens, stats.cost_usd)
-    else:
-        out["planning"].add(0, None, 0, None)
-    for sid, rec in run.stories.items():
-        if _ran(rec):
-            phase = "fixes" if sid.startswith("F") else "stories"
-            out[phase].add(rec.input_tokens, rec.cache_read_tokens, rec.output_tokens, rec.cost_usd)
-    return out
-
-
-def _total(run: Run) -> _Usage:
-    total = _Usage()
-    for usage in _phases(run).values():
-        total.merge(usage)
-    return total
-
-
-def _models(run: Run) -> dict[str, tuple[_Usage, list[str]]]:
-    """model → (usage, what it was used for), in first-use order."""
-    out: dict[str, tuple[_Usage, list[str]]] = {}
-
-    def slot(model: str | None) -> tuple[_Usage, list[str]]:
-        return out.setdefault(model or "unknown model", (_Usage(), []))
-
-    stats = run.plan_stats
-    if stats is not None:
-        usage, uses = slot(stats.model)
-        usage.add(stats.input_tokens, None, stats.output_tokens, stats.cost_usd)
-        uses.append("planning")
-    for row in _rows(run):
-        rec = row.record
-        if _ran(rec):
-            usage, uses = slot(rec.model)
-            usage.add(rec.input_tokens, rec.cache_read_tokens, rec.output_tokens, rec.cost_usd)
-            uses.append(row.id)
-    return out
 
 
 # --- small pieces ---------------------------------------------------------------------------
@@ -339,7 +134,7 @@ def render_pr_title(run: Run) -> str:
     text = text or "baro run"
     prefix = "[checkpoint] " if is_checkpoint(run) else ""
     suffix = f" (#{run.issue_number})"
-    return prefix + _clip(text, PR_TITLE_LIMIT - len(prefix) - len(suffix)) + suffix
+    return prefix + clip(text, PR_TITLE_LIMIT - len(prefix) - len(suffix)) + suffix
 
 
 # --- the body -------------------------------------------------------------------------------
@@ -356,7 +151,7 @@ def _closing_line(run: Run) -> str:
     return f"{word} #{run.issue_number}"
 
 
-def _blocked_by(run: Run, rows: Sequence[_Row]) -> dict[str, list[str]]:
+def _blocked_by(run: Run, rows: Sequence[Row]) -> dict[str, list[str]]:
     """blocked story → the failed/cancelled stories it (transitively) waits on."""
     if run.plan is None:
         return {}
@@ -382,9 +177,9 @@ def _blocked_by(run: Run, rows: Sequence[_Row]) -> dict[str, list[str]]:
     return out
 
 
-def _banner(run: Run, rows: Sequence[_Row]) -> list[str]:
+def _banner(run: Run, rows: Sequence[Row]) -> list[str]:
     """A GitHub WARNING alert: what did not work, and the command that continues the run."""
-    landed = _count(rows, "landed")
+    landed = count_state(rows, "landed")
     red = [v for v in run.verification if not v.passed]
     head = f"**Checkpoint — {landed} of {len(rows)} stories landed"
     head += "; verification is red.**" if red else ".**"
@@ -430,14 +225,14 @@ def _banner(run: Run, rows: Sequence[_Row]) -> list[str]:
     return lines
 
 
-def _story_table(rows: Sequence[_Row], repo_html_url: str) -> list[str]:
+def _story_table(rows: Sequence[Row], repo_html_url: str) -> list[str]:
     lines = [
         "| | Story | Tier → model | Attempts | Time | Tokens in / out | Cost | Commit |",
         "| :-: | --- | --- | ---: | ---: | ---: | ---: | --- |",
     ]
     for row in rows:
         rec = row.record
-        ran = _ran(rec)
+        ran = story_ran(rec)
         tier = escape_inline(row.tier or "–", 20)
         model = f"{tier} → {escape_inline(rec.model, 40)}" if rec.model else tier
         duration = format_duration(rec.duration_s) if rec.duration_s is not None else "–"
@@ -451,7 +246,7 @@ def _story_table(rows: Sequence[_Row], repo_html_url: str) -> list[str]:
     return lines
 
 
-def _story_summaries(rows: Sequence[_Row], max_len: int) -> list[str]:
+def _story_summaries(rows: Sequence[Row], max_len: int) -> list[str]:
     if max_len <= 0:
         return []
     items = [
@@ -464,7 +259,7 @@ def _story_summaries(rows: Sequence[_Row], max_len: int) -> list[str]:
     return ["", *_block("What each story did", items)]
 
 
-def _failures(rows: Sequence[_Row], cap: int) -> list[str]:
+def _failures(rows: Sequence[Row], cap: int) -> list[str]:
     out: list[str] = []
     for row in rows:
         rec = row.record
@@ -487,7 +282,7 @@ def _failures(rows: Sequence[_Row], cap: int) -> list[str]:
         if evidence.strip():
             body.append("")
             if cap > 0:
-                body.append(_code_block(_head_tail(evidence, cap)))
+                body.append(code_block(_head_tail(evidence, cap)))
             else:
                 body.append("_Evidence omitted (size limit)._")
         out += ["", *_block(f"❌ {row.id} failed ({kind})", body)]
@@ -497,7 +292,7 @@ def _failures(rows: Sequence[_Row], cap: int) -> list[str]:
 REFUSALS_SHOWN = 30
 
 
-def _refusals(rows: Sequence[_Row]) -> list[str]:
+def _refusals(rows: Sequence[Row]) -> list[str]:
     """What baro would not commit (and why): what the agents were told to undo is part of
     the record a reviewer reads, not only of a Redis transcript."""
     items = [
@@ -515,7 +310,7 @@ def _refusals(rows: Sequence[_Row]) -> list[str]:
     return ["", "## Refused changes", "", intro, "", *shown]
 
 
-def _gantt(run: Run, rows: Sequence[_Row]) -> list[str]:
+def _gantt(run: Run, rows: Sequence[Row]) -> list[str]:
     """When each story ran, one section per DAG level; stories that never started are left out.
 
     `dateFormat X` (unix seconds) parses on GitHub's Mermaid and avoids time-zone text; the
@@ -537,9 +332,9 @@ def _gantt(run: Run, rows: Sequence[_Row]) -> list[str]:
             rec = by_id[sid].record
             if rec.started_at is None:
                 continue
-            start = _ts(rec.started_at)
+            start = unix_seconds(rec.started_at)
             finish = rec.finished_at or fallback_end
-            end = max(_ts(finish) if finish else start, start + 1)
+            end = max(unix_seconds(finish) if finish else start, start + 1)
             tag = {"landed": "done", "failed": "crit", "running": "active"}.get(rec.state)
             meta = ", ".join(t for t in (tag, sid.lower(), str(start), str(end)) if t)
             label = _gantt_text(by_id[sid].title)
@@ -562,7 +357,7 @@ def _gantt(run: Run, rows: Sequence[_Row]) -> list[str]:
     ]
 
 
-def _usage_row(name: str, stories: str, usage: _Usage, time: str) -> str:
+def _usage_row(name: str, stories: str, usage: UsageTotals, time: str) -> str:
     if not usage.parts:
         return f"| {name} | {stories} | – | – | – | – | {time} |"
     return (
@@ -572,11 +367,11 @@ def _usage_row(name: str, stories: str, usage: _Usage, time: str) -> str:
 
 
 def _cost(run: Run) -> list[str]:
-    phases = _phases(run)
-    total = _total(run)
+    phases = phase_usage(run)
+    total = total_usage(run)
     planning_time = run.plan_stats.duration_s if run.plan_stats else None
-    story_ids = [s for s, r in run.stories.items() if _ran(r) and not s.startswith("F")]
-    fix_ids = [s for s, r in run.stories.items() if _ran(r) and s.startswith("F")]
+    story_ids = [s for s, r in run.stories.items() if story_ran(r) and not s.startswith("F")]
+    fix_ids = [s for s, r in run.stories.items() if story_ran(r) and s.startswith("F")]
     story_time = sum(d for s in story_ids if (d := run.stories[s].duration_s) is not None)
     fix_time = sum(d for s in fix_ids if (d := run.stories[s].duration_s) is not None)
     lines = [
@@ -609,7 +404,7 @@ def _cost(run: Run) -> list[str]:
         "| Model | Used for | Input | Cached | Output | Cost |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
-    for model, (usage, uses) in _models(run).items():
+    for model, (usage, uses) in model_usage(run).items():
         used = ", ".join(uses) if len(uses) <= 8 else ", ".join(uses[:8]) + f" +{len(uses) - 8}"
         lines.append(
             f"| {escape_inline(model, 60)} | {used} | {usage.input:,} | {usage.cached_text()} "
@@ -625,12 +420,12 @@ def _cost(run: Run) -> list[str]:
 
 def _timing_line(run: Run) -> str:
     """`wall 4m12s · sequential 11m40s · speedup 2.8× · critical path S2 → S4 (bound 3m55s)`."""
-    wall = _wall_s(run)
-    sequential = _sequential_s(run)
+    wall = wall_seconds(run)
+    sequential = sequential_seconds(run)
     bits = [f"wall {format_duration(wall)}", f"sequential {format_duration(sequential)}"]
     if wall and sequential is not None:
         bits.append(f"speedup {sequential / wall:.1f}×")
-    path, bound, exact = _critical(run)
+    path, bound, exact = critical_chain(run)
     if path:
         if bound is None:
             bound_text = "bound unknown"
@@ -671,7 +466,7 @@ def _verification(run: Run, cap: int) -> list[str]:
             continue
         body = [f"<code>{escape_inline(v.command, 200)}</code>", ""]
         if cap > 0:
-            body.append(_code_block(v.output_tail[-cap:]))
+            body.append(code_block(v.output_tail[-cap:]))
         else:
             body.append("_Output omitted (size limit)._")
         lines += ["", *_block(f"❌ Output of check {i} (last lines)", body)]
@@ -719,15 +514,15 @@ def _body(
     gantt: bool,
     note: int | None,
 ) -> str:
-    rows = _rows(run)
+    rows = rows_of(run)
     lines = [_closing_line(run)]
     if is_checkpoint(run):
         lines += ["", *_banner(run, rows)]
     lines += ["", "## Summary", ""]
-    lines.append(_untrusted_markdown(run.plan.summary, 1500) if run.plan else "_No plan._")
+    lines.append(untrusted_markdown(run.plan.summary, 1500) if run.plan else "_No plan._")
     if run.plan is not None:
         if note is None or note > 0:
-            design = _untrusted_markdown(run.plan.design_note, note)
+            design = untrusted_markdown(run.plan.design_note, note)
         else:
             design = "_Design note omitted (size limit)._"
         lines += ["", *_block("Design note", [design])]
@@ -755,111 +550,18 @@ def render_pr_body(run: Run, *, repo_html_url: str, limit: int = COMMENT_LIMIT) 
     body = ""
     for gantt, note in _LAYOUTS:
         full = _body(run, repo_html_url, EVIDENCE_CAP, _SUMMARY_CAP, gantt=gantt, note=note)
-        if _size(full) <= limit:
+        if comment_size(full) <= limit:
             return full
         body = _body(run, repo_html_url, 0, 0, gantt=gantt, note=note)
-        spare = limit - _size(body)
+        spare = limit - comment_size(body)
         if spare < 0:
             continue
         blocks = _evidence_blocks(run)
         cap = min(EVIDENCE_CAP, (spare - 2000) // max(blocks, 1) - 120)
         while cap >= 200:  # share the spare room; the 2000 leaves space for summaries
             shorter = _body(run, repo_html_url, cap, cap // 5, gantt=gantt, note=note)
-            if _size(shorter) <= limit:
+            if comment_size(shorter) <= limit:
                 return shorter
             cap = cap * 3 // 4
         return body
     return fit_comment(body, limit)
-
-
-# --- the final tracking comment -------------------------------------------------------------
-
-
-def _final_state(run: Run) -> RunState:
-    """The run's own terminal state, or one derived from the stories if it has none yet."""
-    if run.state in ("done", "checkpoint", "failed", "cancelled"):
-        return run.state
-    if not is_checkpoint(run):
-        return "done"
-    return "checkpoint" if any(r.record.state == "landed" for r in _rows(run)) else "failed"
-
-
-def _headline(state: RunState, landed: int, total: int) -> str:
-    text = {
-        "done": f"✅ Done — {landed}/{total} stories landed",
-        "checkpoint": f"⚠️ Checkpoint — {landed}/{total} stories landed",
-        "failed": f"❌ Failed — {landed}/{total} stories landed",
-        "cancelled": f"⏹ Cancelled — {landed}/{total} stories landed",
-    }
-    return text.get(state, f"{landed}/{total} stories landed")
-
-
-def _pr_line(run: Run, pr_url: str | None, state: RunState, landed: int) -> str:
-    if pr_url:
-        link = pr_url if _URL.fullmatch(pr_url) else escape_inline(pr_url, 200)
-        draft = " (a checkpoint: review what landed)" if state == "checkpoint" else ""
-        return f"**Pull request:** {link}{draft}"
-    if landed == 0 and state == "cancelled":
-        return (
-            "**No pull request:** the run was cancelled before any story landed, so there is "
-            "nothing to review. Comment `/baro` to start again."
-        )
-    if landed == 0 and run.pr_branch is not None:
-        why = f" ({escape_inline(run.failure, 300)})" if run.failure else ""
-        return (
-            f"**Nothing added:** no story of this follow-up landed{why}, so the pull request "
-            "is as it was. Comment `/baro retry` to retry the failed stories, or "
-            "`/baro <instructions>` to try something else."
-        )
-    if landed == 0:
-        why = f" ({escape_inline(run.failure, 300)})" if run.failure else ""
-        return (
-            f"**No pull request:** no story landed{why}, so there is nothing to review. Comment "
-            "`/baro retry` to retry the failed stories, or edit the issue and comment "
-            "`/baro plan` to plan again."
-        )
-    branch = f" <code>{escape_inline(run.branch, 120)}</code>" if run.branch else ""
-    why = f" ({escape_inline(run.failure, 300)})" if run.failure else ""
-    return (
-        f"**No pull request yet:** the {landed} stories that landed are on the branch{branch}, "
-        f"but the pull request was not opened{why}. Open one from that branch by hand, or "
-        "comment `/baro retry` to try again."
-    )
-
-
-def _progress(rec: StoryRecord) -> StoryProgress:
-    """A story that never ran cost nothing worth showing: no "$0.00" next to "blocked"."""
-    progress = rec.progress()
-    return progress if _ran(rec) else progress.model_copy(update={"cost_usd": None})
-
-
-def render_final_comment(run: Run, *, pr_url: str | None, limit: int = COMMENT_LIMIT) -> str:
-    """The tracking comment once a run ends: headline, PR link, totals and the checklist."""
-    rows = _rows(run)
-    state = _final_state(run)
-    landed = _count(rows, "landed")
-    total = _total(run)
-    red = [v for v in run.verification if not v.passed]
-    if not run.verification:
-        checks = "none run"
-    elif red:
-        checks = f"❌ {len(red)} of {len(run.verification)} failed"
-    else:
-        checks = f"✅ {len(run.verification)} passed"
-    lines = [
-        marker(run.id),
-        f"### {_headline(state, landed, len(rows))}",
-        "",
-        _pr_line(run, pr_url, state, landed),
-        "",
-        "| Landed | Failed | Blocked | Cancelled | Tokens | Cost | Wall time | Checks |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
-        f"| {landed} | {_count(rows, 'failed')} | {_count(rows, 'blocked')} "
-        f"| {_count(rows, 'cancelled')} | {total.tokens:,} | {total.cost_text()} "
-        f"| {format_duration(_wall_s(run))} | {checks} |",
-    ]
-    checklist = [checklist_line(r.story, _progress(r.record)) for r in rows if r.story]
-    if checklist:
-        lines += ["", *checklist]
-    lines += ["", _commands_line(next_commands(state, True))]
-    return fit_comment("\n".join(lines), limit)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from app.core.report import escape_inline, render_help
+from app.core.markdown import escape_inline
+from app.core.report import render_help
 
 
 def reply_marker(delivery_id: str) -> str:

@@ -10,33 +10,33 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from app.core.dag import TIER_WEIGHTS, critical_path, levels, topological_order, width
+from app.core.markdown import (
+    COMMENT_LIMIT,
+    code_block,
+    escape_inline,
+    fit_comment,
+    format_cost,
+    format_duration,
+    mermaid_label,
+    untrusted_markdown,
+)
 from app.core.plan import Plan, PlanStats, RunState, Story, StoryProgress
-from app.core.sanitize import sanitize, strip_invisible
 
 __all__ = [
     "COMMANDS",
-    "COMMENT_LIMIT",
     "checklist_line",
-    "escape_inline",
     "find_run_id",
-    "fit_comment",
-    "format_cost",
-    "format_duration",
     "marker",
     "mermaid_graph",
-    "mermaid_label",
     "next_commands",
     "render_failed",
     "render_help",
     "render_plan",
     "render_queued",
 ]
-
-#: GitHub rejects issue comments and PR bodies longer than this.
-COMMENT_LIMIT = 65536
 
 #: Every command with a one-line meaning; keys double as the text a user types.
 COMMANDS: Mapping[str, str] = {
@@ -66,7 +66,6 @@ _NEXT_HINTS: Mapping[str, str] = {
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 _MARKER = re.compile(r"<!-- baro:run:([A-Za-z0-9][A-Za-z0-9._:-]{0,127}) -->")
 _LOGIN = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:\[bot\])?")
-_TRUNCATED = "_… truncated (comment size limit)._"
 
 
 # --- small formatting helpers ---------------------------------------------------------------
@@ -85,131 +84,7 @@ def find_run_id(body: str) -> str | None:
     return match.group(1) if match else None
 
 
-def format_cost(usd: float | None) -> str:
-    """Dollars with enough digits for cheap runs; None is "unknown", never $0."""
-    if usd is None:
-        return "unknown"
-    if usd < 0:
-        return "-" + format_cost(-usd)
-    if usd == 0:
-        return "$0.00"
-    if usd < 0.0001:
-        return "<$0.0001"
-    if usd < 1:
-        digits = f"{usd:.4f}".rstrip("0")
-        return "$" + (digits + "0" if len(digits.split(".")[1]) < 2 else digits)
-    return f"${usd:,.2f}"
-
-
-def format_duration(seconds: float | None) -> str:
-    """`45s`, `2m13s`, `1h02m`; None is "unknown"."""
-    if seconds is None:
-        return "unknown"
-    total = round(seconds)
-    if total < 60:
-        return f"{total}s"
-    if total < 3600:
-        return f"{total // 60}m{total % 60:02d}s"
-    return f"{total // 3600}h{total % 3600 // 60:02d}m"
-
-
-def _clip(text: str, max_len: int | None) -> str:
-    if max_len is not None and len(text) > max_len:
-        return text[: max_len - 1].rstrip() + "…"
-    return text
-
-
-_MD_INLINE = re.compile(r"([\\`*_\[\]<>|~&])")
-_MENTION = re.compile(r"(?<![\w`/@.])@(?=[A-Za-z0-9])")
-
-
-def _defang(text: str) -> str:
-    """`@name` → `@&#8203;name`: shown the same, but GitHub does not notify anyone."""
-    return _MENTION.sub("@&#8203;", text)
-
-
-def escape_inline(text: str, max_len: int | None = None) -> str:
-    """Untrusted text as one line of literal Markdown (no emphasis, links, HTML or pings)."""
-    flat = _clip(" ".join(sanitize(text).split()), max_len)
-    return _defang(_MD_INLINE.sub(r"\\\1", flat))
-
-
-_MERMAID_ESCAPES = str.maketrans(
-    {
-        "#": "#35;",
-        '"': "#quot;",
-        "`": "#96;",
-        "<": "#60;",
-        ">": "#62;",
-        "&": "#38;",
-        "[": "#91;",
-        "]": "#93;",
-        "{": "#123;",
-        "}": "#125;",
-        "(": "#40;",
-        ")": "#41;",
-        "|": "#124;",
-        ";": "#59;",
-    }
-)
-
-
-def mermaid_label(text: str, max_len: int = 40) -> str:
-    """Text safe inside a quoted Mermaid label (and inside the surrounding ``` fence)."""
-    return _clip(" ".join(sanitize(text).split()), max_len).translate(_MERMAID_ESCAPES)
-
-
-_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})([^\n]*)$")
-_CODE_SPAN = re.compile(r"(`[^`\n]*`)")
-_BLOCK_TAG = re.compile(r"<(/?)(details|summary)\b", re.IGNORECASE)
-
-
-def _fence_open(line: str, fence: str | None) -> tuple[str | None, bool]:
-    """Fence state after `line`; also whether the line is a fence delimiter."""
-    match = _FENCE.match(line)
-    if fence is None:
-        if match and not (match.group(1)[0] == "`" and "`" in match.group(2)):
-            return match.group(1), True
-        return None, False
-    closes = match and match.group(1)[0] == fence[0] and len(match.group(1)) >= len(fence)
-    if closes and match and not match.group(2).strip():
-        return None, True
-    return fence, False
-
-
-def _contain_markdown(text: str, transform: Callable[[str], str]) -> str:
-    """Apply `transform` outside code; close a fence the text left open."""
-    out: list[str] = []
-    fence: str | None = None
-    for line in text.split("\n"):
-        fence_before = fence
-        fence, delimiter = _fence_open(line, fence)
-        if fence_before is not None or delimiter:
-            out.append(line)
-            continue
-        out.append(
-            "".join(p if p.startswith("`") else transform(p) for p in _CODE_SPAN.split(line))
-        )
-    if fence is not None:
-        out.append(fence)
-    return "\n".join(out)
-
-
-def _untrusted_markdown(text: str, max_len: int | None = None) -> str:
-    """Model-written Markdown kept as Markdown, but unable to ping, hide or break out."""
-    cleaned = _clip(sanitize(text).strip(), max_len)
-    return _contain_markdown(cleaned, lambda s: _BLOCK_TAG.sub(r"&lt;\1\2", _defang(s)))
-
-
-def _code_block(text: str, info: str = "text") -> str:
-    """A fenced block longer than any backtick run inside, so the text cannot close it."""
-    body = strip_invisible(text).strip("\n")  # comments are inert (and visible) in a fence
-    longest = max((len(run) for run in re.findall(r"`+", body)), default=0)
-    fence = "`" * max(3, longest + 1)
-    return f"{fence}{info}\n{body}\n{fence}"
-
-
-def _commands_line(commands: Sequence[str]) -> str:
+def commands_line(commands: Sequence[str]) -> str:
     items = [f"`{c}` {_NEXT_HINTS[c]}" if c in _NEXT_HINTS else f"`{c}`" for c in commands]
     return "**Next:** " + " · ".join(items)
 
@@ -241,7 +116,7 @@ def render_queued(
     ]
     if instructions and instructions.strip():
         lines += ["", "> " + escape_inline(instructions, 500)]
-    lines += ["", _commands_line(["/baro cancel", "/baro help"])]
+    lines += ["", commands_line(["/baro cancel", "/baro help"])]
     return fit_comment("\n".join(lines))
 
 
@@ -367,8 +242,8 @@ def render_plan(
     landed = sum(1 for p in progress.values() if p.state == "landed")
     tokens = f"{stats.total_tokens:,}" if stats else "unknown"
     cost = format_cost(stats.cost_usd if stats else None)
-    summary = _untrusted_markdown(plan.summary, 1500)
-    note = _untrusted_markdown(plan.design_note)
+    summary = untrusted_markdown(plan.summary, 1500)
+    note = untrusted_markdown(plan.design_note)
     lines = [
         marker(run_id),
         f"### {_headline(state, auto_execute, landed, len(order))}",
@@ -390,7 +265,7 @@ def render_plan(
         "",
         "</details>",
         "",
-        _commands_line(next_commands(state, auto_execute) if commands is None else commands),
+        commands_line(next_commands(state, auto_execute) if commands is None else commands),
     ]
     return fit_comment("\n".join(lines), limit)
 
@@ -422,7 +297,7 @@ def render_failed(
             "",
             "<details open><summary>Details</summary>",
             "",
-            _code_block(text),
+            code_block(text),
             "",
             "</details>",
         ]
@@ -447,161 +322,3 @@ def render_help() -> str:
             "follow-up run that adds its commits to that pull request's branch.",
         ]
     )
-
-
-# --- fitting into the size limit ------------------------------------------------------------
-
-
-def _size(text: str) -> int:
-    """Length in UTF-16 code units: never less than code points, so safe for either count."""
-    return len(text.encode("utf-16-le", "surrogatepass")) // 2
-
-
-def _prefix_within(text: str, units: int) -> str:
-    prefix = text[: max(units, 0)]
-    while (over := _size(prefix) - units) > 0:
-        prefix = prefix[: len(prefix) - over]
-    return prefix
-
-
-def _closers(text: str) -> str:
-    """What to append so a cut-off Markdown prefix closes its fence and <details> blocks."""
-    fence: str | None = None
-    depth = 0
-    for line in text.split("\n"):
-        fence_before = fence
-        fence, delimiter = _fence_open(line, fence)
-        if fence_before is None and not delimiter:
-            depth += len(re.findall(r"<details\b", line, re.I))
-            depth -= len(re.findall(r"</details>", line, re.I))
-    out = f"\n{fence}" if fence else ""
-    return out + "\n\n</details>" * max(depth, 0)
-
-
-def _cut(text: str, units: int) -> str:
-    """A prefix of at most `units`, cut at a line end, with open blocks closed and a note."""
-    note = f"\n\n{_TRUNCATED}"
-    budget = units - _size(note)
-    while budget > 0:
-        prefix = _prefix_within(text, budget)
-        newline = prefix.rfind("\n")
-        if len(prefix) < len(text) and newline >= len(prefix) * 0.8:
-            prefix = prefix[:newline]  # end on a whole line unless that loses too much
-        opened = prefix.rfind("<!--")
-        if opened != -1 and "-->" not in prefix[opened:]:
-            prefix = prefix[:opened]  # an unclosed comment would hide everything after it
-        result = prefix.rstrip() + _closers(prefix) + note
-        if _size(result) <= units:
-            return result
-        budget -= max(_size(result) - units, 16)
-    return _prefix_within(_TRUNCATED, units)
-
-
-def _regions(lines: list[str]) -> list[tuple[str, int, int]]:
-    """Top-level ("details" | "mermaid" | "fence", first line, last line) blocks."""
-    out: list[tuple[str, int, int]] = []
-    fence: str | None = None
-    depth = 0
-    start = 0
-    kind = ""
-    for i, line in enumerate(lines):
-        fence_before = fence
-        fence, delimiter = _fence_open(line, fence)
-        if delimiter and depth == 0:
-            if fence_before is None:
-                start, kind = i, ("mermaid" if line.strip().endswith("mermaid") else "fence")
-            else:
-                out.append((kind, start, i))
-            continue
-        if fence_before is not None or delimiter:
-            continue
-        opens = len(re.findall(r"<details\b", line, re.I))
-        closes = len(re.findall(r"</details>", line, re.I))
-        new_depth = max(depth + opens - closes, 0)
-        if depth == 0 and opens:
-            start = i
-        if (depth > 0 or opens) and closes and new_depth == 0:
-            out.append(("details", start, i))
-        depth = new_depth
-    return out
-
-
-def _shrink_details(lines: list[str], excess: int) -> list[str] | None:
-    """Shorten the largest <details> block by `excess`; None if there is nothing to shrink."""
-    blocks = [(s, e) for kind, s, e in _regions(lines) if kind == "details" and e - s > 1]
-    if not blocks:
-        return None
-    start, end = max(blocks, key=lambda b: _size("\n".join(lines[b[0] + 1 : b[1]])))
-    inner = "\n".join(lines[start + 1 : end])
-    if _size(inner) <= 120:
-        return None
-    keep = _size(inner) - excess - 2  # the blank line added below, and a spare
-    cut = _cut(inner, keep) if keep > 200 else f"\n{_TRUNCATED}\n"
-    return [*lines[: start + 1], *cut.split("\n"), "", *lines[end:]]
-
-
-def _drop_graphs(lines: list[str]) -> list[str] | None:
-    graphs = [(s, e) for kind, s, e in _regions(lines) if kind == "mermaid"]
-    if not graphs:
-        return None
-    for start, end in reversed(graphs):
-        lines = [*lines[:start], "_Graph omitted (comment size limit)._", *lines[end + 1 :]]
-    return lines
-
-
-_CHECKLIST_ITEM = re.compile(r"- \[[ xX]\] ")
-
-
-def _cut_checklist(lines: list[str], excess: int) -> list[str] | None:
-    """Drop items from the end of the longest checklist, leaving a count of what is gone."""
-    runs: list[list[int]] = []
-    for i, line in enumerate(lines):
-        if _CHECKLIST_ITEM.match(line):
-            if runs and runs[-1][-1] == i - 1:
-                runs[-1].append(i)
-            else:
-                runs.append([i])
-    items = max(runs, key=len, default=[])
-    if len(items) < 2:
-        return None
-    dropped: list[int] = []
-    freed = 0
-    for i in reversed(items[1:]):
-        dropped.append(i)
-        freed += _size(lines[i]) + 1
-        if freed >= excess + 60:
-            break
-    note = f"- … {len(dropped)} more stories not shown (comment size limit)"
-    first = min(dropped)
-    return [*lines[:first], note, *lines[max(dropped) + 1 :]]
-
-
-def fit_comment(body: str, limit: int = COMMENT_LIMIT) -> str:
-    """Make `body` fit GitHub's limit, giving up the least useful parts first.
-
-    Order: shorten the largest <details> block (the design note), drop Mermaid graphs, drop
-    checklist lines from the end (with a "… N more stories not shown" line), and as a last
-    resort cut the tail. The marker line stays; open ``` fences and <details> get closed.
-    """
-    if _size(body) <= limit:
-        return body
-    lines = body.split("\n")
-    steps: list[Callable[[list[str], int], list[str] | None]] = [
-        _shrink_details,
-        _shrink_details,
-        _shrink_details,
-        lambda ls, _: _drop_graphs(ls),
-        _cut_checklist,
-    ]
-    for step in steps:
-        excess = _size("\n".join(lines)) - limit
-        if excess <= 0:
-            break
-        lines = step(lines, excess) or lines
-    text = "\n".join(lines)
-    if _size(text) <= limit:
-        return text
-    first, _, rest = text.partition("\n")
-    if find_run_id(first) is None:
-        return _cut(text, limit)
-    return first + "\n" + _cut(rest, limit - _size(first) - 1)

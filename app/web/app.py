@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
-from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -18,12 +15,12 @@ from starlette.routing import Route
 
 from app import keys
 from app.logs import bind_log_context
-from app.metrics import Metrics
 from app.pending import PendingTriggers, enqueue_intake
 from app.queue import HEALTH_CHECK_INTERVAL, ORCHESTRATOR_QUEUE, RUNNER_QUEUE, connect
 from app.settings import Settings
 from app.web.metrics_page import count_deliveries, metrics_endpoint
 from app.web.setup import SetupPages, SetupSettings
+from app.web.state import WebState, web_state
 from app.web.webhooks import BotIdentity, Ignored, MalformedPayload, route, signature_valid
 
 log = logging.getLogger(__name__)
@@ -33,18 +30,6 @@ HEALTH_SUFFIX = ":health-check"  # arq's heartbeat key, refreshed every health_c
 
 class BodyTooLarge(Exception):
     pass
-
-
-@dataclass
-class WebState:
-    settings: Settings
-    redis: ArqRedis
-    secret: bytes
-    bot: BotIdentity
-
-    @functools.cached_property
-    def metrics(self) -> Metrics:
-        return Metrics(self.redis)
 
 
 async def _read_capped(request: Request, cap: int) -> bytes:
@@ -61,13 +46,8 @@ async def _read_capped(request: Request, cap: int) -> bytes:
     return b"".join(chunks)
 
 
-def _state(request: Request) -> WebState:
-    state: WebState = request.app.state.baro
-    return state
-
-
 async def github_webhook(request: Request) -> Response:
-    state = _state(request)
+    state = web_state(request)
     try:
         body = await _read_capped(request, state.settings.webhook_max_body_bytes)
     except BodyTooLarge:
@@ -123,7 +103,7 @@ async def healthz(request: Request) -> Response:
     """Redis decides this process's health (503 makes deliveries redeliverable); the worker
     and runner queues' arq heartbeats are reported so an operator sees a dead process group
     ("degraded"), without the platform restarting the web process for it."""
-    state = _state(request)
+    state = web_state(request)
     try:
         await state.redis.ping()
         beats: dict[str, Any] = {}

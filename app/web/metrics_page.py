@@ -6,7 +6,6 @@ import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
@@ -16,9 +15,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from app.metrics import read_snapshot, render
 from app.store import RunStore
-
-if TYPE_CHECKING:
-    from app.web.app import WebState
+from app.web.state import web_state
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +55,7 @@ def count_deliveries(handler: Endpoint) -> Endpoint:
     """Wrap the webhook endpoint: each delivery is counted by event and outcome."""
 
     async def counted(request: Request) -> Response:
-        state = _state(request)
+        state = web_state(request)
         try:
             response = await handler(request)
         except Exception:
@@ -90,7 +87,7 @@ def bearer_matches(header: str | None, token: str) -> bool:
 
 async def metrics_endpoint(request: Request) -> Response:
     """Prometheus text for every process, read from Redis; 503 while Redis is unreachable."""
-    state = _state(request)
+    state = web_state(request)
     token = state.settings.metrics_token
     if token is not None and not bearer_matches(
         request.headers.get("authorization"), token.get_secret_value()
@@ -106,8 +103,3 @@ async def metrics_endpoint(request: Request) -> Response:
         log.warning("metrics unavailable: Redis unreachable (%s)", type(exc).__name__)
         return PlainTextResponse("metrics unavailable: Redis is unreachable\n", status_code=503)
     return Response(render(snapshot), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-def _state(request: Request) -> WebState:
-    state: WebState = request.app.state.baro
-    return state

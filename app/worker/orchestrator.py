@@ -16,10 +16,12 @@ from decimal import Decimal
 
 from githubkit.exception import RequestError, RequestFailed
 
+from app.core.final_comment import render_final_comment
 from app.core.plan import RunState
-from app.core.pr_body import is_checkpoint, render_final_comment, render_pr_body, render_pr_title
+from app.core.pr_body import render_pr_body, render_pr_title
 from app.core.report import render_plan
 from app.core.run import Run, StoryRecord, now
+from app.core.run_facts import is_checkpoint
 from app.core.scheduler import (
     RetryBudget,
     add_fix_story,

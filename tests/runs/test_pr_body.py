@@ -10,16 +10,13 @@ from typing import Any
 
 import pytest
 
+from app.core.final_comment import render_final_comment
+from app.core.markdown import COMMENT_LIMIT
 from app.core.plan import Plan, PlanStats, parse_plan
-from app.core.pr_body import (
-    PR_TITLE_LIMIT,
-    is_checkpoint,
-    render_final_comment,
-    render_pr_body,
-    render_pr_title,
-)
-from app.core.report import COMMENT_LIMIT, find_run_id
+from app.core.pr_body import PR_TITLE_LIMIT, render_pr_body, render_pr_title
+from app.core.report import find_run_id
 from app.core.run import Run, StoryRecord, VerifyResult
+from app.core.run_facts import is_checkpoint
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 REPO_URL = "https://github.com/acme/stats"

@@ -9,18 +9,20 @@ from typing import Any
 
 import pytest
 
-from app.core.plan import Plan, PlanStats, StoryProgress, parse_plan
-from app.core.report import (
-    COMMANDS,
+from app.core.markdown import (
     COMMENT_LIMIT,
-    checklist_line,
     escape_inline,
-    find_run_id,
     fit_comment,
     format_cost,
     format_duration,
-    marker,
     mermaid_label,
+)
+from app.core.plan import Plan, PlanStats, StoryProgress, parse_plan
+from app.core.report import (
+    COMMANDS,
+    checklist_line,
+    find_run_id,
+    marker,
     next_commands,
     render_failed,
     render_help,
