@@ -38,7 +38,8 @@ from runner.prompts import (
     verification_failed_message,
 )
 from runner.sandbox import CommandSandbox
-from runner.tools import StoryTools, ToolOutcome, cap_text
+from runner.tool_args import cap_text
+from runner.tools import StoryTools, ToolOutcome
 
 __all__ = [
     "AgentResult",

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 from app.core.plan import Story
 from app.core.sanitize import neutralise_markers, sanitize
-from runner.tools import SANDBOX_ROOT
+from runner.editor import SANDBOX_ROOT
 
 __all__ = [
     "CheckFailure",
