@@ -9,11 +9,14 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
+
+from testbed.models.harness import RunningModelServer, running_model_server
 
 PR_SET_PDEATHSIG = 1
 FIXTURES = Path(__file__).resolve().parents[1] / "testbed" / "fixtures" / "github-webhooks"
@@ -103,3 +106,27 @@ def redis_url(redis_server: RedisServer) -> str:
     """A flushed private Redis for one test."""
     redis_server.flush()
     return redis_server.url
+
+
+# --- the scripted model server -----------------------------------------------------------
+
+Serve = Callable[[Any], RunningModelServer]
+
+
+@pytest.fixture(scope="session")
+def shared_model_server() -> Iterator[RunningModelServer]:
+    """One server for the session: scripts are stateless, so tests just swap them."""
+    with running_model_server({"rules": []}) as server:
+        yield server
+
+
+@pytest.fixture
+def serve(shared_model_server: RunningModelServer) -> Serve:
+    """`serve(script)` loads a script into the shared server with a clean log."""
+
+    def load(script: Any) -> RunningModelServer:
+        shared_model_server.set_script(script)
+        shared_model_server.reset()
+        return shared_model_server
+
+    return load

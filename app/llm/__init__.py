@@ -1,4 +1,4 @@
-"""Model clients over httpx (no vendor SDKs), routing and prices.
+"""Model clients over httpx (no vendor SDKs), prices and metering (routing is `app.core.routing`).
 
 Typical use::
 
@@ -10,15 +10,6 @@ Typical use::
 
 from __future__ import annotations
 
-from app.core.routing import (
-    Phase,
-    RepoConfig,
-    RepoConfigError,
-    RoutingConfig,
-    Tier,
-    escalate,
-    parse_repo_config,
-)
 from app.llm.catalog import CatalogError, ModelCatalog, api_key_for, build_client
 from app.llm.client import ModelClient
 from app.llm.config import ModelConfig
@@ -46,17 +37,12 @@ __all__ = [
     "ModelClient",
     "ModelConfig",
     "ModelError",
-    "Phase",
     "PriceTable",
     "ProviderState",
-    "RepoConfig",
-    "RepoConfigError",
     "RetryPolicy",
     "RetryableError",
     "RetryingClient",
-    "RoutingConfig",
     "StopReason",
-    "Tier",
     "ToolCall",
     "ToolResult",
     "ToolSpec",
@@ -65,7 +51,5 @@ __all__ = [
     "api_key_for",
     "build_client",
     "cost",
-    "escalate",
     "load_prices",
-    "parse_repo_config",
 ]

@@ -43,7 +43,7 @@ from app.web.setup import (
 from testbed.github.server import TestbedServer, bind_socket, running_testbed
 from testbed.github.state import GitHubState
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PUBLIC = "https://baro.example.test"
 NASTY_SECRET = 'it\'s a "secret" $HOME `id` \\n ;|&'
 

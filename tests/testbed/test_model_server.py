@@ -15,8 +15,7 @@ import yaml
 
 from testbed.models.harness import running_model_server
 from testbed.models.script import ScriptError, load_script, parse_script
-from tests.conftest import free_port
-from tests.llm.conftest import Serve
+from tests.conftest import Serve, free_port
 
 AUTH = {"Authorization": "Bearer sk-test"}
 ANTHROPIC_HEADERS = {"x-api-key": "sk-test", "anthropic-version": "2023-06-01"}

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
 
 from app.llm import ModelClient, ModelConfig, RetryPolicy, build_client
 from app.llm.types import Protocol
-from testbed.models.harness import RunningModelServer, running_model_server
+from testbed.models.harness import RunningModelServer
 
 PROTOCOLS: tuple[Protocol, ...] = ("openai-chat", "openai-responses", "anthropic")
 FAST_RETRY = RetryPolicy(max_attempts=4, base_delay_s=0.01, max_delay_s=5.0)
 API_KEY = "sk-test-0123456789"
 
 MakeClient = Callable[..., ModelClient]
-Serve = Callable[[Any], RunningModelServer]
 
 
 def base_url(server: RunningModelServer, protocol: Protocol) -> str:
@@ -53,22 +51,3 @@ def make_client(http: httpx.AsyncClient) -> MakeClient:
         return build_client(config, API_KEY, http, policy)
 
     return make
-
-
-@pytest.fixture(scope="session")
-def shared_model_server() -> Iterator[RunningModelServer]:
-    """One server for the session: scripts are stateless, so tests just swap them."""
-    with running_model_server({"rules": []}) as server:
-        yield server
-
-
-@pytest.fixture
-def serve(shared_model_server: RunningModelServer) -> Serve:
-    """`serve(script)` loads a script into the shared server with a clean log."""
-
-    def load(script: Any) -> RunningModelServer:
-        shared_model_server.set_script(script)
-        shared_model_server.reset()
-        return shared_model_server
-
-    return load

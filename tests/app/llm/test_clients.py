@@ -10,7 +10,8 @@ import pytest
 
 from app.llm import AssistantTurn, Conversation, FatalError, RetryableError, RetryPolicy, ToolSpec
 from app.llm.types import Protocol
-from tests.llm.conftest import API_KEY, PROTOCOLS, MakeClient, Serve
+from tests.app.llm.conftest import API_KEY, PROTOCOLS, MakeClient
+from tests.conftest import Serve
 
 BASH = ToolSpec(
     name="bash",
