@@ -25,7 +25,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -155,13 +155,8 @@ STORED: tuple[Spec, ...] = (
     QUEUE_WAIT,
     RATE_LIMIT,
 )
-ACTIVE_RUN_STATES: tuple[RunState, ...] = (
-    "queued",
-    "planning",
-    "planned",
-    "ready",
-    "running",
-    "finalizing",
+ACTIVE_RUN_STATES: tuple[RunState, ...] = tuple(
+    state for state in get_args(RunState) if state not in TERMINAL_STATES
 )
 
 

@@ -9,7 +9,7 @@ extend it with their own parts and keep that one typed object in arq's `ctx`, so
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
 import httpx
@@ -57,15 +57,7 @@ class Services:
 
     def shared(self) -> dict[str, Any]:
         """The shared fields, to build a process's own services object from."""
-        return {
-            "settings": self.settings,
-            "redis": self.redis,
-            "metrics": self.metrics,
-            "store": self.store,
-            "gateway": self.gateway,
-            "http": self.http,
-            "jobs": self.jobs,
-        }
+        return {f.name: getattr(self, f.name) for f in fields(Services)}
 
     async def close(self) -> None:
         """Called once on shutdown; a process closes what it added first."""

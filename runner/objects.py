@@ -155,14 +155,7 @@ async def merge(mirror: Mirror, onto: str, ours: str) -> Merge:
     A conflicted merge still writes a tree: its conflicted files hold the usual markers.
     """
     args = ["merge-tree", "--write-tree", "-z", "--name-only", "--no-messages", onto, ours]
-    proc = await asyncio.create_subprocess_exec(
-        "git",
-        *args,
-        env=git_env(None, {"GIT_DIR": str(mirror.path)}),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await _git(mirror, args, stdin=DEVNULL, stdout=PIPE, stderr=PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), GIT_TIMEOUT)
     if proc.returncode not in (0, 1):
         text = err.decode(errors="replace").strip()
@@ -177,16 +170,7 @@ async def stream_blobs(mirror: Mirror, shas: Sequence[str]) -> AsyncIterator[byt
     requests are written ahead of the answers, so there is no round trip per blob."""
     if not shas:
         return
-    proc = await asyncio.create_subprocess_exec(
-        "git",
-        "cat-file",
-        "--batch",
-        env=git_env(None, {"GIT_DIR": str(mirror.path)}),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-        limit=1024 * 1024,
-    )
+    proc = await _git(mirror, ["cat-file", "--batch"], stdin=PIPE, stdout=PIPE, stderr=DEVNULL)
     assert proc.stdin is not None and proc.stdout is not None
     stdin, stdout = proc.stdin, proc.stdout
 
@@ -213,18 +197,30 @@ async def stream_blobs(mirror: Mirror, shas: Sequence[str]) -> AsyncIterator[byt
         await proc.wait()
 
 
+PIPE = asyncio.subprocess.PIPE
+DEVNULL = asyncio.subprocess.DEVNULL
+
+
+async def _git(
+    mirror: Mirror, args: Sequence[str], *, stdin: int, stdout: int, stderr: int
+) -> asyncio.subprocess.Process:
+    """git on the mirror with baro's pinned environment (no work tree, no user config)."""
+    return await asyncio.create_subprocess_exec(
+        "git",
+        *args,
+        env=git_env(None, {"GIT_DIR": str(mirror.path)}),
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        limit=1024 * 1024,
+    )
+
+
 async def _run_fed(
     mirror: Mirror, args: Sequence[str], feed: Callable[[asyncio.StreamWriter], Awaitable[None]]
 ) -> None:
     """Run git with `feed` writing its stdin; raise GitError with its stderr on failure."""
-    proc = await asyncio.create_subprocess_exec(
-        "git",
-        *args,
-        env=git_env(None, {"GIT_DIR": str(mirror.path)}),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await _git(mirror, args, stdin=PIPE, stdout=DEVNULL, stderr=PIPE)
     assert proc.stdin is not None and proc.stderr is not None
     err_task = asyncio.ensure_future(proc.stderr.read())
     try:

@@ -35,12 +35,17 @@ class ToolArgs:
         self.tool = tool
         self.args = {k: v for k, v in args.items() if v is not None}
 
-    def text(self, key: str, *, required: bool = False, context: str = "") -> str | None:
+    def _present(self, key: str, required: bool, context: str) -> Any:
+        """The value, None when absent (a ToolError when it is required)."""
         value = self.args.get(key)
+        if value is None and required:
+            where = f" for {context}" if context else ""
+            raise ToolError(f"{self.tool}: missing required argument {key!r}{where}")
+        return value
+
+    def text(self, key: str, *, required: bool = False, context: str = "") -> str | None:
+        value = self._present(key, required, context)
         if value is None:
-            if required:
-                where = f" for {context}" if context else ""
-                raise ToolError(f"{self.tool}: missing required argument {key!r}{where}")
             return None
         if not isinstance(value, str):
             raise ToolError(f"{self.tool}: {key!r} must be a string, got {_kind(value)}")
@@ -52,11 +57,8 @@ class ToolArgs:
         return value
 
     def integer(self, key: str, *, required: bool = False, context: str = "") -> int | None:
-        value = self.args.get(key)
+        value = self._present(key, required, context)
         if value is None:
-            if required:
-                where = f" for {context}" if context else ""
-                raise ToolError(f"{self.tool}: missing required argument {key!r}{where}")
             return None
         parsed = _as_int(value)
         if parsed is None:

@@ -14,9 +14,11 @@ import httpx
 import pytest
 
 from app.core.plan import Story
-from app.llm import ModelConfig, RetryPolicy, build_client
+from app.llm.catalog import build_client
+from app.llm.config import ModelConfig
 from app.llm.meter import turn_pricer
 from app.llm.prices import ModelPrice, PriceTable
+from app.llm.retry import RetryPolicy
 from app.llm.types import AssistantTurn, Protocol
 from runner.agent import (
     PrecommitCheck,

@@ -7,7 +7,10 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 
-from app.llm import ModelClient, ModelConfig, RetryPolicy, build_client
+from app.llm.catalog import build_client
+from app.llm.client import ModelClient
+from app.llm.config import ModelConfig
+from app.llm.retry import RetryPolicy
 from app.llm.types import Protocol
 from testbed.models.harness import RunningModelServer
 

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from app.llm import AssistantTurn, Conversation, FatalError, RetryableError, RetryPolicy, ToolSpec
-from app.llm.types import Protocol
+from app.llm.errors import FatalError, RetryableError
+from app.llm.retry import RetryPolicy
+from app.llm.types import AssistantTurn, Conversation, Protocol, ToolSpec
 from tests.app.llm.conftest import API_KEY, PROTOCOLS, MakeClient
 from tests.conftest import Serve
 

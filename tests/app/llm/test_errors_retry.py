@@ -9,20 +9,17 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from app.llm import (
-    AssistantTurn,
-    CatalogError,
-    Conversation,
+from app.llm.catalog import CatalogError, ModelCatalog, api_key_for
+from app.llm.config import ModelConfig
+from app.llm.errors import (
     FatalError,
-    ModelCatalog,
-    ModelConfig,
+    ModelError,
     RetryableError,
-    RetryingClient,
-    RetryPolicy,
-    ToolSpec,
-    api_key_for,
+    error_from_response,
+    retry_after_seconds,
 )
-from app.llm.errors import ModelError, error_from_response, retry_after_seconds
+from app.llm.retry import RetryingClient, RetryPolicy
+from app.llm.types import AssistantTurn, Conversation, ToolSpec
 
 
 def openai_error(type_: str, code: str | None, message: str = "msg") -> bytes:
