@@ -93,12 +93,30 @@ async def run_git(
     return out.decode(errors="replace")
 
 
-async def shallow_clone(url: str, dest: Path, auth: GitAuth, branch: str | None = None) -> None:
-    """A depth-1 clone of one branch; the remote URL holds no credentials."""
-    args = ["clone", "--depth", "1", "--single-branch", "--no-tags"]
+async def shallow_clone(
+    url: str, dest: Path, auth: GitAuth, branch: str | None = None, depth: int = 1
+) -> None:
+    """A shallow clone of one branch; the remote URL holds no credentials."""
+    args = ["clone", "--depth", str(max(1, depth)), "--single-branch", "--no-tags"]
     if branch:
         args += ["--branch", branch]
     await run_git([*args, url, str(dest)], auth=auth)
+
+
+async def diff_since(checkout: Path, auth: GitAuth, base: str, limit: int) -> str:
+    """The diff from `base` to the checkout's HEAD (deepening a shallow clone until `base` is
+    in it); never runs drivers or text conversion the tree's attributes might name."""
+    for _ in range(8):
+        try:
+            await run_git(["cat-file", "-e", f"{base}^{{commit}}"], cwd=checkout)
+            break
+        except GitError:
+            await run_git(["fetch", "--quiet", "--deepen=50", "origin"], cwd=checkout, auth=auth)
+    text = await run_git(
+        ["diff", "--no-color", "--no-ext-diff", "--no-textconv", "--no-renames", base, "HEAD"],
+        cwd=checkout,
+    )
+    return text[:limit]
 
 
 async def read_remote_file(

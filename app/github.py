@@ -308,6 +308,34 @@ class InstallationClient:
 
         await self.writer.run(call)
 
+    async def create_review(
+        self,
+        owner: str,
+        repo: str,
+        number: int,
+        body: str,
+        comments: list[tuple[str, int, str]],
+    ) -> int:
+        """A COMMENT review (a bot may not approve its own PR) with inline comments on lines
+        of the PR's diff; returns the review id."""
+
+        async def call() -> int:
+            response = await self.gh.rest.pulls.async_create_review(
+                owner,
+                repo,
+                number,
+                body=truncate_body(body),
+                event="COMMENT",
+                comments=[
+                    {"path": path, "line": line, "side": "RIGHT", "body": text}
+                    for path, line, text in comments
+                ],
+            )
+            review_id: int = response.parsed_data.id
+            return review_id
+
+        return await self.writer.run(call)
+
     async def upsert_latest(
         self,
         owner: str,

@@ -67,6 +67,16 @@ class Jobs:
             _queue_name=RUNNER_QUEUE,
         )
 
+    async def review(self, run_id: str, round_: int) -> None:
+        """A review round of the integrated branch (on the orchestrator: a read-only agent,
+        like planning). Each call is a new job, as with verification."""
+        await self.redis.enqueue_job(
+            "review_run",
+            run_id,
+            _job_id=f"review:{run_id}:{round_}:{uuid.uuid4().hex[:8]}",
+            _queue_name=ORCHESTRATOR_QUEUE,
+        )
+
     async def run_verified(self, run_id: str, round_: int) -> None:
         await self.redis.enqueue_job(
             "run_verified",

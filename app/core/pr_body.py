@@ -26,12 +26,14 @@ from app.core.markdown import (
     mermaid_label,
     untrusted_markdown,
 )
+from app.core.review import remaining_findings
 from app.core.run import Run
 from app.core.run_facts import (
     Row,
     UsageTotals,
     count_state,
     critical_chain,
+    fix_story_ids,
     is_checkpoint,
     landed_everything,
     model_usage,
@@ -310,6 +312,32 @@ def _refusals(rows: Sequence[Row]) -> list[str]:
     return ["", "## Refused changes", "", intro, "", *shown]
 
 
+def _review(run: Run) -> list[str]:
+    """What each review round found and what it led to (the findings left are in the PR
+    review on this pull request)."""
+    if not run.reviews:
+        return []
+    lines = ["", "## Review", ""]
+    for review in run.reviews:
+        model = escape_inline(review.stats.model, 60) if review.stats and review.stats.model else ""
+        by = f" ({model})" if model else ""
+        if review.error:
+            lines.append(
+                f"- Round {review.round}{by}: not made — {escape_inline(review.error, 300)}"
+            )
+            continue
+        blocking = len(review.blocking)
+        found = f"{len(review.findings)} finding(s), {blocking} blocking"
+        if not review.findings:
+            found = "nothing to change"
+        then = f" → fix stories {', '.join(review.fixes)}" if review.fixes else ""
+        summary = f": {escape_inline(review.summary, 300)}" if review.summary else ""
+        lines.append(f"- Round {review.round}{by}: {found}{then}{summary}")
+    if remaining_findings(run):
+        lines += ["", "The findings left are posted as baro's review on this pull request."]
+    return lines
+
+
 def _gantt(run: Run, rows: Sequence[Row]) -> list[str]:
     """When each story ran, one section per DAG level; stories that never started are left out.
 
@@ -370,10 +398,13 @@ def _cost(run: Run) -> list[str]:
     phases = phase_usage(run)
     total = total_usage(run)
     planning_time = run.plan_stats.duration_s if run.plan_stats else None
-    story_ids = [s for s, r in run.stories.items() if story_ran(r) and not s.startswith("F")]
-    fix_ids = [s for s, r in run.stories.items() if story_ran(r) and s.startswith("F")]
+    fixes = fix_story_ids(run)
+    story_ids = [s for s, r in run.stories.items() if story_ran(r) and s not in fixes]
+    fix_ids = [s for s, r in run.stories.items() if story_ran(r) and s in fixes]
     story_time = sum(d for s in story_ids if (d := run.stories[s].duration_s) is not None)
     fix_time = sum(d for s in fix_ids if (d := run.stories[s].duration_s) is not None)
+    rounds = [r for r in run.reviews if r.stats is not None]
+    review_time = sum(r.stats.duration_s or 0.0 for r in rounds if r.stats is not None)
     lines = [
         "",
         "## Cost and tokens",
@@ -391,6 +422,18 @@ def _cost(run: Run) -> list[str]:
             str(len(story_ids)),
             phases["stories"],
             format_duration(story_time) if story_ids else "–",
+        ),
+        *(
+            [
+                _usage_row(
+                    "review",
+                    f"{len(rounds)} round{'s' if len(rounds) != 1 else ''}",
+                    phases["review"],
+                    format_duration(review_time),
+                )
+            ]
+            if rounds
+            else []
         ),
         _usage_row(
             "fixes",
@@ -413,7 +456,7 @@ def _cost(run: Run) -> list[str]:
     lines += [
         "",
         "Input counts the whole prompt (cached reads included); an unknown price is shown as "
-        "unknown, never as $0. Cached is not reported for planning.",
+        "unknown, never as $0. Cached is not reported for planning and review.",
     ]
     return lines
 
@@ -530,6 +573,7 @@ def _body(
     lines += _story_summaries(rows, summaries)
     lines += _failures(rows, evidence)
     lines += _refusals(rows)
+    lines += _review(run)
     if gantt:
         lines += _gantt(run, rows)
     lines += _cost(run)

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 Tier = Literal["light", "standard", "heavy"]
-Phase = Literal["planner", "light", "standard", "heavy"]
+Phase = Literal["planner", "light", "standard", "heavy", "review"]
 TIERS: tuple[Tier, ...] = get_args(Tier)
 PHASES: tuple[Phase, ...] = get_args(Phase)
 MAX_PARALLEL = 32
@@ -46,6 +46,8 @@ class RepoConfig(BaseModel):
     budget_usd: Decimal | None = None
     setup: list[str] = Field(default_factory=list)
     verify: list[str] = Field(default_factory=list)
+    review: bool = True
+    """`review: false` skips the review phase for this repository."""
 
 
 class RoutingConfig(BaseModel):
@@ -57,10 +59,14 @@ class RoutingConfig(BaseModel):
     light: str
     standard: str
     heavy: str
+    review: str | None = None
+    """The reviewer's model; without one the planner's (a strong model) reviews."""
     escalation: bool = True
 
     def model_for(self, phase: Phase) -> str:
-        name: str = getattr(self, phase)
+        name: str | None = getattr(self, phase)
+        if name is None:  # only `review` is optional
+            return self.planner
         return name
 
     def model_for_story(self, tier: Tier, attempt: int = 1) -> str:
@@ -77,10 +83,11 @@ class RoutingConfig(BaseModel):
 
     def unknown_models(self, server_models: Collection[str]) -> list[str]:
         """Names that are not configured models (a settings check at startup)."""
-        return [p for p in PHASES if self.model_for(p) not in server_models]
+        named = [p for p in PHASES if getattr(self, p) is not None]
+        return [p for p in named if self.model_for(p) not in server_models]
 
 
-_KEYS = ("models", "auto_execute", "max_parallel", "budget_usd", "setup", "verify")
+_KEYS = ("models", "auto_execute", "max_parallel", "budget_usd", "setup", "verify", "review")
 
 
 def parse_repo_config(yaml_text: str, server_models: Collection[str]) -> RepoConfig:
@@ -99,7 +106,7 @@ def parse_repo_config(yaml_text: str, server_models: Collection[str]) -> RepoCon
             raise RepoConfigError(str(key), f"unknown setting (known: {', '.join(_KEYS)})")
         if key == "models":
             fields["models"] = _models(value, server_models)
-        elif key == "auto_execute":
+        elif key in ("auto_execute", "review"):
             if not isinstance(value, bool):
                 raise RepoConfigError(key, f"must be true or false, got {_kind(value)}")
             fields[key] = value

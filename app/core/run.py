@@ -47,6 +47,37 @@ class VerifyResult(BaseModel):
     duration_s: float = 0.0
 
 
+Severity = Literal["blocking", "warning", "note"]
+SEVERITIES: tuple[Severity, ...] = ("blocking", "warning", "note")
+
+
+class Finding(BaseModel):
+    severity: Severity
+    file: str
+    line: int | None = None
+    problem: str
+    story: str | None = None
+    inline: bool = False
+    """The line is part of the PR's diff, so GitHub accepts an inline comment on it."""
+
+
+class ReviewRound(BaseModel):
+    """One review of the integrated branch and what it led to."""
+
+    round: int
+    summary: str = ""
+    findings: list[Finding] = Field(default_factory=list)
+    stats: PlanStats | None = None
+    fixes: list[str] = Field(default_factory=list)
+    """Fix stories this round added (their ids in the plan)."""
+    error: str | None = None
+    """The review could not be made (model error, budget): the run goes on without it."""
+
+    @property
+    def blocking(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "blocking"]
+
+
 class StoryRecord(BaseModel):
     """What happened to one story of a run, across its attempts."""
 
@@ -129,6 +160,10 @@ class Run(BaseModel):
     verification: list[VerifyResult] = Field(default_factory=list)
     fix_story: str | None = None
     """The story added after a red verification (at most one per run)."""
+    reviews: list[ReviewRound] = Field(default_factory=list)
+    """Every review of the integrated branch (`app.core.review`), in order."""
+    review_posted: bool = False
+    """The pull request review was submitted (once per run)."""
     created_at: datetime = Field(default_factory=now)
     updated_at: datetime = Field(default_factory=now)
     version: int = 0

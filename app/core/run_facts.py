@@ -183,17 +183,35 @@ def story_ran(rec: StoryRecord) -> bool:
     return bool(rec.model or rec.input_tokens or rec.output_tokens or rec.cost_usd is None)
 
 
+def fix_story_ids(run: Run) -> set[str]:
+    """Stories added after the plan: the verification fix and the review's fixes."""
+    ids = {sid for review in run.reviews for sid in review.fixes}
+    if run.fix_story is not None:
+        ids.add(run.fix_story)
+    return ids
+
+
 def phase_usage(run: Run) -> dict[str, UsageTotals]:
-    """planning / stories / fixes (records whose id starts with "F")."""
-    out = {"planning": UsageTotals(), "stories": UsageTotals(), "fixes": UsageTotals()}
+    """planning / stories / review / fixes (stories added by verification or review)."""
+    out = {
+        "planning": UsageTotals(),
+        "stories": UsageTotals(),
+        "review": UsageTotals(),
+        "fixes": UsageTotals(),
+    }
     stats = run.plan_stats
     if stats is not None:
         out["planning"].add(stats.input_tokens, None, stats.output_tokens, stats.cost_usd)
     else:
         out["planning"].add(0, None, 0, None)
+    for review in run.reviews:
+        if review.stats is not None:
+            rs = review.stats
+            out["review"].add(rs.input_tokens, None, rs.output_tokens, rs.cost_usd)
+    fixes = fix_story_ids(run)
     for sid, rec in run.stories.items():
         if story_ran(rec):
-            phase = "fixes" if sid.startswith("F") else "stories"
+            phase = "fixes" if sid in fixes else "stories"
             out[phase].add(rec.input_tokens, rec.cache_read_tokens, rec.output_tokens, rec.cost_usd)
     return out
 
@@ -217,6 +235,12 @@ def model_usage(run: Run) -> dict[str, tuple[UsageTotals, list[str]]]:
         usage, uses = slot(stats.model)
         usage.add(stats.input_tokens, None, stats.output_tokens, stats.cost_usd)
         uses.append("planning")
+    for review in run.reviews:
+        if review.stats is not None:
+            usage, uses = slot(review.stats.model)
+            rs = review.stats
+            usage.add(rs.input_tokens, None, rs.output_tokens, rs.cost_usd)
+            uses.append(f"review {review.round}")
     for row in rows_of(run):
         rec = row.record
         if story_ran(rec):

@@ -10,6 +10,7 @@ from typing import Any
 from arq.worker import Retry, Worker, func
 
 from app.core.triggers import Trigger
+from app.llm.prices import load_prices
 from app.logs import bind_log_context, job_context
 from app.pending import LEASE_SCOPE as TRIGGER_LEASE_SCOPE
 from app.pending import LEASE_SECONDS as TRIGGER_LEASE_SECONDS
@@ -21,6 +22,7 @@ from app.worker.intake import Intake
 from app.worker.orchestrator import Orchestrator
 from app.worker.planning import Planning
 from app.worker.recovery import Recovery, recovery_crons
+from app.worker.reviewing import Reviewing
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ class WorkerServices(Services):
 
     planning: Planning
     orchestrator: Orchestrator
+    reviewing: Reviewing
     recovery: Recovery
 
     @classmethod
@@ -49,6 +52,7 @@ class WorkerServices(Services):
             jobs.verify_run,
             jobs.refresh_later,
             jobs.replan,
+            jobs.review,
         )
         return cls(
             **shared.shared(),
@@ -56,6 +60,14 @@ class WorkerServices(Services):
                 settings, shared.gateway, store, shared.http, on_ready=jobs.start
             ),
             orchestrator=orchestrator,
+            reviewing=Reviewing(
+                settings,
+                shared.gateway,
+                store,
+                shared.http,
+                load_prices(settings.prices_file),
+                orchestrator.reviewed,
+            ),
             recovery=Recovery(orchestrator, store, shared.redis),
         )
 
@@ -149,6 +161,12 @@ async def run_verified(ctx: dict[str, Any], run_id: str) -> str:
     return await orchestrator.verified(run_id)
 
 
+@job_context(run="run_id")
+async def review_run(ctx: dict[str, Any], run_id: str) -> str:
+    """Review the integrated branch against the plan (idempotent per recorded round)."""
+    return await _services(ctx).reviewing.review_run(run_id)
+
+
 async def reap(ctx: dict[str, Any]) -> int:
     """Cron: one recovery pass (see `app.worker.recovery`)."""
     reaped = await _services(ctx).recovery.reap()
@@ -180,6 +198,7 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
             func(story_finished, name="story_finished"),
             func(refresh_run, name="refresh_run", keep_result=0),
             func(run_verified, name="run_verified"),
+            func(review_run, name="review_run", max_tries=3, timeout=PLAN_TIMEOUT),
         ],
         cron_jobs=recovery_crons(settings, reap),
         start=start,

@@ -20,6 +20,7 @@ from app.core.final_comment import render_final_comment
 from app.core.plan import RunState
 from app.core.pr_body import render_pr_body, render_pr_title
 from app.core.report import render_plan
+from app.core.review import render_review, review_pending
 from app.core.run import Run, StoryRecord, now
 from app.core.run_facts import is_checkpoint
 from app.core.scheduler import (
@@ -55,6 +56,7 @@ FINALIZE_LEASE_SECONDS = 10.0
 """Held (with a heartbeat) while one worker opens the PR, so a resuming reaper cannot open a
 second one; a killed worker's lease lapses within this and the reaper takes over."""
 VERIFY_LEASE = "verify"
+REVIEW_LEASE = "review"
 FINALIZE_LEASE = "finalize"
 PR_CLIENT_ERROR_ATTEMPTS = 3
 """Tries at the PR when GitHub refuses it (4xx after rate limits were waited out)."""
@@ -79,6 +81,7 @@ class Orchestrator:
     enqueue_verify: Callable[[str, int], Awaitable[None]]
     defer_refresh: Callable[[str, float], Awaitable[None]]
     enqueue_plan: Callable[[str], Awaitable[None]]
+    enqueue_review: Callable[[str, int], Awaitable[None]]
     budget: RetryBudget = field(default_factory=RetryBudget)
 
     async def start(self, run_id: str) -> str:
@@ -162,11 +165,38 @@ class Orchestrator:
         if not closed:
             return f"skipped ({run.state})"  # a repeated job: the first one finalizes
         await self.store.append_event(run_id, "finalizing")
+        return await self.after_stories(run)
+
+    async def after_stories(self, run: Run) -> str:
+        """Every story finished: review (when due), then verification, then the PR."""
+        if review_pending(run):
+            await self.queue_review(run)
+            await self.render(run)
+            return "reviewing"
         if needs_verification(run):
             await self.verify(run)
             await self.render(run)
             return "verifying"
-        return await self.open_pull_request(run_id)
+        return await self.open_pull_request(run.id)
+
+    async def queue_review(self, run: Run) -> None:
+        """Queue the next review round (the lease marks it queued for the recovery pass)."""
+        await self.enqueue_review(run.id, len(run.reviews) + 1)
+        await self.store.acquire_lease(
+            run.id, REVIEW_LEASE, f"queued:{REVIEW_LEASE}", QUEUED_LEASE_SECONDS
+        )
+
+    async def reviewed(self, run_id: str) -> str:
+        """A review round was recorded: its fix stories run, or the run goes on."""
+        run = await self.store.get(run_id)
+        if run.state == "running":
+            fixes = run.reviews[-1].fixes if run.reviews else []
+            await self.store.append_event(run_id, "review_fixes", stories=fixes)
+            await self.dispatch(run_id)
+            return f"fixing ({', '.join(fixes)})"
+        if run.state != "finalizing":
+            return f"skipped ({run.state})"
+        return await self.after_stories(run)
 
     async def verify(self, run: Run) -> None:
         """Queue the integrated branch's verification on a runner (the lease marks it queued)."""
@@ -221,6 +251,8 @@ class Orchestrator:
                     refusal = str(exc)
                 except (RequestError, RequestFailed) as exc:
                     refusal = await self._refused(run, exc)  # re-raises while worth retrying
+            if pr_number is not None and run.reviews and not run.review_posted:
+                await self._submit_review(gh, run, pr_number)
             final = "failed" if refusal else _final_state(run, landed)
             url, number = pr_url, pr_number
 
@@ -247,6 +279,24 @@ class Orchestrator:
                 LABEL_DONE if run.state == "done" else LABEL_FAILED,
             )
         return run
+
+    async def _submit_review(self, gh: InstallationClient, run: Run, pr_number: int) -> None:
+        """The review's remaining findings as a PR review; a failure is logged, never fatal."""
+        body, comments = render_review(run)
+        if not body:
+            return
+        try:
+            await gh.create_review(run.owner, run.repo, pr_number, body, comments)
+        except Exception as exc:  # the run's result does not depend on the review text
+            log.warning("posting the review of run %s failed: %s", run.id, describe_failure(exc))
+            await self.store.append_event(run.id, "review_not_posted", detail=str(exc)[:300])
+            return
+
+        def posted(r: Run) -> Run | None:
+            return None if r.review_posted else r.model_copy(update={"review_posted": True})
+
+        await self.store.update(run.id, posted)
+        await self.store.append_event(run.id, "review_posted", comments=len(comments))
 
     async def _pull_request(self, gh: InstallationClient, run: Run) -> tuple[str, int]:
         """Open the run's PR, or update the one already open from its branch."""

@@ -164,20 +164,22 @@ def first_message(request: PlanRequest) -> str:
     return "\n".join(parts)
 
 
-class _Meter(UsageMeter):
-    """The shared meter plus the planner's round limit, repairs and stats."""
+class PhaseMeter(UsageMeter):
+    """The shared meter plus a read-only agent's round limit, repairs and stats (the planner's
+    and the reviewer's)."""
 
-    def __init__(self, budget: PlannerBudget, pricer: Pricer) -> None:
+    def __init__(self, budget: PlannerBudget, pricer: Pricer, who: str = "the planner") -> None:
         super().__init__(pricer)
         self.budget = budget
+        self.who = who
         self.started = time.monotonic()
         self.repairs = 0
 
     def exceeded(self) -> str | None:
         b = self.budget
-        problem = super().over_budget("the planner", b.max_tokens, b.max_cost_usd)
+        problem = super().over_budget(self.who, b.max_tokens, b.max_cost_usd)
         if problem is None and self.rounds >= b.max_rounds:
-            return f"the planner did not submit a valid plan within {b.max_rounds} rounds"
+            return f"{self.who} did not submit within {b.max_rounds} rounds"
         return problem
 
     def stats(self) -> PlanStats:
@@ -201,7 +203,7 @@ async def make_plan(
 ) -> PlannerOutcome:
     """Run the planner conversation to a valid Plan, or raise PlannerFailed."""
     budget = budget or PlannerBudget()
-    meter = _Meter(budget, pricer)
+    meter = PhaseMeter(budget, pricer)
     tools = [*READ_TOOLS, SUBMIT_PLAN]
     conversation = Conversation(system=SYSTEM_PROMPT).user(first_message(request))
     last_errors: list[str] = []
@@ -253,7 +255,7 @@ async def make_plan(
                     is_error=True,
                 )
                 continue
-            content, is_error = _run_tool(repo, call.name, call.arguments)
+            content, is_error = run_tool(repo, call.name, call.arguments)
             conversation.tool_result(call.id, content, is_error=is_error)
 
         problem = meter.exceeded()
@@ -261,7 +263,7 @@ async def make_plan(
             raise PlannerFailed(problem, last_errors, meter.stats())
 
 
-def _run_tool(repo: ReadOnlyRepo, name: str, args: dict[str, Any]) -> tuple[str, bool]:
+def run_tool(repo: ReadOnlyRepo, name: str, args: dict[str, Any]) -> tuple[str, bool]:
     try:
         return repo.call(name, args), False
     except ToolError as exc:

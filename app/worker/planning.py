@@ -22,12 +22,13 @@ from app.core.routing import RepoConfig, RepoConfigError, parse_repo_config
 from app.core.run import Run, StoryRecord, branch_name
 from app.gitcmd import GitAuth, GitError, read_remote_file, run_git, shallow_clone
 from app.github import GitHubGateway, InstallationClient
-from app.llm.catalog import CatalogError, ModelCatalog, build_client
+from app.llm.catalog import ModelCatalog
 from app.llm.client import ModelClient
-from app.llm.meter import MeteredClient, turn_pricer
+from app.llm.meter import turn_pricer
 from app.llm.prices import PriceTable, load_prices
 from app.settings import Settings
 from app.store import RunStore
+from app.worker.phase_models import ModelUnavailable, phase_client
 from app.worker.planner import PlannerBudget, PlannerFailed, PlanRequest, make_plan
 from app.worker.repo_tools import ReadOnlyRepo
 
@@ -228,25 +229,13 @@ class Planning:
             ) from exc
 
     def _planner_client(self, config: RepoConfig) -> tuple[str, ModelClient]:
-        routing = self.settings.routing
-        if routing is None or not self.settings.models:
-            raise RunFailed(
-                "no planning model is configured on this baro server",
-                next_step="The operator needs to set `BARO_MODELS` and `BARO_ROUTING`.",
-            )
-        name = routing.for_repo(config).model_for("planner")
         try:
-            model = self._catalog().get(name)
-        except CatalogError as exc:
-            raise RunFailed(str(exc)) from exc
-        key = self.settings.model_keys.get(name)
-        if key is None:
-            raise RunFailed(
-                f"model {name!r} has no API key on this baro server",
-                next_step=f"The operator needs to set `{model.api_key_env}`.",
+            name, client, _ = phase_client(
+                self.settings, "planner", config, self.http, self.store.metrics, self.prices
             )
-        client = build_client(model, key.get_secret_value(), self.http)
-        return name, MeteredClient(client, self.store.metrics, self.prices)
+        except ModelUnavailable as exc:
+            raise RunFailed(exc.reason, next_step=exc.next_step) from exc
+        return name, client
 
     async def _fail(self, run: Run, gh: InstallationClient, failure: RunFailed) -> None:
         reason = failure.reason

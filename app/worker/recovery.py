@@ -24,6 +24,7 @@ from arq.cron import CronJob, cron
 from arq.typing import WorkerCoroutine
 from redis.asyncio import Redis
 
+from app.core.review import review_pending
 from app.core.run import Run, now
 from app.logs import log_context
 from app.pending import LEASE_SCOPE as TRIGGER_LEASE_SCOPE
@@ -32,6 +33,7 @@ from app.settings import Settings
 from app.store import RunStore
 from app.worker.orchestrator import (
     FINALIZE_LEASE,
+    REVIEW_LEASE,
     VERIFY_LEASE,
     Orchestrator,
     needs_verification,
@@ -149,11 +151,14 @@ class Recovery:
     async def _resume_finalizing(self, run: Run) -> list[str]:
         """A runner died verifying, or a worker died between verification and the PR:
         verify again, or go on from the recorded verification (the PR is found, not doubled)."""
-        for lease in (VERIFY_LEASE, FINALIZE_LEASE):
+        for lease in (VERIFY_LEASE, FINALIZE_LEASE, REVIEW_LEASE):
             if await self.store.lease_holder(run.id, lease) is not None:
                 return []
         if not await self.store.once(f"finalize:{run.id}", FINALIZE_RETRY_SECONDS):
             return []
+        if review_pending(run):
+            await self.orchestrator.queue_review(run)
+            return [f"{run.id}:rereview"]
         if needs_verification(run) and not run.verification:
             await self.orchestrator.verify(run)
             return [f"{run.id}:reverify"]

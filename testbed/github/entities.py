@@ -178,6 +178,33 @@ class Issue:
 
 
 @dataclass
+class ReviewComment:
+    """An inline comment of a pull request review, on one line of the PR's diff."""
+
+    id: int
+    review_id: int
+    path: str
+    line: int
+    side: str
+    body: str
+    commit_id: str
+    diff_hunk: str
+    user: User
+    created_at: datetime
+
+
+@dataclass
+class Review:
+    id: int
+    user: User
+    body: str
+    state: str
+    commit_id: str
+    submitted_at: datetime
+    comments: list[ReviewComment] = field(default_factory=list)
+
+
+@dataclass
 class Pull:
     """A pull request; its title/body/state/labels live on `issue` (same number), like GitHub."""
 
@@ -195,6 +222,7 @@ class Pull:
     additions: int = 0
     deletions: int = 0
     changed_files: int = 0
+    reviews: list[Review] = field(default_factory=list)
 
     @property
     def number(self) -> int:

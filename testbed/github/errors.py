@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 DOCS = "https://docs.github.com/rest"
@@ -15,7 +16,7 @@ class GitHubError(Exception):
         status: int,
         message: str,
         *,
-        errors: list[dict[str, Any]] | None = None,
+        errors: Sequence[dict[str, Any] | str] | None = None,
         documentation_url: str = DOCS,
         headers: dict[str, str] | None = None,
     ) -> None:
@@ -33,13 +34,13 @@ class GitHubError(Exception):
 def error_body(
     status: int,
     message: str,
-    errors: list[dict[str, Any]] | None = None,
+    errors: Sequence[dict[str, Any] | str] | None = None,
     documentation_url: str = DOCS,
 ) -> dict[str, Any]:
     """The JSON GitHub sends with a non-2xx answer; 422s carry an `errors` list."""
     body: dict[str, Any] = {"message": message}
     if errors is not None:
-        body["errors"] = errors
+        body["errors"] = list(errors)
     body["documentation_url"] = documentation_url
     body["status"] = str(status)
     return body
@@ -58,4 +59,4 @@ def forbidden_integration() -> GitHubError:
 
 
 def validation_failed(*errors: dict[str, Any], message: str = "Validation Failed") -> GitHubError:
-    return GitHubError(422, message, errors=list(errors))
+    return GitHubError(422, message, errors=[*errors])

@@ -7,6 +7,7 @@ All functions are synchronous; async callers run them in a worker thread.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -229,3 +230,32 @@ def branch_ahead(git_dir: Path, branch: str, base: str = "main") -> str:
     ).strip()
     update_ref(git_dir, f"refs/heads/{branch}", sha)
     return sha
+
+
+_HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,(\d+))? @@")
+
+
+def diff_hunks(git_dir: Path, base: str, head: str, path: str) -> list[tuple[set[int], str]]:
+    """Per hunk of `path`'s diff (merge base → head): its new-side lines and its text, which
+    is what GitHub accepts review comments on and shows as a comment's `diff_hunk`."""
+    out = run_git(git_dir, "diff", "--no-color", "--no-ext-diff", f"{base}...{head}", "--", path)
+    hunks: list[tuple[set[int], str]] = []
+    lines: set[int] = set()
+    text: list[str] = []
+    number = 0
+    for line in out.splitlines():
+        match = _HUNK.match(line)
+        if match:
+            if text:
+                hunks.append((lines, "\n".join(text)))
+            lines, text, number = set(), [line], int(match.group(1))
+            continue
+        if not text:
+            continue
+        text.append(line)
+        if line.startswith(("+", " ")):
+            lines.add(number)
+            number += 1
+    if text:
+        hunks.append((lines, "\n".join(text)))
+    return hunks

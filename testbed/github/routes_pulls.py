@@ -8,10 +8,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from testbed.github import shapes
-from testbed.github.state import Pull
+from testbed.github.state import Pull, Review
 from testbed.github.web import body_too_long, missing_field, ok, paginate, read_object, repo_access
 
 R = "/repos/{owner}/{repo}"
+REVIEW_EVENTS = ("COMMENT", "APPROVE", "REQUEST_CHANGES")
 
 
 def _number(request: Request) -> int:
@@ -118,12 +119,66 @@ async def list_requested_reviewers(request: Request) -> Response:
         )
 
 
+async def create_review(request: Request) -> Response:
+    state, repo, token = repo_access(request, "pull_requests", "write")
+    data = await read_object(request)
+    body = data.get("body") or ""
+    if not isinstance(body, str):
+        raise missing_field("PullRequestReview", "body")
+    body_too_long("PullRequestReview", body)
+    event = data.get("event", "COMMENT")
+    comments = data.get("comments") or []
+    if not isinstance(comments, list) or not all(isinstance(c, dict) for c in comments):
+        raise missing_field("PullRequestReview", "comments")
+    number = _number(request)
+
+    def create() -> Review:
+        return state.create_review(
+            repo,
+            number,
+            body=body,
+            event=str(event),
+            comments=comments,
+            user=token.installation.app.bot,
+            commit_id=data.get("commit_id"),
+        )
+
+    review = await run_in_threadpool(create)
+    with state.lock:
+        pull = state.get_pull(repo, number)
+        return ok(shapes.pull_review(state.base_url, repo, pull, review))
+
+
+async def list_reviews(request: Request) -> Response:
+    state, repo, _ = repo_access(request, "pull_requests", "read")
+    pull = state.get_pull(repo, _number(request))
+    page, headers = paginate(request, state.reviews(repo, pull.number))
+    with state.lock:
+        return ok(
+            [shapes.pull_review(state.base_url, repo, pull, r) for r in page], headers=headers
+        )
+
+
+async def list_review_comments(request: Request) -> Response:
+    state, repo, _ = repo_access(request, "pull_requests", "read")
+    pull = state.get_pull(repo, _number(request))
+    items = [c for r in state.reviews(repo, pull.number) for c in r.comments]
+    page, headers = paginate(request, items)
+    with state.lock:
+        return ok(
+            [shapes.review_comment(state.base_url, repo, pull, c) for c in page], headers=headers
+        )
+
+
 routes = [
     Route(f"{R}/pulls", create_pull, methods=["POST"]),
     Route(f"{R}/pulls", list_pulls, methods=["GET"]),
     Route(f"{R}/pulls/{{number:int}}", get_pull, methods=["GET"]),
     Route(f"{R}/pulls/{{number:int}}", update_pull, methods=["PATCH"]),
     Route(f"{R}/pulls/{{number:int}}/requested_reviewers", request_reviewers, methods=["POST"]),
+    Route(f"{R}/pulls/{{number:int}}/reviews", create_review, methods=["POST"]),
+    Route(f"{R}/pulls/{{number:int}}/reviews", list_reviews, methods=["GET"]),
+    Route(f"{R}/pulls/{{number:int}}/comments", list_review_comments, methods=["GET"]),
     Route(
         f"{R}/pulls/{{number:int}}/requested_reviewers",
         list_requested_reviewers,

@@ -22,6 +22,8 @@ from testbed.github.state import (
     Pull,
     Reaction,
     Repo,
+    Review,
+    ReviewComment,
     User,
     node_id,
 )
@@ -492,3 +494,50 @@ def collaborator_permission(
         }
     )
     return {"permission": permission, "role_name": role_name, "user": collaborator}
+
+
+def pull_review(base: str, repo: Repo, pull: Pull, review: Review) -> JSON:
+    """`POST/GET /pulls/{n}/reviews`: GitHub's PullRequestReview."""
+    html = f"{repo_html(base, repo)}/pull/{pull.number}#pullrequestreview-{review.id}"
+    api = f"{repo_api(base, repo)}/pulls/{pull.number}"
+    return {
+        "id": review.id,
+        "node_id": node_id("PullRequestReview", review.id),
+        "user": simple_user(base, review.user),
+        "body": review.body,
+        "state": review.state,
+        "html_url": html,
+        "pull_request_url": api,
+        "author_association": _author_association(repo, review.user),
+        "_links": {"html": _link(html), "pull_request": _link(api)},
+        "submitted_at": ts(review.submitted_at),
+        "commit_id": review.commit_id,
+    }
+
+
+def review_comment(base: str, repo: Repo, pull: Pull, item: ReviewComment) -> JSON:
+    """`GET /pulls/{n}/comments`: GitHub's PullRequestReviewComment."""
+    api = f"{repo_api(base, repo)}/pulls/comments/{item.id}"
+    pull_api = f"{repo_api(base, repo)}/pulls/{pull.number}"
+    html = f"{repo_html(base, repo)}/pull/{pull.number}#discussion_r{item.id}"
+    return {
+        "url": api,
+        "pull_request_review_id": item.review_id,
+        "id": item.id,
+        "node_id": node_id("PullRequestReviewComment", item.id),
+        "diff_hunk": item.diff_hunk,
+        "path": item.path,
+        "commit_id": item.commit_id,
+        "original_commit_id": item.commit_id,
+        "user": simple_user(base, item.user),
+        "body": item.body,
+        "created_at": ts(item.created_at),
+        "updated_at": ts(item.created_at),
+        "html_url": html,
+        "pull_request_url": pull_api,
+        "author_association": _author_association(repo, item.user),
+        "_links": {"self": _link(api), "html": _link(html), "pull_request": _link(pull_api)},
+        "line": item.line,
+        "side": item.side,
+        "original_line": item.line,
+    }

@@ -18,7 +18,7 @@ import weakref
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -43,6 +43,8 @@ from testbed.github.entities import (
     Reaction,
     Repo,
     RequestRecord,
+    Review,
+    ReviewComment,
     User,
     node_id,
     utcnow,
@@ -71,6 +73,8 @@ __all__ = [
     "Reaction",
     "Repo",
     "RequestRecord",
+    "Review",
+    "ReviewComment",
     "User",
     "node_id",
     "utcnow",
@@ -750,6 +754,93 @@ class GitHubState:
             if base is not None:
                 pull.base_ref = base
             return pull
+
+    def create_review(
+        self,
+        repo: Repo | str,
+        number: int,
+        *,
+        body: str,
+        event: str,
+        comments: list[dict[str, Any]],
+        user: User,
+        commit_id: str | None = None,
+    ) -> Review:
+        """Submit a review as GitHub does: the author cannot approve or request changes on
+        their own PR, and an inline comment must sit on a line of the PR's diff."""
+        target = self.get_repo(repo)
+        pull = self.refresh_pull(target, self.get_pull(target, number))
+        states = {
+            "COMMENT": "COMMENTED",
+            "APPROVE": "APPROVED",
+            "REQUEST_CHANGES": "CHANGES_REQUESTED",
+        }
+        if event not in states:
+            raise validation_failed(
+                {"resource": "PullRequestReview", "field": "event", "code": "invalid"}
+            )
+        if event != "COMMENT" and pull.issue.user.login == user.login:
+            verb = "approve" if event == "APPROVE" else "request changes on"
+            raise GitHubError(
+                422, "Unprocessable Entity", errors=[f"Can not {verb} your own pull request"]
+            )
+        if event != "APPROVE" and not body and not comments:
+            raise GitHubError(422, "Unprocessable Entity", errors=["Review body is required"])
+        now = utcnow()
+        with self.lock:
+            review = Review(
+                id=self.new_id(),
+                user=user,
+                body=body,
+                state=states[event],
+                commit_id=commit_id or pull.head_sha,
+                submitted_at=now,
+            )
+        for item in comments:
+            path, line, text = item.get("path"), item.get("line"), item.get("body")
+            if not isinstance(path, str) or not isinstance(line, int) or not isinstance(text, str):
+                raise validation_failed(
+                    {"resource": "PullRequestReviewComment", "code": "missing_field"}
+                )
+            side = item.get("side", "RIGHT")
+            hunk = next(
+                (
+                    h
+                    for lines, h in gitops.diff_hunks(
+                        target.git_dir, pull.base_sha, pull.head_sha, path
+                    )
+                    if line in lines
+                ),
+                None,
+            )
+            if side != "RIGHT" or hunk is None:
+                raise GitHubError(
+                    422,
+                    "Unprocessable Entity",
+                    errors=["Pull request review thread line must be part of the diff"],
+                )
+            with self.lock:
+                review.comments.append(
+                    ReviewComment(
+                        id=self.new_id(),
+                        review_id=review.id,
+                        path=path,
+                        line=line,
+                        side=side,
+                        body=text,
+                        commit_id=review.commit_id,
+                        diff_hunk=hunk,
+                        user=user,
+                        created_at=now,
+                    )
+                )
+        with self.lock:
+            pull.reviews.append(review)
+        return review
+
+    def reviews(self, repo: Repo | str, number: int) -> list[Review]:
+        with self.lock:
+            return list(self.get_pull(self.get_repo(repo), number).reviews)
 
     def request_reviewers(self, repo: Repo | str, number: int, logins: Iterable[str]) -> Pull:
         with self.lock:

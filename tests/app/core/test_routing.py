@@ -124,3 +124,18 @@ def test_unknown_models_in_server_routing() -> None:
     routing = RoutingConfig(planner="x", light="deepseek-flash", standard="y", heavy="y")
     assert routing.unknown_models(SERVER_MODELS) == ["planner", "standard", "heavy"]
     assert ROUTING.unknown_models(SERVER_MODELS) == []
+    reviewing = routing.model_copy(update={"review": "z"})
+    assert reviewing.unknown_models(SERVER_MODELS) == ["planner", "standard", "heavy", "review"]
+
+
+def test_the_review_phase_defaults_to_the_planners_model_and_can_be_turned_off() -> None:
+    assert ROUTING.model_for("review") == ROUTING.planner
+    assert ROUTING.model_copy(update={"review": "deepseek-flash"}).model_for("review") == (
+        "deepseek-flash"
+    )
+    assert parse_repo_config("review: false\n", SERVER_MODELS).review is False
+    assert parse_repo_config("", SERVER_MODELS).review is True
+    chosen = parse_repo_config("models:\n  review: deepseek-flash\n", SERVER_MODELS)
+    assert ROUTING.for_repo(chosen).model_for("review") == "deepseek-flash"
+    with pytest.raises(RepoConfigError, match="review: must be true or false"):
+        parse_repo_config("review: sometimes\n", SERVER_MODELS)
