@@ -309,6 +309,8 @@ class StoryAgent:
             outcome = await self.tools.call(call.name, call.arguments)
         if call.name == "bash" or outcome.is_error:
             self._note(_describe_call(call), outcome.content)
+        if outcome.refused is not None and outcome.refused not in self.refusals:
+            self.refusals.append(outcome.refused)
         return outcome
 
     def _note(self, title: str, content: str) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from runner.tool_args import MAX_OUTPUT, ToolArgs, ToolError, cap_text
+from runner.tool_args import MAX_OUTPUT, RefusedChange, ToolArgs, ToolError, cap_text
 
 MAX_VIEW_BYTES = 1_000_000
 MAX_LINE_CHARS = 2_000
@@ -201,9 +201,10 @@ class Editor:
     def _check_writable(self, target: Path, shown: str) -> None:
         rel = target.relative_to(self.paths.root).parts
         if rel[: len(WORKFLOWS_DIR)] == WORKFLOWS_DIR:
-            raise ToolError(
-                f"{shown}: baro cannot push changes under .github/workflows/ (the App has no "
-                "workflows permission); leave workflow files alone"
+            raise RefusedChange(
+                shown,
+                "baro cannot push changes under .github/workflows/ (the App has no workflows "
+                "permission); leave workflow files alone",
             )
         if target == self.paths.root or target.is_dir():
             raise ToolError(f"{shown} is a directory")

@@ -211,10 +211,11 @@ class StoryRunner:
                 should_stop=should_stop,
                 precommit=precommit,
             )
-            try:
-                result = await agent.work()
-            finally:
-                await self._save_transcript(run.id, story.id, record.attempts, agent, auth)
+            # Saved when the attempt is over: after landing, so conflict rounds are in it.
+            cleanup.push_async_callback(
+                self._save_transcript, run.id, story.id, record.attempts, agent, auth
+            )
+            result = await agent.work()
             if result.status != "finished":
                 outcome = _from_agent(result, model_name)
                 if result.reason == "refused" and all(r.kind == "workflow" for r in refused_now):
@@ -378,8 +379,11 @@ class StoryRunner:
                 if outcome.cost is None or record.cost_usd is None
                 else record.cost_usd + outcome.cost
             )
+            at = now()
+            ended = "landed" if outcome.landed_sha else (outcome.kind or "execution")
             update: dict[str, object] = {
-                "finished_at": now(),
+                "finished_at": at,
+                "spans": record.ended(at, ended, outcome.model),
                 "model": outcome.model or record.model,
                 "input_tokens": record.input_tokens + outcome.usage.prompt,
                 "cache_read_tokens": record.cache_read_tokens + outcome.usage.cache_read,

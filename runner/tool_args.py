@@ -24,6 +24,15 @@ class ToolError(ValueError):
     """A tool was used wrongly; the message goes back to the model as an error result."""
 
 
+class RefusedChange(ToolError):
+    """A change baro will not make (under .github/workflows/): the agent is told, and the
+    refusal is kept for the report like the ones found before committing."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.line = f"{path}: {reason}"
+
+
 class ToolArgs:
     """Typed access to a tool call's arguments with messages that name the fix."""
 

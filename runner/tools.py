@@ -17,7 +17,7 @@ from app.llm.types import ToolSpec
 from runner.editor import EDITOR_COMMANDS, SANDBOX_ROOT, Editor, WorktreePaths
 from runner.process import CommandResult
 from runner.sandbox import CommandSandbox
-from runner.tool_args import MAX_OUTPUT, ToolArgs, ToolError, cap_text
+from runner.tool_args import MAX_OUTPUT, RefusedChange, ToolArgs, ToolError, cap_text
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -43,6 +43,8 @@ class ToolOutcome:
     content: str
     is_error: bool = False
     finished: str | None = None
+    refused: str | None = None
+    """A change baro refused to make (`path: why`), for the report."""
 
 
 # --- the tools -------------------------------------------------------------------------------
@@ -82,6 +84,8 @@ class StoryTools:
                 return self.finish(arguments)
             names = ", ".join(spec.name for spec in self.specs)
             raise ToolError(f"unknown tool {name!r}; the tools are: {names}")
+        except RefusedChange as exc:
+            return ToolOutcome(f"error: {exc}", is_error=True, refused=exc.line)
         except ToolError as exc:
             return ToolOutcome(f"error: {exc}", is_error=True)
         except OSError as exc:

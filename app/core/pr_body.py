@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Sequence
+from datetime import datetime
 
 from app.core.dag import levels
 from app.core.markdown import (
@@ -27,7 +28,7 @@ from app.core.markdown import (
     untrusted_markdown,
 )
 from app.core.review import remaining_findings
-from app.core.run import Run
+from app.core.run import Run, StoryRecord
 from app.core.run_facts import (
     Row,
     UsageTotals,
@@ -357,16 +358,15 @@ def _gantt(run: Run, rows: Sequence[Row]) -> list[str]:
     for name, ids in sections:
         tasks: list[str] = []
         for sid in ids:
-            rec = by_id[sid].record
-            if rec.started_at is None:
-                continue
-            start = unix_seconds(rec.started_at)
-            finish = rec.finished_at or fallback_end
-            end = max(unix_seconds(finish) if finish else start, start + 1)
-            tag = {"landed": "done", "failed": "crit", "running": "active"}.get(rec.state)
-            meta = ", ".join(t for t in (tag, sid.lower(), str(start), str(end)) if t)
             label = _gantt_text(by_id[sid].title)
-            tasks.append(f"    {sid} · {label} :{meta}")
+            for bar in _bars(by_id[sid].record, fallback_end):
+                start, finish, state, attempt, many = bar
+                end = max(unix_seconds(finish) if finish else start, start + 1)
+                tag = {"landed": "done", "failed": "crit", "running": "active"}.get(state)
+                task = f"{sid.lower()}a{attempt}"
+                meta = ", ".join(t for t in (tag, task, str(start), str(end)) if t)
+                shown = f"{label} (attempt {attempt})" if many else label
+                tasks.append(f"    {sid} · {shown} :{meta}")
         if tasks:
             body += [f"    section {name}", *tasks]
     if not body:
@@ -383,6 +383,29 @@ def _gantt(run: Run, rows: Sequence[Row]) -> list[str]:
         *body,
         "```",
     ]
+
+
+def _bars(
+    rec: StoryRecord, fallback_end: datetime | None
+) -> list[tuple[int, datetime | None, str, int, bool]]:
+    """(start, end, state, attempt, several attempts) for each attempt of a story."""
+    if rec.spans:
+        many = len(rec.spans) > 1
+        return [
+            (
+                unix_seconds(span.started_at),
+                span.finished_at or fallback_end,
+                "running"
+                if span.finished_at is None
+                else ("landed" if span.outcome == "landed" else "failed"),
+                span.attempt,
+                many,
+            )
+            for span in rec.spans
+        ]
+    if rec.started_at is None:
+        return []
+    return [(unix_seconds(rec.started_at), rec.finished_at or fallback_end, rec.state, 1, False)]
 
 
 def _usage_row(name: str, stories: str, usage: UsageTotals, time: str) -> str:

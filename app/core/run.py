@@ -78,6 +78,23 @@ class ReviewRound(BaseModel):
         return [f for f in self.findings if f.severity == "blocking"]
 
 
+class AttemptSpan(BaseModel):
+    """One attempt of a story: dispatched → finished, and how it ended."""
+
+    attempt: int
+    started_at: datetime
+    finished_at: datetime | None = None
+    outcome: str | None = None
+    """`landed`, or the failure kind (`verification`, `conflict`, `infrastructure`…)."""
+    model: str | None = None
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.finished_at is None:
+            return None
+        return max((self.finished_at - self.started_at).total_seconds(), 0.0)
+
+
 class StoryRecord(BaseModel):
     """What happened to one story of a run, across its attempts."""
 
@@ -107,12 +124,31 @@ class StoryRecord(BaseModel):
     summary: str | None = None
     refusals: list[str] = Field(default_factory=list)
     """What baro refused to commit for this story, over all attempts (`path: why`)."""
+    spans: list[AttemptSpan] = Field(default_factory=list)
+    """Every attempt's time: a story's duration counts all of them, not only the last."""
 
     @property
     def duration_s(self) -> float | None:
+        """Time spent over every finished attempt (records older than `spans`: the last)."""
+        if self.spans:
+            done = [d for span in self.spans if (d := span.duration_s) is not None]
+            return sum(done) if done else None
         if self.started_at is None or self.finished_at is None:
             return None
         return (self.finished_at - self.started_at).total_seconds()
+
+    def started(self, attempt: int, at: datetime) -> list[AttemptSpan]:
+        """The spans with a new attempt begun at `at`."""
+        return [*self.spans, AttemptSpan(attempt=attempt, started_at=at)]
+
+    def ended(self, at: datetime, outcome: str, model: str | None = None) -> list[AttemptSpan]:
+        """The spans with the open attempt closed at `at` (no open one: unchanged)."""
+        if not self.spans or self.spans[-1].finished_at is not None:
+            return list(self.spans)
+        last = self.spans[-1].model_copy(
+            update={"finished_at": at, "outcome": outcome, "model": model or self.spans[-1].model}
+        )
+        return [*self.spans[:-1], last]
 
     def progress(self) -> StoryProgress:
         return StoryProgress(

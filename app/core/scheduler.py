@@ -51,11 +51,13 @@ def mark_dispatched(run: Run, story_ids: list[str]) -> Run:
     stories = dict(run.stories)
     for sid in story_ids:
         record = stories.get(sid, StoryRecord())
+        at = now()
         stories[sid] = record.model_copy(
             update={
                 "state": "running",
                 "attempts": record.attempts + 1,
-                "started_at": now(),
+                "started_at": at,
+                "spans": record.started(record.attempts + 1, at),
                 "finished_at": None,
                 "failure": None,
                 "failure_kind": None,

@@ -110,6 +110,7 @@ class Recovery:
                         "failure_kind": "infrastructure",
                         "failure": "the runner stopped responding (lease expired)",
                         "finished_at": now(),
+                        "spans": current.ended(now(), "infrastructure"),
                     }
                 )
                 return r.model_copy(update={"stories": stories})

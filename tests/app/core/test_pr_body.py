@@ -358,7 +358,7 @@ def test_gantt_contains_only_stories_that_ran() -> None:
     assert "S5" not in gantt
     s4 = next(t for t in tasks if t.startswith("S4"))
     start = int((T0 + timedelta(seconds=161)).timestamp())
-    assert s4.endswith(f":crit, s4, {start}, {start + 259}")
+    assert s4.endswith(f":crit, s4a1, {start}, {start + 259}")
     assert "dateFormat X" in gantt
     assert "section Level 1" in gantt and "section Level 4" not in gantt  # S5 is level 4
     # A colon in a title would end the task name early.
@@ -521,3 +521,43 @@ def test_refused_changes_are_listed_with_their_reason() -> None:
     prose = "\n".join(outside_fences(body))
     assert "<script>" not in prose and re.search(r"(?<![\w`/])@alice\b", prose) is None
     assert_balanced(body)
+
+
+def test_every_attempt_counts_and_gets_its_own_bar() -> None:
+    """A story that failed once and landed on its retry: both attempts count in its time,
+    the sequential sum and the bound, and the gantt shows each attempt."""
+    from app.core.run import AttemptSpan
+
+    plan = parse_plan(
+        {
+            "summary": "One story.",
+            "design_note": "None.",
+            "stories": [story("S1", "Retried", [], "light")],
+        }
+    )
+    assert isinstance(plan, Plan)
+    spans = [
+        AttemptSpan(
+            attempt=1,
+            started_at=T0,
+            finished_at=T0 + timedelta(seconds=4),
+            outcome="verification",
+        ),
+        AttemptSpan(
+            attempt=2,
+            started_at=T0 + timedelta(seconds=5),
+            finished_at=T0 + timedelta(seconds=8),
+            outcome="landed",
+        ),
+    ]
+    rec = record("landed", 5, 8, sha="a" * 40).model_copy(update={"spans": spans, "attempts": 2})
+    assert rec.duration_s == 7.0  # not the last attempt's 3 s
+    run = base_run(plan=plan, stories={"S1": rec}, finished_at=T0 + timedelta(seconds=8))
+    body = render_pr_body(run, repo_html_url=REPO_URL)
+    assert "sequential 7s" in body and "(bound 7s)" in body
+    tasks = [line.strip() for line in gantt_block(body).split("\n") if " :" in line]
+    start = int(T0.timestamp())
+    assert tasks == [
+        f"S1 · Retried (attempt 1) :crit, s1a1, {start}, {start + 4}",
+        f"S1 · Retried (attempt 2) :done, s1a2, {start + 5}, {start + 8}",
+    ]
