@@ -210,6 +210,39 @@ MODEL_SCRIPT: dict[str, Any] = {
             }
             for story in STORIES
         ),
+        {
+            "name": "reviewer",
+            "match": {"system": "baro's reviewer"},
+            "turns": [
+                {
+                    "tool_calls": [{"name": "view", "arguments": {"path": "inventory/report.py"}}],
+                    "usage": {"input": 5200, "output": 80},
+                    "latency": 0.3,
+                },
+                {
+                    "tool_calls": [
+                        {
+                            "name": "submit_review",
+                            "arguments": {
+                                "summary": "The stories follow the design note; one note.",
+                                "findings": [
+                                    {
+                                        "severity": "note",
+                                        "file": "inventory/report.py",
+                                        "line": 1,
+                                        "problem": "format_report could say how many items "
+                                        "are low in its first line.",
+                                        "story": "S3",
+                                    }
+                                ],
+                            },
+                        }
+                    ],
+                    "usage": {"input": 900, "cached": 5200, "output": 260},
+                    "latency": 0.4,
+                },
+            ],
+        },
     ]
 }
 
@@ -528,6 +561,10 @@ def _drive(
         _say(f"\nPR #{pull.number}: {pull.issue.title}  ({pull.head_ref} → {pull.base_ref})")
         _say(f"review requested from: {[u.login for u in pull.requested_reviewers]}\n")
         _say(_indent(pull.issue.body or ""))
+        for review in state.reviews(repo, pull.number):
+            _say(f"\nreview by {review.user.login}: {review.body}")
+            for comment in review.comments:
+                _say(f"    {comment.path}:{comment.line}  {comment.body}")
         _say("\ncommits on the run branch:")
         _say(_indent(_git_log(repo.git_dir, pull.head_ref)))
     _say(f"labels on the issue: {state.labels(repo, issue.number)}")
