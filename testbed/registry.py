@@ -19,7 +19,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -229,9 +229,11 @@ def build_image(
     env: Sequence[str] = ("PATH=/bin",),
     working_dir: str | None = None,
     user: str | None = None,
+    prepare: Callable[[Path], None] | None = None,
 ) -> Path:
     """An OCI layout under `workdir` holding one image tagged `image`: busybox with links
-    in /bin (unless `shell` is False: then no /bin/sh at all) plus `files`."""
+    in /bin (unless `shell` is False: then no /bin/sh at all) plus `files`; `prepare` may
+    change the root file system further before it is packed."""
     layout = workdir / f"layout-{os.urandom(4).hex()}"
     bundle = workdir / f"bundle-{os.urandom(4).hex()}"
     _run(["umoci", "init", "--layout", str(layout)])
@@ -247,6 +249,8 @@ def build_image(
         path = root / rel.lstrip("/")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
+    if prepare is not None:
+        prepare(root)
     _run(["umoci", "repack", "--image", f"{layout}:image", str(bundle)])
     config = ["umoci", "config", "--image", f"{layout}:image", "--architecture", architecture]
     for item in env:

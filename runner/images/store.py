@@ -714,7 +714,7 @@ def _write_private(path: Path, data: bytes) -> None:
 
 
 def _mb(size: int) -> str:
-    return f"{size / 1024**2:.0f} MB" if size < GiB else f"{size / GiB:.1f} GB"
+    return f"{size / 1024**2:.1f} MB" if size < GiB else f"{size / GiB:.1f} GB"
 
 
 __all__ = [
