@@ -41,6 +41,7 @@ from app.queue import (
 from app.runs.store import RunStore
 from app.settings import Settings
 from runner.housekeeping import sweep
+from runner.images import ImageStore
 from runner.sandbox import SandboxPolicy, SandboxUnavailable, make_sandbox
 from runner.story import StoryRunner
 from runner.workspace import Workspaces
@@ -71,9 +72,11 @@ async def verify_run(ctx: dict[str, Any], run_id: str, round_: int = 1) -> str:
     return await runner.verify_run(run_id, round_)
 
 
-async def housekeeping(settings: Settings, workspaces: Workspaces) -> None:
-    """Free the disk that dead runners, unused checkouts and idle mirrors hold, now and
-    every few minutes. In-process, not an arq cron: a queued job could run on another
+async def housekeeping(
+    settings: Settings, workspaces: Workspaces, images: ImageStore | None = None
+) -> None:
+    """Free the disk that dead runners, unused checkouts, idle mirrors and images hold, now
+    and every few minutes. In-process, not an arq cron: a queued job could run on another
     machine, and each machine must sweep its own data directory."""
     while True:
         try:
@@ -81,6 +84,8 @@ async def housekeeping(settings: Settings, workspaces: Workspaces) -> None:
             await asyncio.to_thread(
                 sweep, settings.runner_data_dir, max_idle_seconds=settings.mirror_idle_days * 86400
             )
+            if images is not None:
+                await asyncio.to_thread(images.sweep)
         except Exception:
             log.exception("housekeeping of %s failed; trying again later", settings.runner_data_dir)
         await asyncio.sleep(HOUSEKEEPING_EVERY_SECONDS)
@@ -114,6 +119,10 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
         (data_dir / "worktrees").chmod(0o711)
         workspaces = Workspaces(data_dir, owner=runner_id)
         ctx["workspaces"] = workspaces
+        try:
+            ctx["images"] = images = ImageStore.from_settings(settings)
+        except ValueError as exc:
+            raise RunnerStartupError(f"image settings: {exc}") from None
         sandbox = make_sandbox(settings.sandbox, sandbox_policy(settings))
         try:
             await sandbox.self_check(workspaces.owner.acquire())
@@ -144,7 +153,7 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
         )
         await presence.start()
         ctx[PRESENCE_CTX] = presence
-        ctx["housekeeping"] = asyncio.create_task(housekeeping(settings, workspaces))
+        ctx["housekeeping"] = asyncio.create_task(housekeeping(settings, workspaces, images))
         log.info("runner %s ready (sandbox: %s)", runner_id, settings.sandbox)
 
     async def shutdown(ctx: dict[str, Any]) -> None:

@@ -251,3 +251,36 @@ async def test_a_tool_that_runs_too_long_is_killed_with_its_children() -> None:
     error = explain(caught.value, REF, "ghcr.io", has_credentials=False)
     assert isinstance(error, PullFailed) and "timed out" in str(error)
     await asyncio.sleep(0)
+
+
+def test_image_settings_reach_the_store_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from app.settings import Settings
+    from runner.images import ImageStore
+
+    monkeypatch.setenv("BARO_IMAGE_REGISTRY_CREDENTIALS", '{"GHCR.io": "bot:tok-123"}')
+    monkeypatch.setenv("BARO_IMAGE_REGISTRY_MIRRORS", '{"docker.io": "mirror.internal:5000/hub"}')
+    monkeypatch.setenv("BARO_IMAGE_INSECURE_REGISTRIES", '["mirror.internal:5000"]')
+    monkeypatch.setenv("BARO_IMAGE_CACHE_MAX_BYTES", str(5 << 30))
+    settings = Settings(
+        github_app_id=1,
+        github_private_key="k",  # type: ignore[arg-type]
+        github_webhook_secret="s",  # type: ignore[arg-type]
+        github_app_slug="baro-bot",
+        runner_data_dir="/var/tmp/baro-test-data",  # type: ignore[arg-type]
+    )
+    assert "tok-123" not in repr(settings)
+    store = ImageStore.from_settings(settings)
+    assert store.root == settings.runner_data_dir / "images"
+    assert store.options.max_bytes == 5 << 30
+    assert store.options.idle_seconds == 7 * 86400
+    assert store.options.credentials["ghcr.io"].get_secret_value() == "bot:tok-123"
+    source = store.source(parse_reference("node:22"))
+    assert (source.host, source.name, source.insecure) == (
+        "mirror.internal:5000",
+        "mirror.internal:5000/hub/library/node",
+        True,
+    )
+    ghcr = store.source(parse_reference("ghcr.io/acme/app:1"))
+    assert (ghcr.name, ghcr.insecure, ghcr.has_credentials) == ("ghcr.io/acme/app", False, True)
