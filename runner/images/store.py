@@ -6,6 +6,7 @@
                                                 it; its mtime is the image's last use
     <data_dir>/images/sha256-<hex>.pull         exclusive while one process pulls it
     <data_dir>/images/.sha256-<hex>.tmp-<rand>  a pull in progress (layout + rootfs)
+    <data_dir>/images/tags/<hash>.json          the digest a tag had when last resolved
     <data_dir>/images/auth.json                 registry credentials for skopeo (0600)
 
 A tag is resolved to the digest of its manifest for this runner's platform on every `use`
@@ -49,6 +50,7 @@ from runner.images.errors import (
     DiskFull,
     NoPlatform,
     PullFailed,
+    RegistryUnreachable,
     TooLarge,
 )
 from runner.images.reference import (
@@ -67,6 +69,9 @@ log = logging.getLogger(__name__)
 
 GiB = 1024**3
 INSPECT_TIMEOUT_SECONDS = 120.0
+TAG_TTL_SECONDS = 300.0
+"""A tag resolved this recently is not asked again: every command of a run uses the image,
+and Docker Hub counts each manifest request against its pull rate limit."""
 ORPHAN_LOCK_SECONDS = 3600.0
 """A lock file whose image is gone is deleted after this long (a puller may be about to use it)."""
 _INDEX_TYPES = frozenset(
@@ -105,6 +110,7 @@ class ImageOptions:
     idle_seconds: float = 7 * 86400.0
     pull_timeout: float = 900.0
     inspect_timeout: float = INSPECT_TIMEOUT_SECONDS
+    tag_ttl: float = TAG_TTL_SECONDS
     mirrors: Mapping[str, str] = field(default_factory=dict)
     insecure: frozenset[str] = frozenset()
     credentials: Mapping[str, SecretStr] = field(default_factory=dict)
@@ -235,12 +241,30 @@ class ImageStore:
 
     async def resolve(self, reference: str) -> Resolved:
         """The digest `reference` stands for on this runner's platform. A digest reference
-        already unpacked here needs no network."""
+        already unpacked here needs no network, nor does a tag resolved in the last
+        `tag_ttl` seconds (by any process); an unreachable registry falls back to the digest
+        a tag last had, if it is still here."""
         ref = parse_reference(reference)
         self._prepare()
         source = self.source(ref)
-        if ref.digest is not None and self._is_unpacked(ref.digest):
-            return Resolved(ref, source, ref.digest, None)
+        if ref.digest is not None:
+            if self._is_unpacked(ref.digest):
+                return Resolved(ref, source, ref.digest, None)
+            return await self._resolve(ref, source)
+        known = self._known_digest(ref, source)
+        if known is not None and time.time() - known[1] <= self.options.tag_ttl:
+            return Resolved(ref, source, known[0], None)
+        try:
+            resolved = await self._resolve(ref, source)
+        except RegistryUnreachable as exc:
+            if known is None:
+                raise
+            log.warning("%s; using the digest it last had, %s", exc, known[0])
+            return Resolved(ref, source, known[0], None)
+        self._remember(resolved)
+        return resolved
+
+    async def _resolve(self, ref: ImageRef, source: Source) -> Resolved:
         raw = await self._inspect(ref, source)
         top = _digest_of(raw, ref.digest)
         if ref.digest is not None and top != ref.digest:
@@ -266,6 +290,26 @@ class ImageStore:
             else None
         )
         return Resolved(ref, source, top, size)
+
+    def _tag_file(self, ref: ImageRef, source: Source) -> Path:
+        key = f"{source.name}:{ref.tag}\n{self.options.platform}"
+        return self.root / "tags" / f"{hashlib.sha256(key.encode()).hexdigest()[:40]}.json"
+
+    def _known_digest(self, ref: ImageRef, source: Source) -> tuple[str, float] | None:
+        """The digest this tag had when last resolved here, and when, if still unpacked."""
+        path = self._tag_file(ref, source)
+        try:
+            memo = json.loads(path.read_text())
+            digest, at = str(memo["digest"]), float(memo["at"])
+        except (OSError, ValueError, LookupError, TypeError):
+            return None
+        return (digest, at) if self._is_unpacked(digest) else None
+
+    def _remember(self, resolved: Resolved) -> None:
+        path = self._tag_file(resolved.ref, resolved.source)
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        memo = {"reference": str(resolved.ref), "digest": resolved.digest, "at": time.time()}
+        _write_private(path, json.dumps(memo).encode())
 
     def source(self, ref: ImageRef) -> Source:
         target = self.options.mirrors.get(ref.registry)
@@ -525,6 +569,11 @@ def sweep_images(
             if (idle or total > max_bytes) and _remove_unused(path):
                 total -= size
                 swept.images.append(path)
+    tags = root / "tags"
+    for memo in sorted(tags.glob("*.json")) if tags.is_dir() else []:
+        with contextlib.suppress(FileNotFoundError):
+            if current - memo.stat().st_mtime > max_idle_seconds:
+                memo.unlink()
     for lock in sorted(root.glob("*.lock")):
         name = lock.name[: -len(".lock")]
         if not _DIR.fullmatch(name) or (root / name).exists():

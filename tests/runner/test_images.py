@@ -128,7 +128,7 @@ async def test_an_image_is_pulled_unpacked_and_then_served_from_its_digest(
 
 
 async def test_a_moved_tag_pulls_the_new_digest(registry: Registry, work: Path) -> None:
-    store = store_for(work, registry)
+    store = store_for(work, registry, tag_ttl=0.0)
     ref = push(registry, work, "test/moving", files={"marker": b"one\n"})
     async with store.use(ref) as first:
         pass
@@ -137,6 +137,28 @@ async def test_a_moved_tag_pulls_the_new_digest(registry: Registry, work: Path) 
         assert second.pulled and second.digest != first.digest
         assert (second.rootfs / "marker").read_text() == "two\n"
     assert len(store.cached()) == 2
+
+
+async def test_a_tag_resolved_recently_is_not_asked_again(work: Path) -> None:
+    registry = Registry().start()
+    try:
+        ref = push(registry, work, "test/ttl", files={"marker": b"ttl\n"})
+        async with store_for(work, registry).use(ref) as first:
+            assert first.pulled
+        seen = len(registry.requests())
+        other_process = store_for(work, registry)  # the memo is on disk, not in memory
+        async with other_process.use(ref) as again:
+            assert again.digest == first.digest and not again.pulled
+        assert len(registry.requests()) == seen
+    finally:
+        registry.stop()
+    # Past the TTL the tag is asked again; with the registry gone, the last digest serves.
+    expired = store_for(work, registry, tag_ttl=0.0)
+    async with expired.use(ref) as fallback:
+        assert fallback.digest == first.digest and not fallback.pulled
+    with pytest.raises(RegistryUnreachable, match=f"registry {registry.host} is unreachable"):
+        async with expired.use(f"{registry.host}/test/ttl:never-seen"):
+            pass
 
 
 async def test_concurrent_uses_in_one_process_pull_once(registry: Registry, work: Path) -> None:
