@@ -245,7 +245,12 @@ class ImageStore:
         `tag_ttl` seconds (by any process); an unreachable registry falls back to the digest
         a tag last had, if it is still here."""
         ref = parse_reference(reference)
-        self._prepare()
+        try:
+            self._prepare()
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFull(f"the runner's disk is full: cannot store image {ref}") from None
+            raise
         source = self.source(ref)
         if ref.digest is not None:
             if self._is_unpacked(ref.digest):
@@ -307,9 +312,12 @@ class ImageStore:
 
     def _remember(self, resolved: Resolved) -> None:
         path = self._tag_file(resolved.ref, resolved.source)
-        path.parent.mkdir(mode=0o700, exist_ok=True)
         memo = {"reference": str(resolved.ref), "digest": resolved.digest, "at": time.time()}
-        _write_private(path, json.dumps(memo).encode())
+        try:
+            path.parent.mkdir(mode=0o700, exist_ok=True)
+            _write_private(path, json.dumps(memo).encode())
+        except OSError as err:  # only an optimisation: the next use asks the registry
+            log.warning("cannot record the digest of %s: %s", resolved.ref, err)
 
     def source(self, ref: ImageRef) -> Source:
         target = self.options.mirrors.get(ref.registry)
@@ -372,6 +380,11 @@ class ImageStore:
         name = _dir_name(digest)
         tmp = self.root / f".{name}.tmp-{secrets.token_hex(4)}"
         try:
+            if resolved.compressed_bytes:
+                # Room for the download at least; the unpacked size is known only later.
+                await asyncio.to_thread(
+                    _held_make_room, self.root, resolved.compressed_bytes, cap, name
+                )
             tmp.mkdir(mode=0o700)
             layout = tmp / "layout"
             target = tmp / "image"
@@ -394,7 +407,7 @@ class ImageStore:
             unpack = [self.options.umoci, "raw", "unpack", "--rootless"]
             unpack += ["--image", f"{layout}:image", str(target / "rootfs")]
             await self._run(unpack, ref, source)
-            shutil.rmtree(layout)
+            await asyncio.to_thread(shutil.rmtree, layout)
             rootfs = target / "rootfs"
             size = await asyncio.to_thread(sanitize, rootfs)
             check_shell(rootfs, str(ref))
@@ -519,8 +532,18 @@ def _place(root: Path, target: Path, name: str, size: int, cap: int) -> list[Pat
     """Make room for a new image and rename it into place, one process at a time."""
     with _held(root / ".room.lock"):
         freed = make_room(root, size, cap, keep=name)
-        os.rename(target, root / name)
+        final = root / name
+        if final.exists():  # a directory without image.json: not an image, never in use
+            trash = root / f".{name}.trash-{secrets.token_hex(4)}"
+            os.rename(final, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        os.rename(target, final)
     return freed
+
+
+def _held_make_room(root: Path, needed: int, cap: int, keep: str) -> list[Path]:
+    with _held(root / ".room.lock"):
+        return make_room(root, needed, cap, keep=keep)
 
 
 def make_room(root: Path, needed: int, cap: int, *, keep: str) -> list[Path]:
@@ -756,10 +779,14 @@ def _write_private(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _mb(size: int) -> str:
