@@ -3,8 +3,9 @@
 Starts the reference registry (Debian's docker-registry) on a loopback port, pushes a test
 image of `--mb` MiB (one layer built with umoci: busybox plus `--files` incompressible
 files), then times `ImageStore.use` in a fresh data directory (cold:
-manifest, download, unpack, checks, rename) and again `--warm` times (one manifest request,
-nothing downloaded), and once by digest (no request at all). Prints one JSON object.
+manifest, download, unpack, checks, rename), then `--warm` times within the tag TTL (no
+request), `--warm` times re-checking the tag (one manifest request, nothing downloaded), and
+once by digest (no request). Prints one JSON object.
 
     uv run python bench/images.py
     uv run python bench/images.py --mb 80 --warm 20
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import shutil
@@ -51,6 +53,12 @@ async def run(mb: int, files: int, warm: int) -> dict[str, object]:
             elapsed, pulled, _digest = await measure(store, ref)
             assert not pulled
             warm_times.append(elapsed)
+        recheck = ImageStore(work / "data", dataclasses.replace(options, tag_ttl=0.0))
+        recheck_times = []
+        for _ in range(warm):
+            elapsed, pulled, _digest = await measure(recheck, ref)
+            assert not pulled
+            recheck_times.append(elapsed)
         by_digest, pulled, _digest = await measure(store, f"{registry.host}/bench/image@{digest}")
         assert not pulled
         async with store.use(ref) as image:
@@ -62,6 +70,7 @@ async def run(mb: int, files: int, warm: int) -> dict[str, object]:
             "cold_mb_per_s": round(size / (1 << 20) / cold, 1),
             "warm_tag_median_s": round(statistics.median(warm_times), 4),
             "warm_tag_max_s": round(max(warm_times), 4),
+            "warm_tag_recheck_median_s": round(statistics.median(recheck_times), 4),
             "warm_digest_s": round(by_digest, 4),
             "warm_runs": warm,
             "blob_downloads": registry.blob_downloads("bench/image"),
