@@ -19,11 +19,21 @@
 #
 # Python lives under /usr/local (the official image), not under /root: the sandbox shows
 # commands /usr read-only and hides /root and /opt, and story commands need a python.
+#
+# The runtime image is also the default environment of repositories that name no image
+# (`image:` in .github/baro.yml, or a devcontainer image): Python 3 with uv, Node LTS with
+# npm and corepack (pnpm and yarn fetched at build time: sandboxed commands have no network),
+# git, make, gcc/g++ and pkg-config. skopeo and umoci pull and unpack the images that
+# repositories do name. All of it under /usr, which the sandbox shows read-only.
 
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 ARG UV_VERSION=0.13.9
+ARG NODE_IMAGE=node:24-bookworm-slim
 
 FROM ghcr.io/astral-sh/uv:${UV_VERSION} AS uv
+
+# Node's official build (Debian's nodejs is older than any LTS); only its /usr/local is taken.
+FROM ${NODE_IMAGE} AS node
 
 # ---- build: the locked environment with the project installed (not editable) ----
 FROM ${PYTHON_IMAGE} AS build
@@ -43,12 +53,28 @@ COPY . .
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --locked --no-dev --no-editable
 
-# ---- runtime: the same Python, the environment, git and bubblewrap; no uv, no sources ----
+# ---- runtime: the same Python, the environment, the sandbox, the default environment ----
 FROM ${PYTHON_IMAGE} AS runtime
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        bubblewrap ca-certificates git \
+        bubblewrap ca-certificates git skopeo umoci \
+        make gcc g++ libc6-dev pkg-config xz-utils unzip \
     && rm -rf /var/lib/apt/lists/*
+COPY --from=uv /uv /uvx /usr/local/bin/
+COPY --from=node /usr/local/bin/node /usr/local/bin/node
+COPY --from=node /usr/local/lib/node_modules /usr/local/lib/node_modules
+# corepack's cache under /usr (HOME is a fresh tmpfs in the sandbox); never a prompt, never
+# a packageManager line written into a repository's package.json.
+ENV COREPACK_HOME=/usr/local/share/corepack \
+    COREPACK_ENABLE_DOWNLOAD_PROMPT=0 \
+    COREPACK_ENABLE_AUTO_PIN=0
+RUN ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm \
+    && ln -s ../lib/node_modules/npm/bin/npx-cli.js /usr/local/bin/npx \
+    && ln -s ../lib/node_modules/corepack/dist/corepack.js /usr/local/bin/corepack \
+    && corepack enable --install-directory /usr/local/bin pnpm yarn \
+    && corepack install --global pnpm@latest yarn@stable \
+    && chmod -R a+rX "$COREPACK_HOME" \
+    && node --version && npm --version && pnpm --version && yarn --version && uv --version
 # A fixed non-root uid. /data is where Fly mounts the runners' volume (fly.toml [[mounts]]);
 # Fly mounts a volume owned by the image's user, and Docker copies this directory's owner
 # into a new named volume, so the runner can create BARO_RUNNER_DATA_DIR there either way.

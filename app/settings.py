@@ -110,6 +110,17 @@ class Settings(BaseSettings):
     """Stories one runner process works on at once (they mostly wait on models)."""
     mirror_idle_days: float = Field(default=14.0, gt=0)
     """A repository's mirror no story used for this long is deleted from the runner's disk."""
+    image_cache_max_bytes: int = Field(default=20 * 1024**3, gt=0)
+    """All unpacked images on a runner together; unused ones go, least recently used first."""
+    image_idle_days: float = Field(default=7.0, gt=0)
+    """An unpacked image no command used for this long is deleted (pulled again when needed)."""
+    image_pull_timeout_seconds: float = Field(default=900.0, gt=0)
+    image_registry_mirrors: dict[str, str] = Field(default_factory=dict)
+    """Registry host → `host[:port][/prefix]` pulled from instead (a pull-through mirror)."""
+    image_insecure_registries: list[str] = Field(default_factory=list)
+    """Registry hosts reached without TLS verification, over HTTP if they speak no TLS."""
+    image_registry_credentials: dict[str, SecretStr] = Field(default_factory=dict)
+    """`user:password` (or `user:token`) per registry host, for private images."""
     model_keys: dict[str, SecretStr] = Field(default_factory=dict, exclude=True)
     """API keys by model name, read from each model's `api_key_env` at start-up."""
 

@@ -24,6 +24,7 @@ from app.queue import HEALTH_CHECK_INTERVAL, RUNNER_QUEUE
 from app.services import SERVICES, Services, arq_worker, services_of
 from app.settings import Settings
 from runner.housekeeping import sweep
+from runner.images import ImageStore
 from runner.presence import RunnerPresence
 from runner.sandbox import SandboxPolicy, SandboxUnavailable, make_sandbox
 from runner.story import StoryRunner
@@ -40,6 +41,7 @@ class RunnerServices(Services):
     """The runner's own parts on top of the shared clients."""
 
     workspaces: Workspaces
+    images: ImageStore
     story_runner: StoryRunner
     presence: RunnerPresence
     housekeeping: asyncio.Task[None]
@@ -86,9 +88,9 @@ async def job_ended(ctx: dict[str, Any]) -> None:
         await services.presence.job_ended()
 
 
-async def housekeeping(settings: Settings, workspaces: Workspaces) -> None:
-    """Free the disk that dead runners, unused checkouts and idle mirrors hold, now and
-    every few minutes. In-process, not an arq cron: a queued job could run on another
+async def housekeeping(settings: Settings, workspaces: Workspaces, images: ImageStore) -> None:
+    """Free the disk that dead runners, unused checkouts, idle mirrors and images hold, now
+    and every few minutes. In-process, not an arq cron: a queued job could run on another
     machine, and each machine must sweep its own data directory."""
     while True:
         try:
@@ -96,6 +98,7 @@ async def housekeeping(settings: Settings, workspaces: Workspaces) -> None:
             await asyncio.to_thread(
                 sweep, settings.runner_data_dir, max_idle_seconds=settings.mirror_idle_days * 86400
             )
+            await asyncio.to_thread(images.sweep)
         except Exception:
             log.exception("housekeeping of %s failed; trying again later", settings.runner_data_dir)
         await asyncio.sleep(HOUSEKEEPING_EVERY_SECONDS)
@@ -131,6 +134,11 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
     async def start(shared: Services) -> Services:
         prepare_data_dir(settings.runner_data_dir)
         workspaces = Workspaces(settings.runner_data_dir, owner=runner_id)
+        try:
+            images = ImageStore.from_settings(settings)
+        except ValueError as exc:
+            workspaces.close()
+            raise RunnerStartupError(f"image settings: {exc}") from None
         sandbox = make_sandbox(settings.sandbox, sandbox_policy(settings))
         try:
             await sandbox.self_check(workspaces.owner.acquire())
@@ -159,9 +167,10 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
         return RunnerServices(
             **shared.shared(),
             workspaces=workspaces,
+            images=images,
             story_runner=story_runner,
             presence=presence,
-            housekeeping=asyncio.create_task(housekeeping(settings, workspaces)),
+            housekeeping=asyncio.create_task(housekeeping(settings, workspaces, images)),
         )
 
     options: dict[str, Any] = {

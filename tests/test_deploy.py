@@ -147,6 +147,30 @@ def test_final_stage_installs_git_bubblewrap_and_certificates() -> None:
         assert package in installs.split(), package
 
 
+def test_final_stage_carries_the_default_environment_and_the_image_tools() -> None:
+    """What a repository without `image:` runs with (the README lists it), and what pulls
+    the images of those that name one."""
+    stages = parse_dockerfile()
+    final = stages[-1]
+    installs = " ".join(r for r in final.all("RUN") if "apt-get install" in r).split()
+    for package in ("skopeo", "umoci", "make", "gcc", "g++", "libc6-dev", "pkg-config"):
+        assert package in installs, package
+    assert "--no-install-recommends" in installs
+    copies = [c.split() for c in final.all("COPY") if c.startswith("--from=")]
+    sources = {stage.name: stage.base for stage in stages}
+    node = next(c for c in copies if c[0] == "--from=node")
+    assert re.fullmatch(r"node:(2[02468])-bookworm-slim", sources["node"]), sources["node"]
+    assert any(c[0] == "--from=uv" and "/uv" in c and "/uvx" in c for c in copies)
+    assert node[-1].startswith("/usr/local/")
+    env = final.env()
+    # Under /usr, which the sandbox shows; HOME in the sandbox is an empty tmpfs.
+    assert env["COREPACK_HOME"].startswith("/usr/")
+    assert env["COREPACK_ENABLE_AUTO_PIN"] == "0"
+    setup = " ".join(final.all("RUN"))
+    assert "corepack enable" in setup and "pnpm" in setup and "yarn" in setup
+    assert re.search(r"corepack install --global pnpm@\S+ yarn@\S+", setup)
+
+
 def test_image_settings_are_real_settings_and_agree_with_fly() -> None:
     env = parse_dockerfile()[-1].env()
     fly = tomllib.loads(FLY_TOML.read_text())

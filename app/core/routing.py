@@ -48,6 +48,8 @@ class RepoConfig(BaseModel):
     verify: list[str] = Field(default_factory=list)
     review: bool = True
     """`review: false` skips the review phase for this repository."""
+    image: str | None = None
+    """The OCI image the repository's commands run in (the runner checks the name)."""
 
 
 class RoutingConfig(BaseModel):
@@ -87,7 +89,16 @@ class RoutingConfig(BaseModel):
         return [p for p in named if self.model_for(p) not in server_models]
 
 
-_KEYS = ("models", "auto_execute", "max_parallel", "budget_usd", "setup", "verify", "review")
+_KEYS = (
+    "models",
+    "auto_execute",
+    "max_parallel",
+    "budget_usd",
+    "setup",
+    "verify",
+    "review",
+    "image",
+)
 
 
 def parse_repo_config(yaml_text: str, server_models: Collection[str]) -> RepoConfig:
@@ -118,6 +129,8 @@ def parse_repo_config(yaml_text: str, server_models: Collection[str]) -> RepoCon
             fields[key] = value
         elif key == "budget_usd":
             fields[key] = _budget(value)
+        elif key == "image":
+            fields[key] = _image(value)
         else:
             fields[key] = _commands(key, value)
     return RepoConfig(**fields)
@@ -149,6 +162,14 @@ def _budget(value: object) -> Decimal:
     if not amount.is_finite() or amount <= 0:
         raise RepoConfigError("budget_usd", f"must be greater than 0, got {value}")
     return amount
+
+
+def _image(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value):
+        raise RepoConfigError("image", f"must be an image name like node:22, got {_kind(value)}")
+    return value
 
 
 def _commands(key: str, value: object) -> list[str]:
