@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from app.core.routing import RepoConfigError, parse_repo_config
 from pydantic import SecretStr
 
+from app.core.routing import RepoConfigError, parse_repo_config
 from runner.bwrap import HOME, TMPDIR
 from runner.images import (
     BadReference,
