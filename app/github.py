@@ -364,11 +364,15 @@ class InstallationClient:
         )
 
     async def set_state_label(self, owner: str, repo: str, number: int, label: str | None) -> None:
-        """Exactly one of the state labels on the issue (none for a cancelled run)."""
+        """Exactly one of the state labels on the issue (none for a cancelled run). The
+        issue's labels are read first (a read is cheap and unthrottled): no write is sent
+        that would change nothing, such as removing a label that is not there."""
+        issue = await self.issue(owner, repo, number)
+        present = {lb if isinstance(lb, str) else (lb.name or "") for lb in issue.labels}
         for other in STATE_LABELS:
-            if other != label:
+            if other != label and other in present:
                 await self.remove_label(owner, repo, number, other)
-        if label is not None:
+        if label is not None and label not in present:
             await self.add_labels(owner, repo, number, [label])
 
     async def remove_label(self, owner: str, repo: str, number: int, label: str) -> None:

@@ -35,6 +35,12 @@ ACTIVE_RUNS = "baro:runs:active"
 """Set of the ids of runs that are not finished (the reaper's work list)."""
 
 
+DISPATCH_LOCK = "baro:dispatch:lock"
+"""Held while one worker admits stories, so the fair-share count it reads stays true."""
+WAITING_FOR_CAPACITY = "baro:runs:waiting"
+"""Set of runs that had ready stories but no free slot: dispatched again when one frees."""
+
+
 def run(run_id: str) -> str:
     """The run record (JSON, compare-and-set on its version)."""
     return f"baro:run:{run_id}"

@@ -179,6 +179,28 @@ class RunStore:
             )
         return out
 
+    # --- admission ------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def dispatch_lock(self, timeout: float = 10.0) -> AsyncIterator[None]:
+        """One admission at a time across workers: the stories in flight that fair share
+        counts cannot change between reading them and marking new ones running."""
+        async with self.redis.lock(
+            keys.DISPATCH_LOCK, timeout=timeout, sleep=0.005, blocking_timeout=timeout
+        ):
+            yield
+
+    async def wait_for_capacity(self, run_id: str) -> None:
+        await self.redis.sadd(keys.WAITING_FOR_CAPACITY, run_id)  # type: ignore[misc]
+
+    async def take_waiting(self) -> list[str]:
+        """The runs waiting for a slot (the set is emptied: each is dispatched once now)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.smembers(keys.WAITING_FOR_CAPACITY)
+            pipe.delete(keys.WAITING_FOR_CAPACITY)
+            members, _ = await pipe.execute()
+        return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+
     # --- small markers ---------------------------------------------------------------------
 
     async def once(self, name: str, seconds: float) -> bool:

@@ -132,6 +132,9 @@ class StoryRecord(BaseModel):
         """Time spent over every finished attempt (records older than `spans`: the last)."""
         if self.spans:
             done = [d for span in self.spans if (d := span.duration_s) is not None]
+            last = self.spans[-1]
+            if last.finished_at is None and self.finished_at is not None:
+                done.append(max((self.finished_at - last.started_at).total_seconds(), 0.0))
             return sum(done) if done else None
         if self.started_at is None or self.finished_at is None:
             return None

@@ -100,17 +100,23 @@ class Orchestrator:
         run = await self.store.get(run_id)
         budget = float(self._budget(run))
         await self.store.update(run_id, lambda r: stop_for_budget(r, budget))
-        others = [r for r in await self.store.active_runs() if r.id != run_id]
+        held_back: list[bool] = []
 
-        def admit_some(run: Run) -> Run | None:
+        def admit_some(run: Run, others: list[Run]) -> Run | None:
             capacity = fair_capacity(
                 [*others, run], run.installation_id, self.settings.max_stories_in_flight
             )
             chosen.clear()
             chosen.extend(admit(run, self._max_parallel(run), capacity))
+            held_back[:] = [len(admit(run, self._max_parallel(run))) > len(chosen)]
             return mark_dispatched(run, chosen) if chosen else None
 
-        run = await self.store.update(run_id, admit_some)
+        async with self.store.dispatch_lock():
+            others = [r for r in await self.store.active_runs() if r.id != run_id]
+            run = await self.store.update(run_id, lambda r: admit_some(r, others))
+            if held_back and held_back[0]:
+                # Inside the lock: a story finishing after this point finds the run waiting.
+                await self.store.wait_for_capacity(run_id)
         for sid in chosen:
             attempt = run.stories[sid].attempts
             # Enqueue first: a worker killed in between leaves no lease, so the reaper retries
@@ -144,6 +150,9 @@ class Orchestrator:
                 run_id, "retry" if decision.retry else "gave_up", story=story_id, failure=kind
             )
         await self.dispatch(run_id)
+        for waiting in await self.store.take_waiting():
+            if waiting != run_id:  # a slot freed: runs held back for capacity go now
+                await self.dispatch(waiting)
         run = await self.store.get(run_id)
         await self.render(run)
         return run.stories[story_id].state
