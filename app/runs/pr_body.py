@@ -501,9 +501,7 @@ def _refusals(rows: Sequence[_Row]) -> list[str]:
     """What baro would not commit (and why): what the agents were told to undo is part of
     the record a reviewer reads, not only of a Redis transcript."""
     items = [
-        f"- **{row.id}** {escape_inline(line, 300)}"
-        for row in rows
-        for line in row.record.refusals
+        f"- **{row.id}** {escape_inline(line, 300)}" for row in rows for line in row.record.refusals
     ]
     if not items:
         return []
