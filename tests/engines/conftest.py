@@ -3,10 +3,12 @@ a runner that starts an `Invocation` with nothing inherited from this process.""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,3 +57,31 @@ def run_cli(place: Sandbox) -> RunCli:
         return Run(done.returncode, done.stdout, done.stderr)
 
     return run
+
+
+async def run_cli_until(
+    invocation: Invocation, cwd: Path, stop: asyncio.Event | None = None, timeout: float = 90
+) -> Run:
+    """Run a CLI without blocking the event loop (the gateway serves it from this loop);
+    terminate it once `stop` is set, as the runner does when the gateway ends an attempt."""
+    invocation.prepare()
+    proc = await asyncio.create_subprocess_exec(
+        *invocation.argv,
+        cwd=cwd,
+        env=invocation.env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    talk = asyncio.ensure_future(proc.communicate())
+    waits: set[asyncio.Future[Any]] = {talk}
+    if stop is not None:
+        waits.add(asyncio.ensure_future(stop.wait()))
+    done, pending = await asyncio.wait(waits, timeout=timeout, return_when="FIRST_COMPLETED")
+    for future in pending:
+        if future is not talk:
+            future.cancel()
+    if talk not in done:
+        proc.terminate()
+    out, err = await talk
+    return Run(proc.returncode if proc.returncode is not None else -1, out.decode(), err.decode())
