@@ -21,12 +21,16 @@ passed on.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import dataclasses
 import json
 import logging
+import os
 import re
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -36,11 +40,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import h11
 import httpx
 
-from app.llm.prices import PriceTable
+from app.llm.prices import PriceTable, load_prices
 from app.llm.types import Protocol, Usage
+from runner.gateway_http import Exchange, HttpRequest, serve_connection
 from runner.gateway_meter import Malformed, Meter, SseFrames, parse_frame, stream_error_frame
 
 log = logging.getLogger(__name__)
@@ -77,7 +81,6 @@ _HOP_BY_HOP = frozenset(
 )
 _CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "proxy-authorization", "cookie"})
 _DROPPED_REPLY_HEADERS = frozenset({"set-cookie", "alt-svc", "date", "server"})
-MAX_REQUEST_BYTES = 32 * 1024 * 1024
 MAX_ERROR_BYTES = 1024 * 1024
 MAX_COPY_BYTES = 64 * 1024 * 1024
 REDACTED = "[redacted]"
@@ -165,14 +168,6 @@ class Tally:
         return self.usage.prompt + self.usage.output
 
 
-@dataclass
-class _Request:
-    method: str
-    target: str
-    headers: list[tuple[str, str]]
-    body: bytes
-
-
 class _Refusal(Exception):
     def __init__(self, status: int, kind: str, message: str) -> None:
         super().__init__(message)
@@ -222,7 +217,7 @@ class Gateway:
         prices: PriceTable,
         budget: Budget | None = None,
         *,
-        http: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
         on_stop: Callable[[str], None] | None = None,
     ) -> None:
         self.upstream = upstream
@@ -232,13 +227,13 @@ class Gateway:
         self.stop_reason: str | None = None
         self.stopped = asyncio.Event()
         self._on_stop = on_stop
-        self._own_http = http is None
-        self._http = http or httpx.AsyncClient(
-            timeout=httpx.Timeout(upstream.timeout_s, connect=30.0),
-            trust_env=False,
-            follow_redirects=False,
+        # httpx's transport without the client layers (auth, redirects, cookies, proxies
+        # from the environment): none apply to one fixed upstream, and each costs time.
+        self._transport = transport or httpx.AsyncHTTPTransport(
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=8),
+            trust_env=False,
         )
+        self._timeout = httpx.Timeout(upstream.timeout_s, connect=30.0).as_dict()
         self._servers: list[asyncio.Server] = []
         self._connections: set[asyncio.Task[None]] = set()
         self._secret_pattern = re.compile(re.escape(upstream.secret)) if upstream.secret else None
@@ -267,8 +262,7 @@ class Gateway:
                 await server.wait_closed()
         if self._connections:
             await asyncio.gather(*self._connections, return_exceptions=True)
-        if self._own_http:
-            await self._http.aclose()
+        await self._transport.aclose()
 
     async def __aenter__(self) -> Gateway:
         return self
@@ -280,104 +274,23 @@ class Gateway:
     def tally(self) -> Tally:
         return self._tally
 
-    # --- the HTTP side -----------------------------------------------------------------
-
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._connections.add(task)
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=256 * 1024)
         try:
-            while True:
-                request = await self._read_request(conn, reader, writer)
-                if request is None:
-                    break
-                await self._respond(conn, writer, request)
-                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-                    break
-                conn.start_next_cycle()
-        except h11.RemoteProtocolError as exc:
-            if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                status = exc.error_status_hint
-                kind = "too_large" if status == 413 else "invalid"
-                body = error_body(self.upstream.protocol, kind, f"baro gateway: {exc}")
-                with contextlib.suppress(Exception):
-                    await self._send_json(conn, writer, status, body, close=True)
-        except (ConnectionError, asyncio.IncompleteReadError, h11.LocalProtocolError):
-            pass
-        except asyncio.CancelledError:
-            pass
-        except Exception:  # the gateway must outlive any one connection
-            log.exception("gateway: connection failed")
+            await serve_connection(reader, writer, self._respond, self._bad_request)
         finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
             if task is not None:
                 self._connections.discard(task)
 
-    async def _read_request(
-        self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> _Request | None:
-        head: h11.Request | None = None
-        body = bytearray()
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                data = await reader.read(65536)
-                conn.receive_data(data)
-                if not data and head is None:
-                    return None
-                continue
-            if event is h11.PAUSED:  # CONNECT: the request is complete as far as we care
-                break
-            if isinstance(event, h11.Request):
-                head = event
-                if conn.they_are_waiting_for_100_continue:
-                    writer.write(
-                        conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b""
-                    )
-            elif isinstance(event, h11.Data):
-                body += event.data
-                if len(body) > MAX_REQUEST_BYTES:
-                    raise h11.RemoteProtocolError("request body too large", 413)
-            elif isinstance(event, h11.EndOfMessage):
-                break
-            elif isinstance(event, h11.ConnectionClosed):
-                return None
-        if head is None:
-            return None
-        headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in head.headers]
-        return _Request(
-            head.method.decode("latin-1").upper(),
-            head.target.decode("latin-1"),
-            headers,
-            bytes(body),
-        )
-
-    async def _send_json(
-        self,
-        conn: h11.Connection,
-        writer: asyncio.StreamWriter,
-        status: int,
-        body: dict[str, Any],
-        *,
-        close: bool = False,
-        head: bool = False,
-    ) -> None:
-        data = json.dumps(body).encode()
-        headers = [("content-type", "application/json"), ("content-length", str(len(data)))]
-        if close:
-            headers.append(("connection", "close"))
-        writer.write(conn.send(h11.Response(status_code=status, headers=headers)) or b"")
-        if not head:  # a reply to HEAD has no body
-            writer.write(conn.send(h11.Data(data=data)) or b"")
-        writer.write(conn.send(h11.EndOfMessage()) or b"")
-        await writer.drain()
+    def _bad_request(self, status: int, reason: str) -> dict[str, Any]:
+        kind = "too_large" if status == 413 else "invalid"
+        return error_body(self.upstream.protocol, kind, f"baro gateway: {reason}")
 
     # --- one request -------------------------------------------------------------------
 
-    def _route(self, request: _Request) -> tuple[str, str]:
+    def _route(self, request: HttpRequest) -> tuple[str, str]:
         """The path and query to forward, or a _Refusal saying why not."""
         if request.method == "CONNECT":
             raise _Refusal(405, "method", "baro gateway: CONNECT is refused; this is no proxy")
@@ -414,9 +327,7 @@ class Gateway:
         protocol = self.upstream.protocol
         return sorted(MODEL_PATHS[protocol] | OTHER_PATHS[protocol] | {"/v1/models"})
 
-    async def _respond(
-        self, conn: h11.Connection, writer: asyncio.StreamWriter, request: _Request
-    ) -> None:
+    async def _respond(self, request: HttpRequest, out: Exchange) -> None:
         protocol = self.upstream.protocol
         try:
             path, query = self._route(request)
@@ -430,16 +341,14 @@ class Gateway:
             self._tally = _replace(self._tally, refused=self._tally.refused + 1)
             log.info("gateway refused %s %s: %s", request.method, request.target[:200], refusal)
             payload = error_body(protocol, refusal.kind, refusal.message)
-            await self._send_json(
-                conn,
-                writer,
+            await out.json(
                 refusal.status,
                 payload,
                 close=request.method == "CONNECT",
                 head=request.method == "HEAD",
             )
             return
-        await self._forward(conn, writer, request, path, query, body, model_call)
+        await self._forward(out, request, path, query, body, model_call)
 
     def _check_rounds(self) -> None:
         limit = self.budget.max_rounds
@@ -476,7 +385,7 @@ class Gateway:
                 return json.dumps(data).encode()
         return raw
 
-    def _upstream_headers(self, request: _Request) -> dict[str, str]:
+    def _upstream_headers(self, request: HttpRequest) -> dict[str, str]:
         headers: dict[str, str] = {}
         for name, value in request.headers:
             if name in _HOP_BY_HOP or name in _CREDENTIAL_HEADERS or name == "accept-encoding":
@@ -501,9 +410,8 @@ class Gateway:
 
     async def _forward(
         self,
-        conn: h11.Connection,
-        writer: asyncio.StreamWriter,
-        request: _Request,
+        out: Exchange,
+        request: HttpRequest,
         path: str,
         query: str,
         body: bytes,
@@ -512,39 +420,40 @@ class Gateway:
         protocol = self.upstream.protocol
         requested_at = datetime.now(UTC)
         started = time.monotonic()
-        upstream_request = self._http.build_request(
+        upstream_request = httpx.Request(
             request.method,
             self.upstream.url(path, query),
             headers=self._upstream_headers(request),
             content=body if request.method == "POST" else None,
+            extensions={"timeout": self._timeout},
         )
         try:
-            response = await self._http.send(upstream_request, stream=True)
+            response = await self._transport.handle_async_request(upstream_request)
         except httpx.HTTPError as exc:
             message = self.redact(f"baro gateway: the model endpoint failed: {type(exc).__name__}")
             if model_call:
                 self._tally = _replace(self._tally, errors=self._tally.errors + 1)
             log.warning("gateway: upstream %s failed: %s", path, type(exc).__name__)
-            await self._send_json(conn, writer, 502, error_body(protocol, "upstream", message))
+            await out.json(502, error_body(protocol, "upstream", message))
             return
+        response.request = upstream_request
         meter = Meter(protocol)
         failure: str | None = "the client went away"
         try:
             if response.status_code >= 400:
                 failure = None
-                await self._relay_error(conn, writer, response, model_call)
+                await self._relay_error(out, response, model_call)
                 return
             streamed = response.headers.get("content-type", "").startswith("text/event-stream")
             headers = self._reply_headers(response)
             length = response.headers.get("content-length")
             if not streamed and length and not response.headers.get("content-encoding"):
                 headers.append(("content-length", length))  # unchanged bytes: keep it
-            reply_head = h11.Response(status_code=response.status_code, headers=headers)
-            writer.write(conn.send(reply_head) or b"")
+            out.start(response.status_code, headers)  # sent with the first bytes of the body
             relay = self._relay_stream if streamed else self._relay_body
-            failure = await relay(conn, writer, response, meter)
-            writer.write(conn.send(h11.EndOfMessage()) or b"")
-            await writer.drain()
+            failure = await relay(out, response, meter)
+            out.end()
+            await out.flush()
         finally:
             await response.aclose()
             if model_call and response.status_code < 400:
@@ -555,13 +464,7 @@ class Gateway:
             (time.monotonic() - started) * 1000,
         )  # fmt: skip
 
-    async def _relay_error(
-        self,
-        conn: h11.Connection,
-        writer: asyncio.StreamWriter,
-        response: httpx.Response,
-        model_call: bool,
-    ) -> None:
+    async def _relay_error(self, out: Exchange, response: httpx.Response, model_call: bool) -> None:
         """Upstream errors go to the client with their status and (redacted) body."""
         data = bytearray()
         with contextlib.suppress(httpx.HTTPError):
@@ -577,19 +480,13 @@ class Gateway:
             (k, v) for k, v in self._reply_headers(response) if k.lower() != "content-length"
         ]
         headers.append(("content-length", str(len(encoded))))
-        writer.write(
-            conn.send(h11.Response(status_code=response.status_code, headers=headers)) or b""
-        )
-        writer.write(conn.send(h11.Data(data=encoded)) or b"")
-        writer.write(conn.send(h11.EndOfMessage()) or b"")
-        await writer.drain()
+        out.start(response.status_code, headers)
+        out.data(encoded)
+        out.end()
+        await out.flush()
 
     async def _relay_stream(
-        self,
-        conn: h11.Connection,
-        writer: asyncio.StreamWriter,
-        response: httpx.Response,
-        meter: Meter,
+        self, out: Exchange, response: httpx.Response, meter: Meter
     ) -> str | None:
         """Whole SSE frames as they arrive; a broken or malformed stream ends with the
         provider's own mid-stream error event. Returns what went wrong, if anything."""
@@ -601,8 +498,8 @@ class Gateway:
                     event = parse_frame(frame)
                     if event is not None:
                         meter.event(event)
-                    writer.write(conn.send(h11.Data(data=frame)) or b"")
-                await writer.drain()
+                    out.data(frame)
+                await out.flush()
         except Malformed as exc:
             failure = f"malformed stream: {exc}"
         except httpx.HTTPError as exc:
@@ -613,17 +510,11 @@ class Gateway:
             return self.redact(f"error event: {meter.error}")
         if failure is not None:
             message = self.redact(f"baro gateway: upstream {failure}")
-            writer.write(
-                conn.send(h11.Data(data=stream_error_frame(meter.protocol, message))) or b""
-            )
+            out.data(stream_error_frame(meter.protocol, message))
         return failure
 
     async def _relay_body(
-        self,
-        conn: h11.Connection,
-        writer: asyncio.StreamWriter,
-        response: httpx.Response,
-        meter: Meter,
+        self, out: Exchange, response: httpx.Response, meter: Meter
     ) -> str | None:
         """A JSON reply passes through as it arrives; a copy is metered at the end."""
         copy = bytearray()
@@ -631,8 +522,8 @@ class Gateway:
             async for chunk in _chunks(response):
                 if len(copy) < MAX_COPY_BYTES:
                     copy += chunk
-                writer.write(conn.send(h11.Data(data=chunk)) or b"")
-                await writer.drain()
+                out.data(chunk)
+                await out.flush()
         except httpx.HTTPError as exc:
             return f"the reply broke off: {type(exc).__name__}"
         try:
@@ -688,3 +579,62 @@ async def _chunks(response: httpx.Response) -> AsyncIterator[bytes]:
 
 def _replace(tally: Tally, **changes: Any) -> Tally:
     return dataclasses.replace(tally, **changes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m runner.gateway --protocol anthropic --upstream URL [--port N | --unix P]`:
+    serve one upstream until interrupted; the secret comes from `--key-env`'s variable."""
+    parser = argparse.ArgumentParser(prog="python -m runner.gateway")
+    parser.add_argument("--protocol", required=True, choices=sorted(MODEL_PATHS))
+    parser.add_argument("--upstream", required=True, help="provider base URL")
+    parser.add_argument("--key-env", default="BARO_UPSTREAM_KEY")
+    parser.add_argument("--oauth", action="store_true", help="the key is a subscription token")
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--unix", default=None)
+    parser.add_argument("--max-cost-usd", type=Decimal, default=None)
+    parser.add_argument("--max-rounds", type=int, default=None)
+    parser.add_argument("--max-tokens", type=int, default=None)
+    args = parser.parse_args(argv)
+    secret = os.environ.get(args.key_env)
+    if not secret:
+        print(f"error: {args.key_env} is not set", file=sys.stderr)
+        return 2
+    upstream = Upstream(
+        args.protocol,
+        args.upstream,
+        api_key=None if args.oauth else secret,
+        oauth_token=secret if args.oauth else None,
+        model=args.model,
+    )
+    budget = Budget(args.max_cost_usd, args.max_rounds, args.max_tokens)
+
+    async def serve() -> None:
+        gateway = Gateway(upstream, load_prices(), budget)
+        done = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, done.set)
+        if args.unix:
+            await gateway.start_unix(args.unix)
+            print(json.dumps({"unix": args.unix}), flush=True)
+        else:
+            print(json.dumps({"url": await gateway.start_tcp(port=args.port)}), flush=True)
+        await done.wait()
+        await gateway.aclose()
+        t = gateway.tally
+        cost = None if t.cost_usd is None else str(t.cost_usd)
+        summary = {"calls": t.calls, "errors": t.errors, "refused": t.refused, "cost_usd": cost}
+        print(json.dumps({**summary, "stop_reason": gateway.stop_reason}), flush=True)
+
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
+        asyncio.run(serve())
+    else:
+        uvloop.run(serve())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
