@@ -42,6 +42,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from app.llm.config import ModelConfig
 from app.llm.prices import PriceTable, load_prices
 from app.llm.types import Protocol, Usage
 from runner.gateway_http import Exchange, HttpRequest, serve_connection
@@ -79,7 +80,9 @@ _HOP_BY_HOP = frozenset(
         "host",
     }
 )
-_CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "proxy-authorization", "cookie"})
+_CREDENTIAL_HEADERS = frozenset(
+    {"authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization", "cookie"}
+)
 _DROPPED_REPLY_HEADERS = frozenset({"set-cookie", "alt-svc", "date", "server"})
 MAX_ERROR_BYTES = 1024 * 1024
 MAX_COPY_BYTES = 64 * 1024 * 1024
@@ -110,6 +113,19 @@ class Upstream:
             raise ValueError("give exactly one of api_key and oauth_token")
         if self.oauth_token is not None and self.protocol != "anthropic":
             raise ValueError("a subscription token only works with the anthropic protocol")
+
+    @classmethod
+    def for_model(cls, config: ModelConfig, secret: str, *, subscription: bool = False) -> Upstream:
+        """The upstream of one configured model: its endpoint, id and price entry."""
+        return cls(
+            protocol=config.protocol,
+            base_url=config.base_url,
+            api_key=None if subscription else secret,
+            oauth_token=secret if subscription else None,
+            model=config.model_id,
+            price_key=config.price_key or config.model_id,
+            timeout_s=config.request_timeout_s,
+        )
 
     @property
     def secret(self) -> str:
@@ -183,6 +199,7 @@ _ANTHROPIC_TYPES = {
     "invalid": "invalid_request_error",
     "too_large": "request_too_large",
     "budget": "billing_error",
+    "busy": "rate_limit_error",
     "upstream": "api_error",
 }
 _OPENAI_TYPES = {
@@ -192,6 +209,7 @@ _OPENAI_TYPES = {
     "invalid": ("invalid_request_error", None),
     "too_large": ("invalid_request_error", "request_too_large"),
     "budget": ("insufficient_quota", "budget_exceeded"),
+    "busy": ("requests", "rate_limit_exceeded"),
     "upstream": ("server_error", None),
 }
 
@@ -236,6 +254,7 @@ class Gateway:
         self._timeout = httpx.Timeout(upstream.timeout_s, connect=30.0).as_dict()
         self._servers: list[asyncio.Server] = []
         self._connections: set[asyncio.Task[None]] = set()
+        self._in_flight = 0
         self._secret_pattern = re.compile(re.escape(upstream.secret)) if upstream.secret else None
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -348,13 +367,30 @@ class Gateway:
                 head=request.method == "HEAD",
             )
             return
-        await self._forward(out, request, path, query, body, model_call)
+        if not model_call:
+            await self._forward(out, request, path, query, body, model_call)
+            return
+        self._in_flight += 1
+        try:
+            await self._forward(out, request, path, query, body, model_call)
+        finally:
+            self._in_flight -= 1
 
     def _check_rounds(self) -> None:
+        """The rounds budget counts answered calls; calls still in flight hold their
+        round, so parallel requests cannot overshoot it (they are told to retry)."""
         limit = self.budget.max_rounds
-        if limit is not None and self._tally.calls >= limit:
+        if limit is None:
+            return
+        if self._tally.calls >= limit:
             self._stop(f"budget: max_rounds {limit} reached ({self._tally.calls} model calls)")
             raise _Refusal(402, "budget", f"baro gateway: attempt stopped, {self.stop_reason}")
+        if self._tally.calls + self._in_flight >= limit:
+            raise _Refusal(
+                429,
+                "busy",
+                f"baro gateway: the last of {limit} model calls is in flight; retry shortly",
+            )
 
     def _prepare_body(self, raw: bytes, path: str) -> bytes:
         """Check the model; on Chat streams ask for the final usage chunk (metering)."""

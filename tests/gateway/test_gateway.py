@@ -14,8 +14,9 @@ import httpx
 import openai
 import pytest
 
+from app.llm.config import ModelConfig
 from app.llm.types import Usage
-from runner.gateway import OAUTH_BETA, Budget
+from runner.gateway import OAUTH_BETA, Budget, Upstream
 from tests.gateway.conftest import DUMMY_KEY, REAL_KEY, Serve, StartGateway
 
 USAGE = {"input": 1000, "cached": 2000, "cache_write": 400, "output": 300}
@@ -359,3 +360,70 @@ async def test_unix_socket(serve: Serve, start_gateway: StartGateway, tmp_path: 
             headers={"x-api-key": DUMMY_KEY, "anthropic-version": "2023-06-01"},
         )
     assert reply.status_code == 200 and gateway.tally.calls == 1
+
+
+async def test_parallel_calls_cannot_overshoot_the_rounds_budget(
+    serve: Serve, start_gateway: StartGateway
+) -> None:
+    server = serve([{"turns": [{**TURN, "latency": 1.0}]}])
+    gateway, url = await start_gateway("openai-chat", Budget(max_rounds=1))
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+
+        async def call() -> httpx.Response:
+            return await http.post(
+                "/v1/chat/completions", json={"model": "m", "messages": MESSAGES}
+            )
+
+        first, second = await asyncio.gather(call(), call())
+        statuses = sorted([first.status_code, second.status_code])
+        assert statuses == [200, 429]  # the second waited for the first's round: retry
+        assert gateway.stop_reason is None
+        third = await call()
+    assert third.status_code == 402 and "max_rounds 1" in third.json()["error"]["message"]
+    assert len(server.requests) == 1 and gateway.stop_reason is not None
+
+
+async def test_a_client_leaving_mid_stream_is_still_billed(
+    serve: Serve, start_gateway: StartGateway
+) -> None:
+    serve([{"turns": [{"text": "word " * 20_000, "usage": USAGE}] * 2}])
+    gateway, url = await start_gateway("anthropic")
+    body = {"model": "priced-model", "max_tokens": 5, "stream": True, "messages": MESSAGES}
+    headers = {"x-api-key": DUMMY_KEY, "anthropic-version": "2023-06-01"}
+    async with (
+        httpx.AsyncClient(base_url=url) as http,
+        http.stream("POST", "/v1/messages", json=body, headers=headers) as reply,
+    ):
+        async for _ in reply.aiter_raw():
+            break  # leave after the first bytes
+    async with claude(url) as client:
+        done = await client.messages.create(model="priced-model", max_tokens=5, messages=MESSAGES)
+    assert done.content[0].type == "text"
+    for _ in range(100):  # the abandoned exchange is accounted when its relay notices
+        if gateway.tally.calls + gateway.tally.errors == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert gateway.tally.calls + gateway.tally.errors == 2
+    assert gateway.tally.usage.uncached_input == 2000
+
+
+def test_upstream_for_a_configured_model() -> None:
+    config = ModelConfig(
+        name="sonnet",
+        protocol="anthropic",
+        base_url="https://api.anthropic.com",
+        model_id="claude-sonnet-5-5-20261101",
+        price_key="claude-sonnet-5-5",
+        api_key_env="ANTHROPIC_API_KEY",
+    )
+    upstream = Upstream.for_model(config, "sk-ant-oat01-x", subscription=True)
+    assert upstream.model == "claude-sonnet-5-5-20261101"
+    assert upstream.price_key == "claude-sonnet-5-5"
+    assert upstream.url("/v1/messages", "beta=true") == (
+        "https://api.anthropic.com/v1/messages?beta=true"
+    )
+    assert upstream.credential_headers(None)["anthropic-beta"] == OAUTH_BETA
+    openai_up = Upstream("openai-chat", "https://api.openai.com/v1/", api_key="k")
+    assert openai_up.url("/v1/chat/completions", "") == "https://api.openai.com/v1/chat/completions"
+    with pytest.raises(ValueError, match="subscription"):
+        Upstream("openai-chat", "https://x", oauth_token="t")
