@@ -99,8 +99,8 @@ class Upstream:
 
     protocol: Protocol
     base_url: str
-    api_key: str | None = None
-    oauth_token: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    oauth_token: str | None = field(default=None, repr=False)
     """Anthropic only: a Claude subscription token (`claude setup-token`)."""
     model: str | None = None
     """If set, requests naming another model are refused."""
@@ -220,9 +220,6 @@ def error_body(protocol: Protocol, kind: str, message: str) -> dict[str, Any]:
         return {"type": "error", "error": {"type": _ANTHROPIC_TYPES[kind], "message": message}}
     kind_type, code = _OPENAI_TYPES[kind]
     return {"error": {"message": message, "type": kind_type, "param": None, "code": code}}
-
-
-Pricer = Callable[[Usage, str, datetime], Decimal | None]
 
 
 class Gateway:

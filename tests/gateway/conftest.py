@@ -62,9 +62,10 @@ async def start_gateway(upstream_server: RunningModelServer) -> AsyncIterator[St
     async def start(
         protocol: Protocol, budget: Budget | None = None, **fields: Any
     ) -> tuple[Gateway, str]:
+        on_stop = fields.pop("on_stop", None)
         fields.setdefault("api_key", None if "oauth_token" in fields else REAL_KEY)
         fields.setdefault("base_url", upstream_server.url)
-        gateway = Gateway(Upstream(protocol=protocol, **fields), PRICES, budget)
+        gateway = Gateway(Upstream(protocol=protocol, **fields), PRICES, budget, on_stop=on_stop)
         started.append(gateway)
         return gateway, await gateway.start_tcp()
 

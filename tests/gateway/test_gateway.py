@@ -262,8 +262,7 @@ async def test_a_budget_ends_the_attempt(
 ) -> None:
     server = serve([{"turns": [TURN] * 4}])
     stops: list[str] = []
-    gateway, url = await start_gateway("anthropic", budget)
-    gateway._on_stop = stops.append
+    gateway, url = await start_gateway("anthropic", budget, on_stop=stops.append)
     replies = []
     async with claude(url) as client:
         for _ in range(2):  # 3700 tokens, $0.0032 each: both budgets are crossed by the 2nd
@@ -427,3 +426,7 @@ def test_upstream_for_a_configured_model() -> None:
     assert openai_up.url("/v1/chat/completions", "") == "https://api.openai.com/v1/chat/completions"
     with pytest.raises(ValueError, match="subscription"):
         Upstream("openai-chat", "https://x", oauth_token="t")
+
+
+def test_the_secret_is_not_in_the_upstreams_repr() -> None:
+    assert REAL_KEY not in repr(Upstream("anthropic", "https://x", api_key=REAL_KEY))
