@@ -123,3 +123,34 @@ async def test_a_budget_stops_the_cli_mid_run(
     assert len([r for r in upstream.requests if r.protocol == protocol]) == 1
     assert gateway.tally.calls == 1 and gateway.tally.refused >= 1
     assert_key_absent(place, inv, run.stdout, run.stderr)
+
+
+async def test_claude_code_on_a_subscription_token(
+    upstream: RunningModelServer, place: Sandbox
+) -> None:
+    """The CLI holds a dummy API key; the gateway sends the subscription token the way
+    Claude Code itself does with CLAUDE_CODE_OAUTH_TOKEN."""
+    token = "sk-ant-oat01-subscription-token-never-in-the-sandbox"
+    target = str(place.work / "hello.txt")
+    upstream.set_script({"api_key": token, "rules": [writes_file("claude-code", target, "hi\n")]})
+    upstream.reset()
+    model = "claude-sonnet-5-5"
+    gateway = Gateway(
+        Upstream("anthropic", upstream.url, oauth_token=token, model=model), load_prices()
+    )
+    url = await gateway.start_tcp()
+    try:
+        inv = invocation("claude-code", url, place, model, "Create hello.txt saying hi.")
+        run = await run_cli_until(inv, place.work)
+    finally:
+        await gateway.aclose()
+    assert run.returncode == 0, run.stderr[-2000:] + run.stdout[-2000:]
+    assert (place.work / "hello.txt").read_text() == "hi\n"
+    calls = [r for r in upstream.requests if r.protocol == "anthropic"]
+    assert len(calls) == 2
+    for request in calls:
+        assert request.headers["authorization"] == f"Bearer {token}"
+        assert "x-api-key" not in request.headers
+        betas = request.headers["anthropic-beta"].split(",")
+        assert "oauth-2025-04-20" in betas and "claude-code-20250219" in betas
+    assert all(token not in value for value in inv.env.values())
