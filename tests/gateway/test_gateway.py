@@ -364,7 +364,7 @@ async def test_unix_socket(serve: Serve, start_gateway: StartGateway, tmp_path: 
 async def test_parallel_calls_cannot_overshoot_the_rounds_budget(
     serve: Serve, start_gateway: StartGateway
 ) -> None:
-    server = serve([{"turns": [{**TURN, "latency": 1.0}]}])
+    server = serve([{"turns": [{**TURN, "latency": 2.0}]}])
     gateway, url = await start_gateway("openai-chat", Budget(max_rounds=1))
     async with httpx.AsyncClient(base_url=url, timeout=30) as http:
 
