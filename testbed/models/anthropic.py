@@ -8,10 +8,12 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from testbed.models.sse import Event, pieces
 from testbed.models.wire import (
     Output,
     Seen,
     WireError,
+    bearer,
     expect_list,
     invalid,
     new_id,
@@ -20,6 +22,7 @@ from testbed.models.wire import (
 )
 
 PROTOCOL = "anthropic"
+_ROLES = ("user", "assistant", "system")
 MAX_CACHE_BREAKPOINTS = 4
 
 _ERRORS: dict[str, str] = {
@@ -65,7 +68,9 @@ def _count_cache_control(body: Mapping[str, Any]) -> int:
 
 
 def credentials(headers: Mapping[str, str]) -> str | None:
-    return headers.get("x-api-key") or None
+    """`x-api-key`, or `Authorization: Bearer` (OAuth tokens, and what current SDKs send
+    for `auth_token`)."""
+    return headers.get("x-api-key") or bearer(headers)
 
 
 def read(body: Mapping[str, Any], headers: Mapping[str, str]) -> Seen:
@@ -83,17 +88,23 @@ def read(body: Mapping[str, Any], headers: Mapping[str, str]) -> Seen:
             f"A maximum of {MAX_CACHE_BREAKPOINTS} blocks with cache_control may be provided. "
             f"Found {breakpoints}."
         )
-    system = body.get("system")
+    system = [text_of(body.get("system"))]
     users: list[str] = []
     results: list[str] = []
     assistants: list[Any] = []
     pending: list[str] = []
+    conversed = False
     for index, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
-            raise invalid(f"messages.{index}: role must be 'user' or 'assistant'")
+        if not isinstance(message, dict) or message.get("role") not in _ROLES:
+            raise invalid(f"messages.{index}: role must be 'user', 'assistant' or 'system'")
         blocks = _blocks(message.get("content"))
-        if index == 0 and message["role"] != "user":
+        if message["role"] == "system":
+            # Claude Code's mid-conversation system beta: instructions between turns.
+            system.append(text_of(blocks))
+            continue
+        if not conversed and message["role"] != "user":
             raise invalid("messages: first message must use the 'user' role")
+        conversed = True
         if message["role"] == "assistant":
             if pending:
                 raise _unanswered(index - 1, pending)
@@ -111,11 +122,12 @@ def read(body: Mapping[str, Any], headers: Mapping[str, str]) -> Seen:
     return Seen(
         protocol=PROTOCOL,
         model=model,
-        system=text_of(system),
+        system="\n".join(s for s in system if s),
         first_user=users[0] if users else "",
         last_user=users[-1] if users else "",
         last_tool_result=results[-1] if results else "",
         assistants=assistants,
+        users=users,
     )
 
 
@@ -218,3 +230,83 @@ def render(out: Output, seen: Seen, body: Mapping[str, Any]) -> dict[str, Any]:
 
 def call_id() -> str:
     return new_id("toolu_")
+
+
+def stream(message: Mapping[str, Any]) -> list[Event]:
+    """A rendered message as Messages streaming events, `message_start` … `message_stop`."""
+    usage = message["usage"]
+    start = {
+        **message,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {**usage, "output_tokens": 1},
+    }
+    events = [
+        Event({"type": "message_start", "message": start}, "message_start"),
+        Event({"type": "ping"}, "ping"),
+    ]
+    for index, block in enumerate(message["content"]):
+        events += _block_events(index, block)
+    events.append(
+        Event(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                "usage": {
+                    "input_tokens": usage["input_tokens"],
+                    "cache_creation_input_tokens": usage["cache_creation_input_tokens"],
+                    "cache_read_input_tokens": usage["cache_read_input_tokens"],
+                    "output_tokens": usage["output_tokens"],
+                },
+            },
+            "message_delta",
+        )
+    )
+    events.append(Event({"type": "message_stop"}, "message_stop"))
+    return events
+
+
+def _block_events(index: int, block: Mapping[str, Any]) -> list[Event]:
+    kind = block["type"]
+    deltas: list[dict[str, Any]]
+    if kind == "thinking":
+        opening: dict[str, Any] = {"type": "thinking", "thinking": "", "signature": ""}
+        deltas = [{"type": "thinking_delta", "thinking": p} for p in pieces(block["thinking"])]
+        deltas.append({"type": "signature_delta", "signature": block["signature"]})
+    elif kind == "tool_use":
+        opening = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
+        raw = block["input"] if isinstance(block["input"], str) else json.dumps(block["input"])
+        deltas = [{"type": "input_json_delta", "partial_json": p} for p in pieces(raw)]
+    else:
+        opening = {"type": "text", "text": ""}
+        deltas = [{"type": "text_delta", "text": p} for p in pieces(block["text"])]
+    return [
+        Event(
+            {"type": "content_block_start", "index": index, "content_block": opening},
+            "content_block_start",
+        ),
+        *(
+            Event(
+                {"type": "content_block_delta", "index": index, "delta": d}, "content_block_delta"
+            )
+            for d in deltas
+        ),
+        Event({"type": "content_block_stop", "index": index}, "content_block_stop"),
+    ]
+
+
+def stream_error(error: WireError) -> Event:
+    """A mid-stream error, as the API sends an overload after `message_start`."""
+    return Event(error_body(error), "error")
+
+
+def count_tokens(body: Mapping[str, Any], headers: Mapping[str, str]) -> dict[str, Any]:
+    """`/v1/messages/count_tokens`: the same ~4 characters per token estimate as replies."""
+    if not headers.get("anthropic-version"):
+        raise invalid("anthropic-version: header is required")
+    if not isinstance(body.get("model"), str) or not body.get("model"):
+        raise invalid("model: Field required")
+    expect_list(body, "messages")
+    counted = {k: body.get(k) for k in ("system", "messages", "tools") if k in body}
+    return {"input_tokens": max(1, len(json.dumps(counted)) // 4)}

@@ -6,6 +6,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from testbed.models.sse import Event, pieces
 from testbed.models.wire import (
     Output,
     Seen,
@@ -94,6 +95,7 @@ def read(body: Mapping[str, Any], headers: Mapping[str, str]) -> Seen:
         last_user=users[-1] if users else "",
         last_tool_result=tool_results[-1] if tool_results else "",
         assistants=assistants,
+        users=users,
     )
 
 
@@ -165,3 +167,63 @@ def render(out: Output, seen: Seen, body: Mapping[str, Any]) -> dict[str, Any]:
 
 def call_id() -> str:
     return new_id("call_")
+
+
+def stream(reply: Mapping[str, Any], body: Mapping[str, Any]) -> list[Event]:
+    """A rendered completion as `chat.completion.chunk` events, then `[DONE]`.
+
+    Usage comes as OpenAI sends it (a last chunk with no choices, only when
+    `stream_options.include_usage`), or as DeepSeek does (always, on the last choice chunk).
+    """
+    options = body.get("stream_options")
+    include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+    deepseek = _is_deepseek(str(reply["model"]))
+    head = {k: reply[k] for k in ("id", "created", "model", "system_fingerprint")}
+    head["object"] = "chat.completion.chunk"
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> Event:
+        data: dict[str, Any] = {
+            **head,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+        if include_usage and not deepseek:
+            data["usage"] = None
+        return Event(data)
+
+    choice = reply["choices"][0]
+    message = choice["message"]
+    events = [chunk({"role": "assistant", "content": "", "refusal": None})]
+    events += [
+        chunk({"reasoning_content": p}) for p in pieces(message.get("reasoning_content") or "")
+    ]
+    events += [chunk({"content": p}) for p in pieces(message.get("content") or "")]
+    for index, call in enumerate(message.get("tool_calls") or []):
+        function = call["function"]
+        opening = {"index": index, "id": call["id"], "type": "function"}
+        events.append(
+            chunk(
+                {
+                    "tool_calls": [
+                        {**opening, "function": {"name": function["name"], "arguments": ""}}
+                    ]
+                }
+            )
+        )
+        events += [
+            chunk({"tool_calls": [{"index": index, "function": {"arguments": p}}]})
+            for p in pieces(function["arguments"])
+        ]
+    last = chunk({}, choice["finish_reason"])
+    if deepseek:
+        assert isinstance(last.data, dict)
+        last.data["usage"] = reply["usage"]
+    events.append(last)
+    if include_usage and not deepseek:
+        events.append(Event({**head, "choices": [], "usage": reply["usage"]}))
+    events.append(Event("[DONE]"))
+    return events
+
+
+def stream_error(error: WireError) -> Event:
+    """OpenAI-compatible servers send a mid-stream failure as an error object chunk."""
+    return Event(error_body(error))

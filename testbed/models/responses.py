@@ -8,10 +8,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from testbed.models.chat import error_body as error_body
-from testbed.models.wire import Output, Seen, bearer, invalid, new_id, text_of
+from testbed.models.sse import Event, pieces
+from testbed.models.wire import Output, Seen, WireError, bearer, invalid, new_id, text_of
 
 PROTOCOL = "openai-responses"
-_ASSISTANT_ITEMS = frozenset({"reasoning", "function_call"})
+_ASSISTANT_ITEMS = frozenset({"reasoning", "function_call", "custom_tool_call", "local_shell_call"})
+_CALL_ITEMS = frozenset({"function_call", "custom_tool_call", "local_shell_call"})
+_OUTPUT_ITEMS = frozenset(
+    {"function_call_output", "custom_tool_call_output", "local_shell_call_output"}
+)
 
 
 def _kind(item: Mapping[str, Any]) -> str:
@@ -20,7 +25,7 @@ def _kind(item: Mapping[str, Any]) -> str:
     role = item.get("role")
     if kind in _ASSISTANT_ITEMS or role == "assistant":
         return "assistant"
-    if kind == "function_call_output":
+    if kind in _OUTPUT_ITEMS:
         return "tool"
     if role in ("system", "developer"):
         return "system"
@@ -60,7 +65,7 @@ def read(body: Mapping[str, Any], headers: Mapping[str, str]) -> Seen:
                 groups.append([])
             groups[-1].append(item)
             in_assistant = True
-            if item.get("type") == "function_call":
+            if item.get("type") in _CALL_ITEMS:
                 calls.add(str(item.get("call_id")))
             continue
         in_assistant = False
@@ -88,7 +93,15 @@ def read(body: Mapping[str, Any], headers: Mapping[str, str]) -> Seen:
         last_user=users[-1] if users else "",
         last_tool_result=results[-1] if results else "",
         assistants=groups,
+        users=users,
     )
+
+
+def _custom_tools(body: Mapping[str, Any]) -> set[str]:
+    """Names of freeform (`type: custom`) tools: their calls carry a raw `input` string."""
+    tools = body.get("tools")
+    listed = tools if isinstance(tools, list) else []
+    return {str(t.get("name")) for t in listed if isinstance(t, dict) and t.get("type") == "custom"}
 
 
 def render(out: Output, seen: Seen, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -114,7 +127,20 @@ def render(out: Output, seen: Seen, body: Mapping[str, Any]) -> dict[str, Any]:
                 ],
             }
         )
+    custom = _custom_tools(body)
     for call in out.calls:
+        if call.name in custom:
+            items.append(
+                {
+                    "id": new_id("ctc_"),
+                    "type": "custom_tool_call",
+                    "status": "completed",
+                    "call_id": call.id,
+                    "name": call.name,
+                    "input": call.arguments,
+                }
+            )
+            continue
         items.append(
             {
                 "id": new_id("fc_"),
@@ -167,3 +193,98 @@ def call_id() -> str:
 def check_passback(seen: Seen, index: int, reasoning: str) -> None:
     """The real API does not reject omitted reasoning items (it just reasons worse);
     tests inspect the recorded requests instead."""
+
+
+def stream(reply: Mapping[str, Any]) -> list[Event]:
+    """A rendered response as Responses streaming events, `response.created` …
+    `response.completed` (or `response.incomplete`), each with its `sequence_number`."""
+    events: list[tuple[str, dict[str, Any]]] = []
+    pending = {**reply, "status": "in_progress", "output": [], "usage": None}
+    events.append(("response.created", {"response": pending}))
+    events.append(("response.in_progress", {"response": pending}))
+    for index, item in enumerate(reply["output"]):
+        events += _item_events(index, item)
+    final = "response.incomplete" if reply["status"] == "incomplete" else "response.completed"
+    events.append((final, {"response": reply}))
+    return [
+        Event({"type": kind, "sequence_number": n, **data}, kind)
+        for n, (kind, data) in enumerate(events)
+    ]
+
+
+def _item_events(index: int, item: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    at = {"item_id": item["id"], "output_index": index}
+    kind = item["type"]
+    middle: list[tuple[str, dict[str, Any]]] = []
+    if kind == "reasoning":
+        opening: dict[str, Any] = {"id": item["id"], "type": "reasoning", "summary": []}
+        for s_index, part in enumerate(item["summary"]):
+            where = {**at, "summary_index": s_index}
+            middle.append(
+                (
+                    "response.reasoning_summary_part.added",
+                    {**where, "part": {"type": "summary_text", "text": ""}},
+                )
+            )
+            middle += [
+                ("response.reasoning_summary_text.delta", {**where, "delta": p})
+                for p in pieces(part["text"])
+            ]
+            middle.append(("response.reasoning_summary_text.done", {**where, "text": part["text"]}))
+            middle.append(("response.reasoning_summary_part.done", {**where, "part": part}))
+    elif kind == "message":
+        opening = {**item, "status": "in_progress", "content": []}
+        for c_index, part in enumerate(item["content"]):
+            where = {**at, "content_index": c_index}
+            middle.append(("response.content_part.added", {**where, "part": {**part, "text": ""}}))
+            middle += [
+                ("response.output_text.delta", {**where, "delta": p, "logprobs": []})
+                for p in pieces(part["text"])
+            ]
+            middle.append(
+                ("response.output_text.done", {**where, "text": part["text"], "logprobs": []})
+            )
+            middle.append(("response.content_part.done", {**where, "part": part}))
+    elif kind == "custom_tool_call":
+        opening = {**item, "status": "in_progress", "input": ""}
+        middle += [
+            ("response.custom_tool_call_input.delta", {**at, "delta": p})
+            for p in pieces(item["input"])
+        ]
+        middle.append(("response.custom_tool_call_input.done", {**at, "input": item["input"]}))
+    else:
+        opening = {**item, "status": "in_progress", "arguments": ""}
+        middle += [
+            ("response.function_call_arguments.delta", {**at, "delta": p})
+            for p in pieces(item["arguments"])
+        ]
+        middle.append(
+            (
+                "response.function_call_arguments.done",
+                {**at, "name": item["name"], "arguments": item["arguments"]},
+            )
+        )
+    return [
+        ("response.output_item.added", {"output_index": index, "item": opening}),
+        *middle,
+        ("response.output_item.done", {"output_index": index, "item": item}),
+    ]
+
+
+def stream_error(error: WireError) -> Event:
+    """A mid-stream failure: a `response.failed` event carrying the error."""
+    return Event(
+        {
+            "type": "response.failed",
+            "sequence_number": 0,
+            "response": {
+                "id": new_id("resp_"),
+                "object": "response",
+                "status": "failed",
+                "error": {"code": error.code or "server_error", "message": error.message},
+                "output": [],
+                "usage": None,
+            },
+        },
+        "response.failed",
+    )

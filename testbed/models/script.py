@@ -13,6 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from testbed.models.wire import Seen
+
 FaultKind = Literal[
     "rate_limit",
     "overloaded",
@@ -21,6 +23,9 @@ FaultKind = Literal[
     "payment_required",
     "hang",
     "http",
+    "stream_error",
+    "stream_cut",
+    "malformed",
 ]
 
 
@@ -72,6 +77,8 @@ class Fault(_Strict):
     retry_after_ms: int | None = Field(default=None, ge=0)
     seconds: float = Field(default=3600.0, ge=0)
     """`hang` only: how long to sleep before answering normally."""
+    after: int = Field(default=2, ge=0)
+    """Stream faults only: events sent before the stream breaks."""
     status: int | None = Field(default=None, ge=400, le=599)
     message: str | None = None
     type: str | None = None
@@ -116,10 +123,13 @@ class Match(_Strict):
 
     system: str | None = None
     first_user: str | None = None
+    last_user: str | None = None
+    any_user: str | None = None
+    """Matches if any user message matches (Codex's first user item is a preamble)."""
     model: str | None = None
     protocol: Literal["openai-chat", "openai-responses", "anthropic"] | None = None
 
-    @field_validator("system", "first_user", "model")
+    @field_validator("system", "first_user", "last_user", "any_user", "model")
     @classmethod
     def _compiles(cls, pattern: str | None) -> str | None:
         if pattern is not None:
@@ -129,11 +139,19 @@ class Match(_Strict):
                 raise ValueError(f"bad regular expression {pattern!r}: {exc}") from exc
         return pattern
 
-    def matches(self, protocol: str, model: str, system: str, first_user: str) -> bool:
-        checks = ((self.system, system), (self.first_user, first_user), (self.model, model))
-        if self.protocol is not None and self.protocol != protocol:
+    def matches(self, seen: Seen) -> bool:
+        checks = (
+            (self.system, seen.system),
+            (self.first_user, seen.first_user),
+            (self.last_user, seen.last_user),
+            (self.model, seen.model),
+        )
+        if self.protocol is not None and self.protocol != seen.protocol:
             return False
-        return all(p is None or re.search(p, text, re.DOTALL) for p, text in checks)
+        if not all(p is None or re.search(p, text, re.DOTALL) for p, text in checks):
+            return False
+        pattern = self.any_user
+        return pattern is None or any(re.search(pattern, u, re.DOTALL) for u in seen.users)
 
 
 class Rule(_Strict):
@@ -146,14 +164,16 @@ class Script(_Strict):
     rules: list[Rule] = Field(default_factory=list)
     api_key: str | None = None
     """If set, requests must carry exactly this key (else 401)."""
+    models: list[str] = Field(default_factory=lambda: ["testbed-model"])
+    """What `GET /v1/models` lists (any model name is still accepted)."""
 
     def label(self, index: int) -> str:
         """A rule's name, or its position when unnamed."""
         return self.rules[index].name or f"rule {index + 1}"
 
-    def find(self, protocol: str, model: str, system: str, first_user: str) -> int | None:
+    def find(self, seen: Seen) -> int | None:
         for index, rule in enumerate(self.rules):
-            if rule.match.matches(protocol, model, system, first_user):
+            if rule.match.matches(seen):
                 return index
         return None
 

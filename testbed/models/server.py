@@ -12,18 +12,20 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from string import Template
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from testbed.models import anthropic, chat, responses
 from testbed.models.script import Fault, Script, Turn, script_from_data
+from testbed.models.sse import MALFORMED, Event
 from testbed.models.wire import (
     ErrorKind,
     Output,
@@ -31,6 +33,7 @@ from testbed.models.wire import (
     ToolCallOut,
     WireError,
     invalid,
+    new_id,
 )
 
 
@@ -47,6 +50,9 @@ class Wire:
     call_id: Callable[[], str]
     missing_key: str
     overloaded_status: int
+    stream: Callable[[dict[str, Any], Mapping[str, Any]], list[Event]]
+    stream_error: Callable[[WireError], Event]
+    request_id_header: str
 
 
 WIRES: dict[str, Wire] = {
@@ -61,6 +67,9 @@ WIRES: dict[str, Wire] = {
         "You didn't provide an API key. You need to provide your API key in an "
         "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
         503,
+        chat.stream,
+        chat.stream_error,
+        "x-request-id",
     ),
     "openai-responses": Wire(
         responses.PROTOCOL,
@@ -73,6 +82,9 @@ WIRES: dict[str, Wire] = {
         "You didn't provide an API key. You need to provide your API key in an "
         "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
         503,
+        lambda reply, body: responses.stream(reply),
+        responses.stream_error,
+        "x-request-id",
     ),
     "anthropic": Wire(
         anthropic.PROTOCOL,
@@ -84,8 +96,12 @@ WIRES: dict[str, Wire] = {
         anthropic.call_id,
         "x-api-key header is required",
         529,
+        lambda reply, body: anthropic.stream(reply),
+        anthropic.stream_error,
+        "request-id",
     ),
 }
+_STREAM_FAULTS = frozenset({"stream_error", "stream_cut", "malformed"})
 
 _FAULT_DEFAULTS: dict[str, tuple[ErrorKind, int, str]] = {
     "rate_limit": (
@@ -135,7 +151,17 @@ class RecordedRequest:
     """0-based turn index that was asked for."""
     status: int = 0
     error: str | None = None
+    stream: bool = False
     at: float = field(default_factory=time.time)
+
+
+@dataclass
+class Reply:
+    """A rendered turn, and the stream fault (if any) to apply while sending it."""
+
+    body: dict[str, Any]
+    rendered: dict[str, Any]
+    fault: Fault | None
 
 
 class ModelServer:
@@ -148,7 +174,10 @@ class ModelServer:
         self._hits: Counter[tuple[int, int]] = Counter()
         self.closing = threading.Event()
         """Set on shutdown so scripted hangs end promptly."""
-        self.app = Starlette(routes=self._routes())
+        self.app = Starlette(
+            routes=self._routes(),
+            exception_handlers={404: self._unknown, 405: self._unknown},
+        )
 
     @property
     def script(self) -> Script:
@@ -189,6 +218,10 @@ class ModelServer:
             Route("/v1/responses", responses_ep, methods=["POST"]),
             Route("/responses", responses_ep, methods=["POST"]),
             Route("/v1/messages", endpoint(WIRES["anthropic"]), methods=["POST"]),
+            Route("/v1/messages/count_tokens", self._count_tokens, methods=["POST"]),
+            Route("/v1/models", self._models, methods=["GET"]),
+            Route("/models", self._models, methods=["GET"]),
+            Route("/v1/models/{model_id:path}", self._model, methods=["GET"]),
             Route("/_testbed/health", self._health, methods=["GET"]),
             Route("/_testbed/requests", self._list_requests, methods=["GET"]),
             Route("/_testbed/reset", self._reset, methods=["POST"]),
@@ -212,21 +245,60 @@ class ModelServer:
             return JSONResponse({"error": str(exc)}, status_code=400)
         return JSONResponse({"ok": True})
 
-    async def _handle(self, wire: Wire, request: Request) -> Response:
-        record = RecordedRequest(wire.protocol, request.url.path, dict(request.headers), None)
+    def _record(self, protocol: str, request: Request) -> RecordedRequest:
+        record = RecordedRequest(protocol, request.url.path, dict(request.headers), None)
         with self._lock:
             self._requests.append(record)
+        return record
+
+    def _error(
+        self, wire: Wire, record: RecordedRequest, error: WireError, request_id: str
+    ) -> Response:
+        record.status, record.error = error.status, error.message
+        body = wire.error_body(error)
+        if "request_id" in body:
+            body["request_id"] = request_id
+        headers = {**error.headers, wire.request_id_header: request_id}
+        return JSONResponse(body, status_code=error.status, headers=headers)
+
+    async def _handle(self, wire: Wire, request: Request) -> Response:
+        record = self._record(wire.protocol, request)
+        request_id = new_id("req_")
         try:
             reply = await self._reply(wire, request, record)
         except WireError as error:
-            record.status, record.error = error.status, error.message
-            return JSONResponse(
-                wire.error_body(error), status_code=error.status, headers=error.headers
-            )
+            return self._error(wire, record, error, request_id)
         record.status = 200
-        return JSONResponse(reply)
+        headers = {wire.request_id_header: request_id}
+        fault = reply.fault
+        if record.stream:
+            events = wire.stream(reply.rendered, reply.body)
+            return StreamingResponse(
+                self._send(wire, events, fault),
+                media_type="text/event-stream",
+                headers={**headers, "cache-control": "no-cache"},
+            )
+        if fault is not None and fault.kind == "stream_error":
+            return self._error(wire, record, _stream_failure(fault, wire), request_id)
+        if fault is not None:
+            text = json.dumps(reply.rendered)
+            return Response(text[: len(text) // 2], media_type="application/json", headers=headers)
+        return JSONResponse(reply.rendered, headers=headers)
 
-    async def _reply(self, wire: Wire, request: Request, record: RecordedRequest) -> dict[str, Any]:
+    async def _send(
+        self, wire: Wire, events: list[Event], fault: Fault | None
+    ) -> AsyncIterator[bytes]:
+        """The events in order; a stream fault breaks off after `fault.after` of them."""
+        for number, event in enumerate(events):
+            if fault is not None and number == fault.after:
+                if fault.kind == "stream_error":
+                    yield wire.stream_error(_stream_failure(fault, wire)).encode()
+                elif fault.kind == "malformed":
+                    yield MALFORMED
+                return
+            yield event.encode()
+
+    async def _read_body(self, request: Request, record: RecordedRequest) -> dict[str, Any]:
         try:
             body = json.loads(await request.body())
         except ValueError:
@@ -235,12 +307,15 @@ class ModelServer:
             raise invalid("testbed: the request body must be a JSON object")
         record.body = body
         record.model = body.get("model") if isinstance(body.get("model"), str) else None
+        record.stream = body.get("stream") is True
+        return body
+
+    async def _reply(self, wire: Wire, request: Request, record: RecordedRequest) -> Reply:
+        body = await self._read_body(request, record)
         self._check_key(wire, request.headers)
-        if body.get("stream"):
-            raise invalid("testbed: streaming is not supported; send stream: false")
         seen = wire.read(body, request.headers)
         script = self._script
-        index = script.find(wire.protocol, seen.model, seen.system, seen.first_user)
+        index = script.find(seen)
         if index is None:
             raise invalid(
                 f"testbed: no script rule matches this {wire.protocol} conversation "
@@ -261,11 +336,84 @@ class ModelServer:
                 wire.check_passback(seen, earlier, reasoning)
         turn = rule.turns[k]
         fault = self._fault_for(index, k, turn)
-        if fault is not None:
+        if fault is not None and fault.kind not in _STREAM_FAULTS:
             await self._apply(wire, fault)
+            fault = None
         if turn.latency:
             await self._sleep(turn.latency)
-        return wire.render(build_output(turn, seen, body, wire.call_id), seen, body)
+        rendered = wire.render(build_output(turn, seen, body, wire.call_id), seen, body)
+        return Reply(body, rendered, fault)
+
+    async def _count_tokens(self, request: Request) -> Response:
+        wire = WIRES["anthropic"]
+        record = self._record(wire.protocol, request)
+        request_id = new_id("req_")
+        try:
+            body = await self._read_body(request, record)
+            self._check_key(wire, request.headers)
+            counted = anthropic.count_tokens(body, request.headers)
+        except WireError as error:
+            return self._error(wire, record, error, request_id)
+        record.status = 200
+        return JSONResponse(counted, headers={wire.request_id_header: request_id})
+
+    def _listing_wire(self, request: Request) -> Wire:
+        """`/v1/models` is both providers' path: the Anthropic headers decide."""
+        headers = request.headers
+        anthropic_style = "anthropic-version" in headers or "x-api-key" in headers
+        return WIRES["anthropic" if anthropic_style else "openai-chat"]
+
+    async def _models(self, request: Request) -> Response:
+        wire = self._listing_wire(request)
+        record = self._record(wire.protocol, request)
+        request_id = new_id("req_")
+        try:
+            self._check_key(wire, request.headers)
+        except WireError as error:
+            return self._error(wire, record, error, request_id)
+        record.status = 200
+        names = self._script.models
+        entries = [_model_entry(wire, name) for name in names]
+        if wire.protocol == "anthropic":
+            listing: dict[str, Any] = {
+                "data": entries,
+                "has_more": False,
+                "first_id": names[0] if names else None,
+                "last_id": names[-1] if names else None,
+            }
+        else:
+            listing = {"object": "list", "data": entries}
+        return JSONResponse(listing, headers={wire.request_id_header: request_id})
+
+    async def _model(self, request: Request) -> Response:
+        wire = self._listing_wire(request)
+        record = self._record(wire.protocol, request)
+        request_id = new_id("req_")
+        name = str(request.path_params["model_id"])
+        try:
+            self._check_key(wire, request.headers)
+            if name not in self._script.models:
+                raise WireError(404, "not_found", f"model: {name}")
+        except WireError as error:
+            return self._error(wire, record, error, request_id)
+        record.status = 200
+        return JSONResponse(_model_entry(wire, name), headers={wire.request_id_header: request_id})
+
+    async def _unknown(self, request: Request, exc: Exception) -> Response:
+        """Unknown paths and methods answer in the provider's error shape, not HTML."""
+        wire = self._listing_wire(request)
+        record = self._record("unknown", request)
+        status = exc.status_code if isinstance(exc, HTTPException) else 404
+        if status == 405:
+            message = f"Method {request.method} is not allowed for {request.url.path}"
+        else:
+            message = f"Invalid URL ({request.method} {request.url.path})"
+        if wire.protocol == "anthropic":
+            message = "Not Found" if status == 404 else message
+        error = WireError(status, "not_found" if status == 404 else "invalid_request", message)
+        response = self._error(wire, record, error, new_id("req_"))
+        response.headers["x-request-id"] = response.headers.get(wire.request_id_header, "")
+        return response
 
     def _check_key(self, wire: Wire, headers: Mapping[str, str]) -> None:
         key = wire.credentials(headers)
@@ -317,6 +465,29 @@ class ModelServer:
             if left <= 0:
                 return
             await asyncio.sleep(min(left, 0.05))
+
+
+def _stream_failure(fault: Fault, wire: Wire) -> WireError:
+    """The provider error a `stream_error` fault sends (an overload unless scripted)."""
+    kind: ErrorKind = "overloaded"
+    return WireError(
+        fault.status or wire.overloaded_status,
+        kind,
+        fault.message or "Overloaded",
+        type=fault.type,
+        code=fault.code,
+    )
+
+
+def _model_entry(wire: Wire, name: str) -> dict[str, Any]:
+    if wire.protocol == "anthropic":
+        return {
+            "type": "model",
+            "id": name,
+            "display_name": name,
+            "created_at": "2026-01-01T00:00:00Z",
+        }
+    return {"id": name, "object": "model", "created": 1767225600, "owned_by": "testbed"}
 
 
 def _short(text: str, limit: int = 120) -> str:

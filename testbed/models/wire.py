@@ -35,6 +35,8 @@ class Seen:
     last_tool_result: str
     assistants: list[Any]
     """One entry per assistant turn already in the request (raw message or item group)."""
+    users: list[str] = field(default_factory=list)
+    """Every user message's text, in order (rules can match any of them)."""
 
     @property
     def turn_index(self) -> int:
