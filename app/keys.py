@@ -66,6 +66,11 @@ def lease(run_id: str, scope: str) -> str:
     return f"baro:lease:{run_id}:{scope}"
 
 
+def landing_turn(run_id: str) -> str:
+    """Held by the runner whose story is fetching, merging and pushing onto the run branch."""
+    return f"baro:landing:{run_id}"
+
+
 def transcript(run_id: str, story_id: str, attempt: int) -> str:
     """A story attempt's conversation, kept a week for debugging."""
     return f"baro:transcript:{run_id}:{story_id}:{attempt}"

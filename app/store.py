@@ -14,13 +14,36 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import WatchError
+from redis.exceptions import LockError, WatchError
 
 from app import keys
 from app.core.run import Run, now
 from app.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+
+class LandingTurn:
+    """A Redis lock that expires if its runner dies mid-landing (`LANDING_TURN_SECONDS`),
+    waited for in line by the other stories of the run."""
+
+    def __init__(self, redis: Redis, key: str) -> None:
+        self._lock = redis.lock(
+            key, timeout=LANDING_TURN_SECONDS, sleep=0.01, blocking_timeout=LANDING_WAIT_SECONDS
+        )
+
+    async def acquire(self) -> None:
+        if not await self._lock.acquire():
+            raise TimeoutError(f"waited {LANDING_WAIT_SECONDS:.0f}s for the landing turn")
+
+    async def release(self) -> None:
+        with contextlib.suppress(LockError):
+            await self._lock.release()
+
+
+LANDING_TURN_SECONDS = 120.0
+"""A landing turn (fetch, merge, push) takes well under a second; a dead holder's lapses."""
+LANDING_WAIT_SECONDS = 900.0
 
 
 class RunNotFound(KeyError):
@@ -200,6 +223,10 @@ class RunStore:
             pipe.delete(keys.WAITING_FOR_CAPACITY)
             members, _ = await pipe.execute()
         return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+
+    def landing_turn(self, run_id: str) -> LandingTurn:
+        """The run branch's landing queue: one story at a time fetches, merges, pushes."""
+        return LandingTurn(self.redis, keys.landing_turn(run_id))
 
     # --- small markers ---------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol, TypeVar
 
 from app.gitcmd import GitAuth, GitError
 from runner.change import WORKFLOWS_DIR, Change, summary
@@ -31,6 +31,8 @@ MARKER_SCAN_MAX = 8 * 1024 * 1024
 # How a lost race shows: the client's non-fast-forward check, or the server's ref update
 # failing because another push moved the ref between its check and its update.
 _RACE_SIGNS = ("[rejected]", "cannot lock ref", "failed to update ref", "incorrect old value")
+
+T = TypeVar("T")
 
 LandErrorKind = Literal["no_change", "workflow", "refused", "push", "conflict", "verification"]
 
@@ -67,6 +69,27 @@ class Landed:
     sha: str
     attempts: int
     rebased: bool
+
+
+class Turn(Protocol):
+    """The run branch's landing turn: held while one story fetches, merges and pushes, so
+    stories that finish together land one after another instead of racing (and rebasing
+    against) each other. Released while the story's agent resolves a conflict or re-runs
+    its checks, which can take minutes."""
+
+    async def acquire(self) -> None: ...
+
+    async def release(self) -> None: ...
+
+
+class NoTurn:
+    """Landing without a queue (a lone runner, tests): races are still handled by retries."""
+
+    async def acquire(self) -> None:
+        return None
+
+    async def release(self) -> None:
+        return None
 
 
 OnConflict = Callable[[Conflict], Awaitable[bool]]
@@ -107,15 +130,34 @@ async def land(
     on_conflict: OnConflict | None = None,
     max_conflict_rounds: int = 2,
     on_rebased: OnRebased | None = None,
+    turn: Turn | None = None,
 ) -> Landed:
-    """Commit everything in the worktree once and push it onto the run branch.
+    """Commit everything in the worktree once and push it onto the run branch, in the run's
+    landing turn.
 
     Raises LandError (no_change, workflow, refused, push, conflict, verification). Calling
     it again on the same worktree commits the same change again instead of stacking.
     """
     text = message.render()
     sha = await _commit(worktree, text)
-    rounds = _Rounds(max_conflict_rounds, on_rebased)
+    rounds = _Rounds(max_conflict_rounds, on_rebased, turn, on_conflict)
+    await rounds.turn.acquire()
+    try:
+        return await _land_in_turn(worktree, message, auth, sha, text, rounds, max_push_attempts)
+    finally:
+        await rounds.turn.release()
+
+
+async def _land_in_turn(
+    worktree: Worktree,
+    message: CommitMessage,
+    auth: GitAuth,
+    sha: str,
+    text: str,
+    rounds: _Rounds,
+    max_push_attempts: int,
+) -> Landed:
+    on_conflict = rounds.on_conflict
     rebased = False
     mirror = worktree.mirror
     # Siblings land while the agent works: catch up before the first push rather than
@@ -204,10 +246,26 @@ async def _check_workflows(worktree: Worktree, sha: str) -> None:
 
 
 class _Rounds:
-    def __init__(self, limit: int, on_rebased: OnRebased | None = None) -> None:
+    def __init__(
+        self,
+        limit: int,
+        on_rebased: OnRebased | None = None,
+        turn: Turn | None = None,
+        on_conflict: OnConflict | None = None,
+    ) -> None:
         self.limit = limit
         self.used = 0
         self.on_rebased = on_rebased
+        self.on_conflict = on_conflict
+        self.turn: Turn = turn or NoTurn()
+
+    async def outside_turn(self, work: Awaitable[T]) -> T:
+        """Agent work (a conflict, a re-check) without holding up the other stories."""
+        await self.turn.release()
+        try:
+            return await work
+        finally:
+            await self.turn.acquire()
 
 
 async def _rebase(
@@ -241,7 +299,7 @@ async def _rebase(
             raise
     new = await commit_tree(mirror, merged.tree, onto, text, worktree.identity)
     if overlap and rounds.on_rebased is not None:
-        await rounds.on_rebased(overlap)
+        await rounds.outside_turn(rounds.on_rebased(overlap))
     return new
 
 
@@ -264,7 +322,8 @@ async def _resolve(
             raise _conflict_error(files)
         rounds.used += 1
         details = note + await _details(worktree, old_base, files)
-        if not await on_conflict(Conflict(tuple(files), details, worktree.path, rounds.used)):
+        conflict = Conflict(tuple(files), details, worktree.path, rounds.used)
+        if not await rounds.outside_turn(on_conflict(conflict)):
             raise _conflict_error(files)
         marked = await asyncio.to_thread(files_with_markers, worktree.path, files)
         if marked:

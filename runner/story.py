@@ -32,7 +32,7 @@ from app.store import RunStore
 from runner.agent import AgentResult, StoryAgent, StoryBrief, StoryBudget
 from runner.change import Refusal
 from runner.commit_message import CommitMessage
-from runner.landing import Conflict, LandError, OnRebased, land
+from runner.landing import Conflict, LandError, OnRebased, Turn, land
 from runner.mirror import RepoRef
 from runner.workspace import Workspaces
 from runner.worktree import Worktree, inspect
@@ -249,7 +249,9 @@ class StoryRunner:
                 co_author=(run.requester, run.requester_id) if run.requester_id else None,
             )
             try:
-                landed = await _land(wt, message, auth, resolve, recheck)
+                landed = await _land(
+                    wt, message, auth, resolve, recheck, self.store.landing_turn(run.id)
+                )
             except LandError as exc:
                 outcome = _from_agent(agent.result, model_name)
                 outcome.kind = LAND_FAILURES.get(exc.kind, "transport")
@@ -423,8 +425,9 @@ async def _land(
     auth: GitAuth,
     resolve: Callable[[Conflict], Awaitable[bool]],
     recheck: OnRebased,
+    turn: Turn,
 ) -> str:
-    landed = await land(wt, message, auth, on_conflict=resolve, on_rebased=recheck)
+    landed = await land(wt, message, auth, on_conflict=resolve, on_rebased=recheck, turn=turn)
     return landed.sha
 
 

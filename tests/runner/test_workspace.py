@@ -479,3 +479,33 @@ async def test_mirror_lock_holds_across_instances(env: Env) -> None:
         await asyncio.sleep(0.3)
         assert not waiting.done()
     assert await asyncio.wait_for(waiting, 10) is None
+
+
+async def test_stories_that_finish_together_land_in_turn_without_lost_races(
+    env: Env, redis_url: str
+) -> None:
+    """With the run's landing turn (a real Redis lock), three stories finishing at once land
+    one after another: each pushes once, the later ones merge onto the earlier ones."""
+    from app.queue import connect
+    from app.store import RunStore
+
+    redis = connect(redis_url)
+    store = RunStore(redis)
+    try:
+        trees = await asyncio.gather(*(env.prepare(f"S{i}") for i in (1, 2, 3)))
+        for i, wt in enumerate(trees, 1):
+            (wt.path / f"f{i}.py").write_text(f"v = {i}\n")
+        results = await asyncio.gather(
+            *(
+                land(wt, message(f"S{i}"), env.auth, turn=store.landing_turn(RUN))
+                for i, wt in enumerate(trees, 1)
+            )
+        )
+    finally:
+        await redis.aclose()
+    assert [r.attempts for r in results] == [1, 1, 1]  # nobody lost a race
+    assert sorted(r.rebased for r in results) == [False, True, True]
+    assert len(env.story_commits()) == 3
+    assert all(env.read(f"f{i}.py") == f"v = {i}\n" for i in (1, 2, 3))
+    for wt in trees:
+        await cleanup(wt)
