@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     planner_budget_usd: Decimal = Field(default=Decimal("2.00"), gt=0)
     planner_max_rounds: int = Field(default=40, gt=0)
     auto_execute: bool = True
-    max_parallel: int = Field(default=4, ge=1, le=32)
+    max_parallel: int = Field(default=8, ge=1, le=32)
     max_stories_in_flight: int = Field(default=16, ge=1)
     """All runs together; split fairly among installations with work."""
     run_budget_usd: Decimal = Field(default=Decimal("5.00"), gt=0)

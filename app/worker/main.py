@@ -171,7 +171,7 @@ async def reap(ctx: dict[str, Any]) -> int:
     """Cron: one recovery pass (see `app.worker.recovery`)."""
     reaped = await _services(ctx).recovery.reap()
     if reaped:
-        log.warning("recovered: %s", ", ".join(reaped))
+        log.warning("reaped stories with expired leases: %s", ", ".join(reaped))
     return len(reaped)
 
 

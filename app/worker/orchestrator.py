@@ -90,9 +90,9 @@ class Orchestrator:
         if run.state != "running":
             return f"skipped ({run.state})"
         await self.store.append_event(run_id, "running")
+        await self.dispatch(run_id)  # before the label: its writes are spaced, stories are not
         async with self.gateway.installation(run.installation_id).session() as gh:
             await gh.set_state_label(run.owner, run.repo, run.issue_number, LABEL_RUNNING)
-        await self.dispatch(run_id)
         return "running"
 
     async def dispatch(self, run_id: str) -> list[str]:
