@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from runner.bwrap import HOME, TMPDIR, Layout, bwrap_argv, generated_files
-from runner.limits import GiB, Limits
+from runner.limits import GiB, Limits, MiB
 from runner.ownership import chown_tree
 from runner.process import CommandResult, Spawn, run_process
 from runner.safe_env import command_env
@@ -71,6 +71,9 @@ class SandboxPolicy:
     head_bytes: int = 8 * 1024
     tail_bytes: int = 8 * 1024
     tmp_size_bytes: int = 1 * GiB
+    """Size of each of /tmp and HOME (tmpfs: memory, on top of the memory cap's processes)."""
+    shm_size_bytes: int = 64 * MiB
+    """Size of /dev/shm, the only writable place in /dev."""
     uid_range: tuple[int, int] = DEFAULT_UID_RANGE
 
     def __post_init__(self) -> None:
@@ -169,6 +172,7 @@ class Sandbox:
             network=policy.network if network is None else network,
             extra_ro_binds=tuple(p.resolve() for p in policy.extra_ro_binds),
             tmp_size_bytes=policy.tmp_size_bytes,
+            shm_size_bytes=policy.shm_size_bytes,
         )
         async with self._lent(worktree) as uid:
             fds = _data_fds(generated_files())
