@@ -11,8 +11,10 @@ import os
 import uuid
 from pathlib import Path
 
+import pytest
+
 from runner.limits import MiB
-from runner.sandbox import Sandbox
+from runner.sandbox import DEFAULT_UID_RANGE, Sandbox
 from tests.runner.conftest import Area, make_policy
 
 
@@ -48,3 +50,88 @@ async def test_tmpfs_are_sized_and_dev_is_read_only(area: Area) -> None:
     assert host_files_named(marker) == []
     assert not any(area.worktree.iterdir())
     assert area.worktree.stat().st_uid == os.geteuid()
+
+
+def namespace_members(inode: int) -> list[int]:
+    """Live processes in PID namespace `inode`, as the test sees /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.stat(entry / "ns" / "pid").st_ino != inode:
+                continue
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state not in ("Z", "X"):
+            found.append(int(entry.name))
+    return found
+
+
+def processes_of_sandbox_uids() -> list[int]:
+    """Processes whose real uid is one a root runner lends commands (none when idle)."""
+    low, high = DEFAULT_UID_RANGE
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                status = (entry / "status").read_text()
+            except OSError:
+                continue
+            real = next(line for line in status.splitlines() if line.startswith("Uid:"))
+            if low <= int(real.split()[1]) < high and "State:\tZ" not in status:
+                found.append(int(entry.name))
+    return found
+
+
+IDENTIFY = 'echo "ns=$(stat -L -c %i /proc/self/ns/pid)"; '
+
+
+def assert_nothing_left(output: str) -> None:
+    """No process of the command's PID namespace (nor, as root, of a sandbox uid) lives."""
+    inode = int(output.split("ns=", 1)[1].split()[0])
+    assert inode != os.stat("/proc/self/ns/pid").st_ino
+    assert namespace_members(inode) == []
+    if os.geteuid() == 0:
+        assert processes_of_sandbox_uids() == []
+
+
+def assert_worktree_is_the_runners(worktree: Path) -> None:
+    for path in [worktree, *worktree.rglob("*")]:
+        assert path.lstat().st_uid == os.geteuid(), path
+
+
+@pytest.mark.parametrize("then", ["sleep 30", "exit 0"], ids=["timeout", "exit"])
+async def test_fork_bomb_is_gone_when_run_returns(area: Area, then: str) -> None:
+    sandbox = Sandbox(make_policy(area, processes=256))
+    # Off the output pipe, so that nothing waits for the bomb's processes to close it.
+    bomb = await sandbox.run(
+        IDENTIFY + f"echo before > f; exec >/dev/null 2>&1; :(){{ :|:& }};:; {then}",
+        cwd=area.worktree,
+        timeout=3,
+    )
+    assert bomb.timed_out == (then != "exit 0")
+    assert_nothing_left(bomb.output)
+    assert_worktree_is_the_runners(area.worktree)
+
+    after = await sandbox.run(IDENTIFY + "echo next > g; cat f", cwd=area.worktree, timeout=30)
+    assert after.exit_code == 0, after.output
+    assert after.output.endswith("before\n")
+    assert (area.worktree / "g").read_text() == "next\n"
+    assert_nothing_left(after.output)
+    assert_worktree_is_the_runners(area.worktree)
+
+
+async def test_background_processes_are_gone_when_run_returns(sandbox: Sandbox, area: Area) -> None:
+    marker = f"baro-bg-{uuid.uuid4().hex}"
+    result = await sandbox.run(
+        IDENTIFY + f"(exec -a {marker} sleep 1000) & setsid sleep 1000 & "
+        "nohup sleep 1000 >/dev/null 2>&1 & sleep 1000 >/dev/null 2>&1 & echo started",
+        cwd=area.worktree,
+        timeout=30,
+    )
+    assert result.exit_code == 0 and "started" in result.output
+    assert not result.timed_out
+    assert_nothing_left(result.output)
+    assert_worktree_is_the_runners(area.worktree)
