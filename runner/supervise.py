@@ -38,9 +38,10 @@ def with_limit(result: CommandResult, message: str) -> CommandResult:
     """The result of a command that broke a limit: the message ends its output, and it is
     a failure even if its exit code said otherwise."""
     exit_code = 1 if result.exit_code == 0 else result.exit_code
+    gap = "\n" if result.output and not result.output.endswith("\n") else ""
     return dataclasses.replace(
         result,
-        output=f"{result.output}\n[baro: {message}]\n",
+        output=f"{result.output}{gap}[baro: {message}]\n",
         exit_code=exit_code,
         limit_exceeded=message,
     )

@@ -135,3 +135,94 @@ async def test_background_processes_are_gone_when_run_returns(sandbox: Sandbox, 
     assert not result.timed_out
     assert_nothing_left(result.output)
     assert_worktree_is_the_runners(area.worktree)
+
+
+THREE_HOGS = (
+    'for i in 1 2 3; do python3 -c \'import time; b = b"x" * (300 * 1024 * 1024); '
+    'print("allocated", flush=True); time.sleep(60)\' & done; wait; echo finished'
+)
+
+
+@pytest.mark.parametrize("mechanism", ["cgroup", "watchdog"])
+async def test_total_memory_is_capped_across_processes(area: Area, mechanism: str) -> None:
+    policy = dataclasses.replace(
+        make_policy(area, memory_bytes=1024 * MiB),
+        memory_total_bytes=512 * MiB,
+        cgroup="auto" if mechanism == "cgroup" else "none",
+    )
+    sandbox = Sandbox(policy)
+    parent, why = await sandbox.memory_cap()
+    if mechanism == "cgroup" and parent is None:
+        pytest.skip(f"no cgroup can be made here: {why}")
+    assert (parent is None) == (mechanism == "watchdog")
+    result = await sandbox.run(IDENTIFY + THREE_HOGS, cwd=area.worktree, timeout=90)
+    assert not result.timed_out
+    assert "finished" not in result.output
+    assert not result.ok
+    assert result.limit_exceeded is not None
+    assert "more than 512 MiB of memory in total" in result.output
+    assert result.output.rstrip().endswith("]")
+    assert_nothing_left(result.output)
+    assert_worktree_is_the_runners(area.worktree)
+
+
+async def test_processes_under_the_total_memory_cap_run(area: Area) -> None:
+    policy = dataclasses.replace(make_policy(area), memory_total_bytes=1024 * MiB)
+    result = await Sandbox(policy).run(
+        THREE_HOGS.replace("300", "100").replace("time.sleep(60)", "time.sleep(1)"),
+        cwd=area.worktree,
+        timeout=60,
+    )
+    assert result.ok, result.output
+    assert result.output.count("allocated") == 3 and "finished" in result.output
+
+
+def growth_policy(area: Area, cap: int) -> Sandbox:
+    return Sandbox(dataclasses.replace(make_policy(area), write_limit_bytes=cap))
+
+
+async def test_worktree_growth_over_the_cap_fails_the_command(area: Area) -> None:
+    sandbox = growth_policy(area, 8 * MiB)
+    (area.worktree / "old").write_bytes(b"o" * (6 * MiB))  # already there: not this command's
+    result = await sandbox.run(
+        IDENTIFY + "head -c 20M /dev/urandom > big && echo wrote", cwd=area.worktree, timeout=60
+    )
+    assert "wrote" in result.output
+    assert not result.ok and result.exit_code != 0
+    assert result.limit_exceeded is not None
+    assert "20 MiB to the worktree, more than the 8 MiB one command may add" in result.output
+    assert "Delete what is not needed" in result.output
+    assert_nothing_left(result.output)
+    assert_worktree_is_the_runners(area.worktree)
+
+    # The agent deletes it; the next command is judged on its own growth.
+    cleaned = await sandbox.run(
+        "rm big && head -c 2M /dev/urandom > small", cwd=area.worktree, timeout=60
+    )
+    assert cleaned.ok, cleaned.output
+    assert not (area.worktree / "big").exists()
+
+
+async def test_worktree_growth_is_stopped_while_the_command_runs(area: Area) -> None:
+    sandbox = growth_policy(area, 8 * MiB)
+    result = await sandbox.run(
+        IDENTIFY + "for i in $(seq 10); do head -c 5M /dev/urandom > part$i; done; "
+        "sleep 60; echo survived",
+        cwd=area.worktree,
+        timeout=90,
+    )
+    assert not result.timed_out and "survived" not in result.output
+    assert result.killed_by_signal == 9
+    assert "the command was killed: it wrote" in result.output
+    assert "more than the 8 MiB one command may add" in result.output
+    assert_nothing_left(result.output)
+    assert_worktree_is_the_runners(area.worktree)
+
+
+async def test_worktree_growth_under_the_cap_is_fine(area: Area) -> None:
+    sandbox = growth_policy(area, 8 * MiB)
+    result = await sandbox.run(
+        "head -c 3M /dev/urandom > a; echo ok", cwd=area.worktree, timeout=60
+    )
+    assert result.ok and result.limit_exceeded is None
+    assert result.output == "ok\n"
