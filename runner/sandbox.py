@@ -73,6 +73,7 @@ FORBIDDEN_BINDS = frozenset(
 # A fresh uid per command is drawn from here when the runner is root: far above the ranges
 # distributions and subuid maps hand out.
 DEFAULT_UID_RANGE = (2_000_000_000, 2_100_000_000)
+MAX_UID = 2**31 - 1  # bubblewrap cannot map a uid above this into the sandbox
 
 
 @dataclass(frozen=True)
@@ -116,8 +117,8 @@ class SandboxPolicy:
                 if secret.is_relative_to(path) or path.is_relative_to(secret):
                     raise ValueError(f"read-only bind {path} overlaps hidden path {secret}")
         low, high = self.uid_range
-        if not 0 < low < high:
-            raise ValueError("uid_range must be (low, high) with 0 < low < high")
+        if not 0 < low < high <= MAX_UID:
+            raise ValueError(f"uid_range must be (low, high) with 0 < low < high <= {MAX_UID}")
         for name in ("tmp_size_bytes", "shm_size_bytes", "memory_total_bytes"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"SandboxPolicy.{name} must be positive")

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
+import secrets
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from runner.limits import MiB
-from runner.sandbox import DEFAULT_UID_RANGE, Sandbox
+from runner.sandbox import Sandbox
 from tests.runner.conftest import Area, make_policy
 
 
@@ -69,9 +72,13 @@ def namespace_members(inode: int) -> list[int]:
     return found
 
 
-def processes_of_sandbox_uids() -> list[int]:
-    """Processes whose real uid is one a root runner lends commands (none when idle)."""
-    low, high = DEFAULT_UID_RANGE
+def private_uid() -> int:
+    """A uid for this test's commands alone (as root): other runs on this machine draw theirs
+    from the default range."""
+    return 2_100_000_000 + secrets.randbelow(40_000_000)
+
+
+def processes_of_uid(uid: int) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -80,7 +87,7 @@ def processes_of_sandbox_uids() -> list[int]:
             except OSError:
                 continue
             real = next(line for line in status.splitlines() if line.startswith("Uid:"))
-            if low <= int(real.split()[1]) < high and "State:\tZ" not in status:
+            if int(real.split()[1]) == uid and "State:\tZ" not in status:
                 found.append(int(entry.name))
     return found
 
@@ -88,13 +95,21 @@ def processes_of_sandbox_uids() -> list[int]:
 IDENTIFY = 'echo "ns=$(stat -L -c %i /proc/self/ns/pid)"; '
 
 
-def assert_nothing_left(output: str) -> None:
-    """No process of the command's PID namespace (nor, as root, of a sandbox uid) lives."""
+def assert_nothing_left(output: str, sandbox: Sandbox) -> None:
+    """No process of the command's PID namespace (nor, as root, of its uid) lives."""
     inode = int(output.split("ns=", 1)[1].split()[0])
     assert inode != os.stat("/proc/self/ns/pid").st_ino
     assert namespace_members(inode) == []
-    if os.geteuid() == 0:
-        assert processes_of_sandbox_uids() == []
+    low, high = sandbox.policy.uid_range
+    if os.geteuid() == 0 and high == low + 1:
+        assert processes_of_uid(low) == []
+
+
+def confined(area: Area, **changes: Any) -> Sandbox:
+    """A sandbox whose commands (as root) all run as one uid of their own."""
+    uid = private_uid()
+    policy = make_policy(area, processes=changes.pop("processes", 64))
+    return Sandbox(dataclasses.replace(policy, uid_range=(uid, uid + 1), **changes))
 
 
 def assert_worktree_is_the_runners(worktree: Path) -> None:
@@ -104,7 +119,7 @@ def assert_worktree_is_the_runners(worktree: Path) -> None:
 
 @pytest.mark.parametrize("then", ["sleep 30", "exit 0"], ids=["timeout", "exit"])
 async def test_fork_bomb_is_gone_when_run_returns(area: Area, then: str) -> None:
-    sandbox = Sandbox(make_policy(area, processes=256))
+    sandbox = confined(area, processes=256)
     # Off the output pipe, so that nothing waits for the bomb's processes to close it.
     bomb = await sandbox.run(
         IDENTIFY + f"echo before > f; exec >/dev/null 2>&1; :(){{ :|:& }};:; {then}",
@@ -112,18 +127,19 @@ async def test_fork_bomb_is_gone_when_run_returns(area: Area, then: str) -> None
         timeout=3,
     )
     assert bomb.timed_out == (then != "exit 0")
-    assert_nothing_left(bomb.output)
+    assert_nothing_left(bomb.output, sandbox)
     assert_worktree_is_the_runners(area.worktree)
 
     after = await sandbox.run(IDENTIFY + "echo next > g; cat f", cwd=area.worktree, timeout=30)
     assert after.exit_code == 0, after.output
     assert after.output.endswith("before\n")
     assert (area.worktree / "g").read_text() == "next\n"
-    assert_nothing_left(after.output)
+    assert_nothing_left(after.output, sandbox)
     assert_worktree_is_the_runners(area.worktree)
 
 
-async def test_background_processes_are_gone_when_run_returns(sandbox: Sandbox, area: Area) -> None:
+async def test_background_processes_are_gone_when_run_returns(area: Area) -> None:
+    sandbox = confined(area)
     marker = f"baro-bg-{uuid.uuid4().hex}"
     result = await sandbox.run(
         IDENTIFY + f"(exec -a {marker} sleep 1000) & setsid sleep 1000 & "
@@ -133,7 +149,7 @@ async def test_background_processes_are_gone_when_run_returns(sandbox: Sandbox, 
     )
     assert result.exit_code == 0 and "started" in result.output
     assert not result.timed_out
-    assert_nothing_left(result.output)
+    assert_nothing_left(result.output, sandbox)
     assert_worktree_is_the_runners(area.worktree)
 
 
@@ -145,12 +161,9 @@ THREE_HOGS = (
 
 @pytest.mark.parametrize("mechanism", ["cgroup", "watchdog"])
 async def test_total_memory_is_capped_across_processes(area: Area, mechanism: str) -> None:
-    policy = dataclasses.replace(
-        make_policy(area, memory_bytes=1024 * MiB),
-        memory_total_bytes=512 * MiB,
-        cgroup="auto" if mechanism == "cgroup" else "none",
+    sandbox = confined(
+        area, memory_total_bytes=512 * MiB, cgroup="auto" if mechanism == "cgroup" else "none"
     )
-    sandbox = Sandbox(policy)
     parent, why = await sandbox.memory_cap()
     if mechanism == "cgroup" and parent is None:
         pytest.skip(f"no cgroup can be made here: {why}")
@@ -162,7 +175,7 @@ async def test_total_memory_is_capped_across_processes(area: Area, mechanism: st
     assert result.limit_exceeded is not None
     assert "more than 512 MiB of memory in total" in result.output
     assert result.output.rstrip().endswith("]")
-    assert_nothing_left(result.output)
+    assert_nothing_left(result.output, sandbox)
     assert_worktree_is_the_runners(area.worktree)
 
 
@@ -178,21 +191,25 @@ async def test_processes_under_the_total_memory_cap_run(area: Area) -> None:
 
 
 def growth_policy(area: Area, cap: int) -> Sandbox:
-    return Sandbox(dataclasses.replace(make_policy(area), write_limit_bytes=cap))
+    return confined(area, write_limit_bytes=cap)
 
 
 async def test_worktree_growth_over_the_cap_fails_the_command(area: Area) -> None:
     sandbox = growth_policy(area, 8 * MiB)
     (area.worktree / "old").write_bytes(b"o" * (6 * MiB))  # already there: not this command's
     result = await sandbox.run(
-        IDENTIFY + "head -c 20M /dev/urandom > big && echo wrote", cwd=area.worktree, timeout=60
+        IDENTIFY + "head -c 20M /dev/urandom > big; exit 0", cwd=area.worktree, timeout=60
     )
-    assert "wrote" in result.output
     assert not result.ok and result.exit_code != 0
     assert result.limit_exceeded is not None
-    assert "20 MiB to the worktree, more than the 8 MiB one command may add" in result.output
+    # Judged after the command (or, had the poll caught it first, killed during it).
+    assert re.search(
+        r"(added 20 MiB|killed: it wrote \d+ MiB) to the worktree, more than the 8 MiB one "
+        "command may add",
+        result.output,
+    ), result.output
     assert "Delete what is not needed" in result.output
-    assert_nothing_left(result.output)
+    assert_nothing_left(result.output, sandbox)
     assert_worktree_is_the_runners(area.worktree)
 
     # The agent deletes it; the next command is judged on its own growth.
@@ -215,7 +232,7 @@ async def test_worktree_growth_is_stopped_while_the_command_runs(area: Area) -> 
     assert result.killed_by_signal == 9
     assert "the command was killed: it wrote" in result.output
     assert "more than the 8 MiB one command may add" in result.output
-    assert_nothing_left(result.output)
+    assert_nothing_left(result.output, sandbox)
     assert_worktree_is_the_runners(area.worktree)
 
 
