@@ -7,6 +7,7 @@ process left alive, the worktree back with the runner.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 import secrets
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 
 from runner.limits import MiB
-from runner.sandbox import Sandbox
+from runner.sandbox import Sandbox, SandboxUnavailable
 from tests.runner.conftest import Area, make_policy
 
 
@@ -243,3 +244,18 @@ async def test_worktree_growth_under_the_cap_is_fine(area: Area) -> None:
     )
     assert result.ok and result.limit_exceeded is None
     assert result.output == "ok\n"
+
+
+async def test_self_check_says_how_memory_is_capped(
+    area: Area, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="runner.sandbox"):
+        await confined(area, cgroup="none").self_check(scratch_parent=area.root)
+    said = [r.getMessage() for r in caplog.records if "memory cap" in r.getMessage()]
+    assert len(said) == 1 and "watchdog" in said[0] and "BARO_SANDBOX_CGROUP=none" in said[0]
+
+
+async def test_an_unusable_cgroup_setting_stops_start_up(area: Area) -> None:
+    sandbox = confined(area, cgroup=area.root)
+    with pytest.raises(SandboxUnavailable, match=r"BARO_SANDBOX_CGROUP: .* is not a cgroup v2"):
+        await sandbox.self_check(scratch_parent=area.root)
