@@ -106,7 +106,7 @@ def members(inode: int) -> list[int]:
 class PidNamespace:
     """One command's namespace, held through a pidfd on its pid 1."""
 
-    def __init__(self, info: BwrapInfo, parent_pid: int) -> None:
+    def __init__(self, info: BwrapInfo, parent_pid: int | None) -> None:
         """Attach to pid 1 right after bwrap reported it; `parent_pid` is the outer bwrap."""
         self.inode = info.pid_namespace
         self.pid1 = info.child_pid
@@ -116,7 +116,9 @@ class PidNamespace:
         except ProcessLookupError:
             return  # pid 1 is already reaped: the kernel has emptied the namespace
         pid = info.child_pid
-        mine = _parent_of(pid) == parent_pid or namespace_of(pid) == self.inode
+        mine = (parent_pid is not None and _parent_of(pid) == parent_pid) or (
+            namespace_of(pid) == self.inode
+        )
         if mine and not _exited(pidfd):
             # Alive after the checks, so they looked at this very process, not a reused pid.
             self._pidfd = pidfd

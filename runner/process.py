@@ -67,9 +67,11 @@ class Spawn:
 class Supervisor(Protocol):
     """The sandbox's part in one running command."""
 
-    async def watch(self, pid: int) -> None:
-        """Return when the command (launcher `pid`) broke a limit and must be killed; runs
-        until cancelled."""
+    def started(self, pid: int) -> None:
+        """The launcher is running as `pid` (called at once, before anything can cancel)."""
+
+    async def watch(self) -> None:
+        """Return when the command broke a limit and must be killed; runs until cancelled."""
 
     def kill(self) -> None:
         """Kill everything the command started, also outside its process group."""
@@ -153,9 +155,10 @@ async def run_process(
         raise
     finally:
         os.close(write_fd)
-    transport, capture = await loop.connect_read_pipe(
-        lambda: CaptureProtocol(sink), os.fdopen(read_fd, "rb", buffering=0)
-    )
+    if supervisor is not None:
+        supervisor.started(proc.pid)
+    pipe = os.fdopen(read_fd, "rb", buffering=0)
+    transport: asyncio.ReadTransport | None = None
     timed_out = False
 
     def kill() -> None:
@@ -164,8 +167,11 @@ async def run_process(
             supervisor.kill()
 
     waiting = asyncio.ensure_future(proc.wait())
-    watching = asyncio.ensure_future(supervisor.watch(proc.pid)) if supervisor is not None else None
+    watching = asyncio.ensure_future(supervisor.watch()) if supervisor is not None else None
+    # From here on the command is running: whatever happens (a cancel included), the
+    # finally below kills and reaps it.
     try:
+        transport, capture = await loop.connect_read_pipe(lambda: CaptureProtocol(sink), pipe)
         pending = {waiting} if watching is None else {waiting, watching}
         done, _ = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         if waiting not in done:
@@ -192,7 +198,10 @@ async def run_process(
             kill()
             await proc.wait()
         waiting.cancel()
-        transport.close()
+        if transport is not None:
+            transport.close()
+        else:
+            pipe.close()
     assert proc.returncode is not None
     exit_code, killed_by = _status(proc.returncode, timed_out)
     return CommandResult(

@@ -88,23 +88,31 @@ class CommandSupervisor:
         finally:
             os.close(self._info_read)
         info = parse_info(raw)
-        if info is not None and self._outer_pid is not None:
+        if info is not None:
             self.namespace = PidNamespace(info, self._outer_pid)
+
+    def _start_attach(self) -> asyncio.Future[None]:
+        if self._info is None:
+            self._close_write()
+            self._info = asyncio.ensure_future(self._attach())
+        return self._info
 
     def _attached(self) -> asyncio.Future[None]:
         """The attachment, shared by the watches and `settle`: shielded, so that cancelling
         a watch does not cancel it."""
-        if self._info is None:
-            self._close_write()
-            self._info = asyncio.ensure_future(self._attach())
-        return asyncio.shield(self._info)
+        return asyncio.shield(self._start_attach())
 
     async def _inode(self) -> int | None:
         await self._attached()
         return self.namespace.inode if self.namespace is not None else None
 
-    async def watch(self, pid: int) -> None:
+    def started(self, pid: int) -> None:
+        """Learn the outer bwrap and start reading its info right away: even a command
+        cancelled at once must be found and killed by `settle`."""
         self._outer_pid = pid
+        self._start_attach()
+
+    async def watch(self) -> None:
         await self._attached()
         watches: list[Coroutine[Any, Any, str]] = []
         if self.cgroup is not None:
@@ -126,7 +134,7 @@ class CommandSupervisor:
 
     async def _watch_oom(self, cgroup: CommandCgroup) -> str:
         while True:
-            if await asyncio.to_thread(cgroup.oom_kills) > 0:
+            if cgroup.oom_kills() > 0:  # a cgroupfs read: in memory, never blocks
                 return memory_message(self.memory_cap)
             await asyncio.sleep(CGROUP_POLL_SECONDS)
 

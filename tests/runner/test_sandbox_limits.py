@@ -6,6 +6,7 @@ process left alive, the worktree back with the runner.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -18,8 +19,10 @@ from typing import Any
 import pytest
 
 from runner.limits import MiB
-from runner.sandbox import Sandbox, SandboxUnavailable
+from runner.pidns import abandon
+from runner.sandbox import Sandbox, SandboxProcessesAlive, SandboxUnavailable, require_quiet
 from tests.runner.conftest import Area, make_policy
+from tests.runner.test_sandbox import marked_processes
 
 
 def host_files_named(marker: str) -> list[Path]:
@@ -259,3 +262,34 @@ async def test_an_unusable_cgroup_setting_stops_start_up(area: Area) -> None:
     sandbox = confined(area, cgroup=area.root)
     with pytest.raises(SandboxUnavailable, match=r"BARO_SANDBOX_CGROUP: .* is not a cgroup v2"):
         await sandbox.self_check(scratch_parent=area.root)
+
+
+async def test_a_cancelled_command_is_gone_when_the_cancel_lands(area: Area) -> None:
+    sandbox = confined(area)
+    marker = f"baro-cancel-{uuid.uuid4().hex}"
+    task = asyncio.ensure_future(
+        sandbox.run(
+            f"echo x > f; (exec -a {marker} sleep 1000) & exec -a {marker} sleep 1000",
+            cwd=area.worktree,
+            timeout=60,
+        )
+    )
+    while not marked_processes(marker):
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert marked_processes(marker) == []
+    assert_worktree_is_the_runners(area.worktree)
+
+
+async def test_a_worktree_whose_sandbox_would_not_die_is_left_alone(area: Area) -> None:
+    sandbox = confined(area)
+    (area.worktree / "f").write_text("x")
+    abandon(area.worktree)
+    with pytest.raises(SandboxProcessesAlive, match="would not die"):
+        require_quiet(area.worktree.parent)
+    with pytest.raises(SandboxProcessesAlive):
+        await sandbox.run("echo y > f", cwd=area.worktree, timeout=10)
+    assert (area.worktree / "f").read_text() == "x"
+    require_quiet(area.other_worktree_file.parent)  # others are not affected
