@@ -10,7 +10,10 @@ What it does not bound as tightly as a cgroup: memory allocated between two samp
 process stays under RLIMIT_AS, and a sample is at most `interval` old), kernel memory, and
 the sandbox's tmpfs (/tmp, HOME, /dev/shm), which are not part of any process's Pss unless
 mapped: they add at most their sizes (`SandboxPolicy.tmp_size_bytes` twice plus
-`shm_size_bytes`) on top of the cap.
+`shm_size_bytes`) on top of the cap. Shared memory no process maps any more (a memfd filled
+with write(2), a detached SysV segment in the sandbox's IPC namespace) is not seen at all
+until the command ends and its namespaces go; only a cgroup charges those. Hence a cgroup
+wherever one can be had, and this as the fallback.
 """
 
 from __future__ import annotations
