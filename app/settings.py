@@ -103,6 +103,13 @@ class Settings(BaseSettings):
     runner_data_dir: Path = Path("/var/tmp/baro-runner")  # noqa: S108 (Fly: a volume)
     sandbox: Literal["bwrap", "none"] = "bwrap"
     bwrap_path: str = "/usr/bin/bwrap"
+    sandbox_cgroup: Literal["auto", "none"] | Path = "auto"
+    """How one command's total memory is capped: `auto` (a cgroup where the runner can make
+    one, else a watchdog), a delegated cgroup v2 directory, or `none` (the watchdog)."""
+    sandbox_memory_mib: int = Field(default=2048, gt=0)
+    """All processes of one sandboxed command together (size it: concurrency x this < RAM)."""
+    sandbox_write_mib: int = Field(default=2048, gt=0)
+    """How much one sandboxed command may add to its worktree."""
     story_budget_usd: Decimal = Field(default=Decimal("0.50"), gt=0)
     story_max_rounds: int = Field(default=40, gt=0)
     story_lease_seconds: float = Field(default=60.0, gt=1)
@@ -128,6 +135,13 @@ class Settings(BaseSettings):
     @classmethod
     def _public_url(cls, value: str | None) -> str | None:
         return public_base_url(value) if value else None
+
+    @field_validator("sandbox_cgroup")
+    @classmethod
+    def _cgroup_path(cls, value: str | Path) -> str | Path:
+        if isinstance(value, Path) and not value.is_absolute():
+            raise ValueError("expected auto, none or an absolute path of a cgroup v2 directory")
+        return value
 
     @model_validator(mode="after")
     def _private_key_present(self) -> Settings:

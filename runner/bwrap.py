@@ -5,6 +5,11 @@ entries) is bound, read-only; the worktree is the one writable host path. `/etc/
 `/etc/group` and `/etc/hosts` are generated, and `/etc/resolv.conf` appears only with network.
 Everything else of the host (the runner's data directory, keys, config, `/root`, `/home`,
 `/var`, `/tmp`) is simply never mounted.
+
+Every writable file system other than the worktree is a tmpfs with a size (`/tmp`, HOME,
+`/dev/shm`): an unsized tmpfs may take half the machine's memory. `/dev` itself is
+remounted read-only after `/dev/shm` is mounted on it (bubblewrap's `--size` applies only
+to `--tmpfs`, not to `--dev`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ INNER_USER = "sandbox"
 HOSTNAME = "sandbox"
 HOME = "/home/sandbox"
 TMPDIR = "/tmp"  # noqa: S108 - a private tmpfs inside the sandbox
+SHM = "/dev/shm"  # noqa: S108 - a sized tmpfs inside the sandbox
 
 # /etc entries normal tools need; deliberately not gitconfig, pip.conf, npmrc and friends,
 # which may carry credentials.
@@ -92,6 +98,7 @@ class Layout:
     network: bool
     extra_ro_binds: tuple[Path, ...]
     tmp_size_bytes: int
+    shm_size_bytes: int
 
 
 def bwrap_argv(
@@ -101,8 +108,13 @@ def bwrap_argv(
     data_fds: Mapping[str, int],
     env: Mapping[str, str],
     command: str,
+    info_fd: int | None = None,
 ) -> list[str]:
-    """The full argv; `data_fds` maps a sandbox path to a readable fd with its content."""
+    """The full argv; `data_fds` maps a sandbox path to a readable fd with its content.
+
+    With `info_fd`, bubblewrap writes JSON there naming the sandbox's pid 1 (`child-pid`,
+    in the runner's pid namespace) and its namespaces, so the runner can kill and await it.
+    """
     args = [bwrap, "--unshare-all", "--unshare-user"]
     if layout.network:
         args.append("--share-net")
@@ -117,12 +129,16 @@ def bwrap_argv(
         "--die-with-parent",
         "--new-session",
     ]
+    if info_fd is not None:
+        args += ["--info-fd", str(info_fd)]
     args += _system_binds(layout.network)
     for dest, fd in data_fds.items():
         args += ["--perms", "0644", "--ro-bind-data", str(fd), dest]
     for path in layout.extra_ro_binds:
         args += ["--ro-bind", str(path), str(path)]
     args += ["--proc", "/proc", "--dev", "/dev"]
+    args += ["--size", str(layout.shm_size_bytes), "--perms", "1777", "--tmpfs", SHM]
+    args += ["--remount-ro", "/dev"]
     for tmpfs in (TMPDIR, HOME):
         args += ["--size", str(layout.tmp_size_bytes), "--tmpfs", tmpfs]
     args += ["--dir", "/var", "--symlink", "../tmp", "/var/tmp"]  # noqa: S108 - sandbox-only

@@ -22,8 +22,10 @@ class Limits:
     """Per-process ceilings; the wall-clock timeout is per call, not here.
 
     `memory_bytes` caps address space (RLIMIT_AS), which over-counts for runtimes that reserve
-    large virtual ranges (JVM, Go, V8), hence the generous default. `processes` is only
-    enforced by the kernel for a non-root uid, which is why the sandbox drops to one.
+    large virtual ranges (JVM, Go, V8), hence the generous default; what all of a command's
+    processes use together is capped apart (`SandboxPolicy.memory_total_bytes`). `processes`
+    is only enforced by the kernel for a non-root uid, which is why the sandbox drops to one
+    (a command's pids cgroup, where there is one, bounds it too).
     """
 
     cpu_seconds: int = 600

@@ -92,6 +92,7 @@ def _probe_script(probes: tuple[Path, ...]) -> str:
         'printf "pid=%s\\n" "$(readlink /proc/self/ns/pid)"\n'
         "echo ok > .baro-check && echo write=ok\n"
         "(echo x > /usr/.baro-check) 2>/dev/null && echo usr=writable\n"
+        "(echo x > /dev/.baro-check) 2>/dev/null && echo dev=writable\n"
         f'for p in {paths}; do [ -e "$p" ] && echo "visible=$p"; done\n'
         "exit 0\n"
     )
@@ -109,6 +110,8 @@ def _judge(result: CommandResult, worktree: Path) -> None:
         problems.append("the pid namespace is the host's")
     if "usr" in values:
         problems.append("/usr is writable")
+    if "dev" in values:
+        problems.append("/dev is writable")
     problems += [
         f"{line[len('visible=') :]} is visible" for line in lines if line.startswith("visible=")
     ]

@@ -25,6 +25,7 @@ from app.services import SERVICES, Services, arq_worker, services_of
 from app.settings import Settings
 from runner.housekeeping import sweep
 from runner.images import ImageStore
+from runner.limits import MiB
 from runner.presence import RunnerPresence
 from runner.sandbox import SandboxPolicy, SandboxUnavailable, make_sandbox
 from runner.story import StoryRunner
@@ -105,13 +106,20 @@ async def housekeeping(settings: Settings, workspaces: Workspaces, images: Image
 
 
 def sandbox_policy(settings: Settings) -> SandboxPolicy:
-    """Hide what a sandboxed command must never see: other repositories, the App's key."""
+    """Hide what a sandboxed command must never see (other repositories, the App's key) and
+    cap what one command may use together (memory, worktree growth)."""
     hidden: list[Path] = [settings.runner_data_dir / "mirrors"]
     if settings.github_private_key_file is not None:
         hidden.append(settings.github_private_key_file.resolve())
     if settings.config is not None:
         hidden.append(settings.config.resolve())
-    return SandboxPolicy(hidden_paths=tuple(hidden), bwrap_path=settings.bwrap_path)
+    return SandboxPolicy(
+        hidden_paths=tuple(hidden),
+        bwrap_path=settings.bwrap_path,
+        cgroup=settings.sandbox_cgroup,
+        memory_total_bytes=settings.sandbox_memory_mib * MiB,
+        write_limit_bytes=settings.sandbox_write_mib * MiB,
+    )
 
 
 class RunnerStartupError(RuntimeError):

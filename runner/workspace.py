@@ -40,6 +40,7 @@ from runner.commit_message import (
 from runner.housekeeping import WorktreeOwner
 from runner.landing import Conflict, Landed, LandError, OnConflict, land
 from runner.mirror import Mirror, MirrorCache, RepoRef, check_branch
+from runner.pidns import SandboxProcessesAlive, require_quiet
 from runner.scan import HashCache
 from runner.worktree import Identity, Worktree, changed_files, inspect, reset_to
 
@@ -127,6 +128,11 @@ class Workspaces:
         """Keep the checkout for the next story of this repository (a reset rewrites only
         the files that differ, where a fresh checkout writes them all), or remove it."""
         pool = self._idle.setdefault(worktree.mirror, [])
+        try:
+            require_quiet(worktree.path)
+        except SandboxProcessesAlive as err:
+            log.error("not reusing worktree %s: %s", worktree.path, err)
+            return
         if len(pool) < IDLE_WORKTREES and worktree.path.is_dir():
             pool.append((worktree.path, worktree.hashes, time.monotonic()))
             return
@@ -207,6 +213,12 @@ async def cleanup(worktree: Worktree) -> None:
 
 
 async def _remove(path: Path) -> None:
+    try:
+        require_quiet(path)
+    except SandboxProcessesAlive as err:  # its processes would not die: leave it alone
+        log.error("not removing worktree %s: %s", path, err)
+        return
+
     def remove() -> None:
         parent = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:

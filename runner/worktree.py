@@ -20,6 +20,7 @@ from runner.checkout import materialise
 from runner.gitignore import IgnoreRules
 from runner.mirror import Mirror, RepoRef
 from runner.objects import Identity, Tree, read_tree, stream_blobs, write_commit
+from runner.pidns import require_quiet
 from runner.scan import HashCache, Listing, blob_id, read_beneath, readlink_beneath, scan
 
 TREES_KEPT = 4
@@ -63,6 +64,7 @@ async def inspect(worktree: Worktree) -> Change:
 
     Read-only, so it is safe for a progress report or a check before verification.
     """
+    require_quiet(worktree.path)
     base = await worktree.tree()
     listing = Listing(
         ignore=IgnoreRules.root(),
@@ -76,6 +78,7 @@ async def inspect(worktree: Worktree) -> Change:
 async def reset_to(worktree: Worktree, rev: str) -> int:
     """Make the worktree hold exactly `rev`'s tree (a commit or a tree id); returns how many
     entries were written."""
+    require_quiet(worktree.path)
     tree = await worktree.tree(rev)
 
     def read_blobs(shas: Sequence[str]) -> AsyncIterator[bytes]:
@@ -93,6 +96,8 @@ async def changed_files(worktree: Worktree) -> list[str]:
 async def commit_change(worktree: Worktree, change: Change, message: str) -> str:
     """The story's commit on `base`, from the bytes in the worktree (re-read and checked
     against the listing: nothing runs in between, so a mismatch is a runner bug)."""
+
+    require_quiet(worktree.path)
 
     async def read(path: str, entry: TreeEntry) -> bytes:
         if entry.mode == SYMLINK_MODE:

@@ -107,3 +107,22 @@ def test_bad_toml_and_missing_config(env: pytest.MonkeyPatch, tmp_path: Path) ->
     env.setenv("BARO_CONFIG", str(bad))
     with pytest.raises(ConfigError, match="BARO_CONFIG"):
         load_settings()
+
+
+def test_sandbox_limits_settings(env: pytest.MonkeyPatch) -> None:
+    from runner.limits import MiB
+    from runner.worker import sandbox_policy
+
+    settings = load_settings()
+    assert (settings.sandbox_cgroup, settings.sandbox_memory_mib) == ("auto", 2048)
+    for value, expected in (("none", "none"), ("/sys/fs/cgroup/baro", Path("/sys/fs/cgroup/baro"))):
+        env.setenv("BARO_SANDBOX_CGROUP", value)
+        assert load_settings().sandbox_cgroup == expected
+    env.setenv("BARO_SANDBOX_MEMORY_MIB", "512")
+    env.setenv("BARO_SANDBOX_WRITE_MIB", "100")
+    policy = sandbox_policy(load_settings())
+    assert policy.cgroup == Path("/sys/fs/cgroup/baro")
+    assert (policy.memory_total_bytes, policy.write_limit_bytes) == (512 * MiB, 100 * MiB)
+    env.setenv("BARO_SANDBOX_CGROUP", "relative/dir")
+    with pytest.raises(ConfigError, match=r"^BARO_SANDBOX_CGROUP:"):
+        load_settings()

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from runner.capture import CappedOutput
-from runner.ownership import chown_tree
+from runner.diskcap import disk_usage
+from runner.ownership import chown_tree, lend_tree
 from runner.safe_env import check_extra_env, command_env, is_secret_name
 
 
@@ -89,3 +90,30 @@ def test_chown_tree_never_follows_links_and_strips_set_id(tmp_path: Path) -> Non
     assert os.lstat(tree / "link").st_uid == 0
     assert binary.stat().st_uid == 0
     assert not binary.stat().st_mode & (stat.S_ISUID | stat.S_ISGID)
+
+
+def test_disk_usage_counts_hard_links_once_and_never_follows_links(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "big").write_bytes(b"x" * (1024 * 1024))
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "data").write_bytes(b"y" * (256 * 1024))
+    before = disk_usage(tree).bytes
+    assert before >= 256 * 1024
+    os.link(tree / "sub" / "data", tree / "again")
+    (tree / "escape").symlink_to(outside)
+    (tree / "escape-file").symlink_to(outside / "big")
+    after = disk_usage(tree)
+    assert after.bytes - before < 64 * 1024  # the link, not the data again, not `outside`
+    assert after.entries == 6
+
+
+def test_lend_walk_sums_the_same_usage(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "a" / "b").mkdir(parents=True)
+    (tree / "a" / "b" / "f").write_bytes(b"z" * 100_000)
+    os.link(tree / "a" / "b" / "f", tree / "g")
+    lent = lend_tree(tree, os.geteuid(), os.getegid())
+    assert lent.changed == 0
+    assert lent.used_bytes == disk_usage(tree).bytes
