@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from app import keys
+from app.core.check_run import CheckRef
 from app.core.run import Run, now
 from app.metrics import Metrics
 
@@ -178,6 +179,13 @@ class RunStore:
                 {"kind": decoded["kind"], "at": decoded["at"], **json.loads(decoded["data"])}
             )
         return out
+
+    async def check_ref(self, run_id: str) -> CheckRef | None:
+        raw = await self.redis.get(keys.check_run(run_id))
+        return None if raw is None else CheckRef.model_validate_json(raw)
+
+    async def save_check_ref(self, run_id: str, ref: CheckRef) -> None:
+        await self.redis.set(keys.check_run(run_id), ref.model_dump_json())
 
     # --- small markers ---------------------------------------------------------------------
 

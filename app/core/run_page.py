@@ -169,6 +169,7 @@ def render_run_page(
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="referrer" content="no-referrer">
 <title>baro · {_e(heading)} · run {_e(view["id"])}</title>
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="{_e(style_url)}">
 <script src="{_e(script_url)}" defer></script>
 </head>
