@@ -15,13 +15,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from githubkit import AppAuthStrategy, AppInstallationAuthStrategy, GitHub
 from githubkit.cache import BaseCacheStrategy
 from githubkit.exception import GitHubException, RateLimitExceeded, RequestError, RequestFailed
 from githubkit.typing import RetryOption
 from githubkit_schemas.latest.models import (
+    CheckRun,
     FullRepository,
     Issue,
     IssueComment,
@@ -29,6 +30,7 @@ from githubkit_schemas.latest.models import (
     PullRequestSimple,
 )
 
+from app.core.check_run import CheckOutput
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -344,19 +346,78 @@ class InstallationClient:
         marker: str,
         author: str,
         make_body: Callable[[], Awaitable[str]],
-    ) -> None:
+    ) -> str:
         """Upsert a comment whose body is computed inside the installation's write lock, so
-        that of two concurrent renders the one written last also reflects the latest state."""
+        that of two concurrent renders the one written last also reflects the latest state.
+        Returns the comment's web address."""
 
-        async def call() -> None:
+        async def call() -> str:
             body = truncate_body(await make_body())
             existing = await self.find_comment(owner, repo, number, marker, author)
             if existing is None:
-                await self.gh.rest.issues.async_create_comment(owner, repo, number, body=body)
-            elif existing.body != body:
+                resp = await self.gh.rest.issues.async_create_comment(
+                    owner, repo, number, body=body
+                )
+                return resp.parsed_data.html_url
+            if existing.body != body:
                 await self.gh.rest.issues.async_update_comment(owner, repo, existing.id, body=body)
+            return existing.html_url
 
-        await self.writer.run(call)
+        return await self.writer.run(call)
+
+    async def branch_head(self, owner: str, repo: str, branch: str) -> str | None:
+        """The commit `branch` points at, or None when there is no such branch."""
+        try:
+            resp = await self.gh.rest.git.async_get_ref(owner, repo, f"heads/{branch}")
+        except RequestFailed as exc:
+            if exc.response.status_code == 404:
+                return None
+            raise
+        return resp.parsed_data.object_.sha
+
+    async def find_check_run(
+        self, owner: str, repo: str, sha: str, name: str, external_id: str
+    ) -> CheckRun | None:
+        """This App's newest check run called `name` for `external_id` on commit `sha`."""
+        resp = await self.gh.rest.checks.async_list_for_ref(
+            owner, repo, sha, check_name=name, filter_="all", per_page=100
+        )
+        runs: list[CheckRun] = resp.parsed_data.check_runs
+        mine = [r for r in runs if r.external_id == external_id]
+        return max(mine, key=lambda r: r.id) if mine else None
+
+    async def create_check_run(
+        self,
+        owner: str,
+        repo: str,
+        *,
+        name: str,
+        head_sha: str,
+        external_id: str,
+        output: CheckOutput,
+        details_url: str | None,
+    ) -> CheckRun:
+        body: dict[str, Any] = {
+            "name": name,
+            "head_sha": head_sha,
+            "external_id": external_id,
+            **_check_fields(output, details_url),
+        }
+        resp = await self.writer.run(
+            lambda: self.gh.rest.checks.async_create(owner, repo, data=cast("Any", body))
+        )
+        return resp.parsed_data
+
+    async def update_check_run(
+        self, owner: str, repo: str, check_run_id: int, output: CheckOutput, details_url: str | None
+    ) -> CheckRun:
+        body = _check_fields(output, details_url)
+        resp = await self.writer.run(
+            lambda: self.gh.rest.checks.async_update(
+                owner, repo, check_run_id, data=cast("Any", body)
+            )
+        )
+        return resp.parsed_data
 
     async def add_labels(self, owner: str, repo: str, number: int, labels: list[str]) -> None:
         await self.writer.run(
@@ -384,6 +445,20 @@ class InstallationClient:
                     raise
 
         await self.writer.run(call)
+
+
+def _check_fields(output: CheckOutput, details_url: str | None) -> dict[str, Any]:
+    """A check run write's status, conclusion and output as GitHub takes them."""
+    fields: dict[str, Any] = {
+        "status": output.status,
+        "output": {"title": output.title, "summary": output.summary},
+    }
+    if output.conclusion is not None:
+        fields["conclusion"] = output.conclusion
+        fields["completed_at"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if details_url:
+        fields["details_url"] = details_url
+    return fields
 
 
 class GitHubGateway:

@@ -51,6 +51,11 @@ def run_events(run_id: str) -> str:
     return f"baro:run:{run_id}:events"
 
 
+def check_run(run_id: str) -> str:
+    """The run's check run as last written (`app.core.check_run.CheckRef`, JSON)."""
+    return f"baro:run:{run_id}:check"
+
+
 def issue_active(issue_key: str) -> str:
     """Which run an issue has right now (one at a time)."""
     return f"baro:issue:{issue_key}:active"

@@ -81,6 +81,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"gh[opsur]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}"), REDACTED),
     (re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"), REDACTED),
     (re.compile(r"\bsk-[A-Za-z0-9_-]{20,}"), REDACTED),
+    # A run page token (`app.run_links`): expiry, a dot, 43 characters of HMAC.
+    (re.compile(r"\b[0-9]{9,12}\.[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])"), REDACTED),
 )
 
 

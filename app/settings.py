@@ -26,6 +26,7 @@ from app.core.routing import RoutingConfig
 from app.llm.config import ModelConfig
 
 ENV_PREFIX = "BARO_"
+MIN_RUN_PAGE_SECRET = 32
 
 
 class ConfigError(Exception):
@@ -98,6 +99,10 @@ class Settings(BaseSettings):
     run_stall_seconds: int = Field(default=3 * 3600, ge=60)
     """A run with no progress for this long ends as failed (nothing hangs silently)."""
     comment_debounce_seconds: float = Field(default=3.0, ge=0)
+    run_page_secret: SecretStr | None = None
+    """Signs the run page links (`app/run_links.py`); unset: derived from the App's key."""
+    run_page_days: float = Field(default=90.0, gt=0, le=3660)
+    """How long a run page link works after the run was created."""
 
     # Runners: where mirrors and worktrees live, the sandbox, per-story budgets.
     runner_data_dir: Path = Path("/var/tmp/baro-runner")  # noqa: S108 (Fly: a volume)
@@ -141,6 +146,13 @@ class Settings(BaseSettings):
     def _cgroup_path(cls, value: str | Path) -> str | Path:
         if isinstance(value, Path) and not value.is_absolute():
             raise ValueError("expected auto, none or an absolute path of a cgroup v2 directory")
+        return value
+
+    @field_validator("run_page_secret")
+    @classmethod
+    def _run_page_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_RUN_PAGE_SECRET:
+            raise ValueError(f"must be at least {MIN_RUN_PAGE_SECRET} characters")
         return value
 
     @model_validator(mode="after")

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import LockError, WatchError
 
 from app import keys
+from app.core.check_run import CheckRef
 from app.core.run import Run, now
 from app.metrics import Metrics
 
@@ -227,6 +228,13 @@ class RunStore:
     def landing_turn(self, run_id: str) -> LandingTurn:
         """The run branch's landing queue: one story at a time fetches, merges, pushes."""
         return LandingTurn(self.redis, keys.landing_turn(run_id))
+
+    async def check_ref(self, run_id: str) -> CheckRef | None:
+        raw = await self.redis.get(keys.check_run(run_id))
+        return None if raw is None else CheckRef.model_validate_json(raw)
+
+    async def save_check_ref(self, run_id: str, ref: CheckRef) -> None:
+        await self.redis.set(keys.check_run(run_id), ref.model_dump_json())
 
     # --- small markers ---------------------------------------------------------------------
 

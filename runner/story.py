@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from app.core.plan import Story
+from app.core.plan import Story, Tier
 from app.core.run import FailureKind, Run, VerifyResult, now
 from app.gitcmd import GitAuth, GitError
 from app.github import GitHubGateway
@@ -64,6 +64,8 @@ LAND_FAILURES: dict[str, FailureKind] = {
     "refused": "refused",
 }
 REFUSALS_KEPT = 20
+MESSAGE_KEPT = 300
+"""Characters of a failure message kept in an attempt's event (the record keeps it all)."""
 
 
 @dataclass
@@ -79,6 +81,8 @@ class Outcome:
     cost: float | None = 0.0
     model: str | None = None
     refusals: list[str] = field(default_factory=list)
+    tier: str | None = None
+    """The tier this attempt ran on (escalated on retries)."""
 
 
 class StoryFailed(Exception):
@@ -120,6 +124,10 @@ class StoryRunner:
         if record.started_at is not None:  # dispatched → claimed: the wait for a runner
             wait = (now() - record.started_at).total_seconds()
             await self.store.metrics.story_started(run.plan.story(story_id).tier, wait)
+        tier, model = self._route_or_none(run, run.plan.story(story_id), record.story_retries)
+        await self.store.append_event(
+            run_id, "story_started", story=story_id, attempt=attempt, tier=tier, model=model
+        )
         # The worktree is removed only after the result is recorded and the orchestrator
         # told: the next stories should not wait for clean-up.
         async with contextlib.AsyncExitStack() as cleanup:
@@ -134,6 +142,7 @@ class StoryRunner:
                     log.exception("story %s/%s crashed", run_id, story_id)
                     message = f"runner error: {exc!r}"[:500]
                     outcome = Outcome(kind="infrastructure", message=message)
+            outcome.tier = outcome.tier or tier
             await self._record(run_id, story_id, attempt, outcome)
             await self.notify(run_id, story_id, attempt)
         return "landed" if outcome.landed_sha else f"failed ({outcome.kind})"
@@ -354,13 +363,24 @@ class StoryRunner:
         await self.store.append_event(run_id, "verified", passed=passed)
         return passed
 
-    def _client(self, run: Run, story: Story, retries: int) -> tuple[str, ModelClient, str]:
+    def _route(self, run: Run, story: Story, retries: int) -> tuple[Tier, str]:
+        """The tier and configured model name an attempt runs on (escalated on retries)."""
         routing = self.settings.routing
         if routing is None:
             raise StoryFailed("provider", "no models are configured on this baro server")
         if run.repo_config is not None:
             routing = routing.for_repo(run.repo_config)
-        name = routing.model_for_story(story.tier, attempt=retries + 1)
+        tier = routing.tier_for_story(story.tier, attempt=retries + 1)
+        return tier, routing.model_for(tier)
+
+    def _route_or_none(self, run: Run, story: Story, retries: int) -> tuple[str | None, str | None]:
+        try:
+            return self._route(run, story, retries)
+        except StoryFailed:
+            return None, None
+
+    def _client(self, run: Run, story: Story, retries: int) -> tuple[str, ModelClient, str]:
+        _tier, name = self._route(run, story, retries)
         try:
             model = ModelCatalog(self.settings.models).get(name)
         except CatalogError as exc:
@@ -372,10 +392,14 @@ class StoryRunner:
         return name, MeteredClient(client, self.store.metrics, self.prices), model.price_key
 
     async def _record(self, run_id: str, story_id: str, attempt: int, outcome: Outcome) -> None:
+        applied: list[bool] = []
+
         def apply(run: Run) -> Run | None:
+            applied.clear()
             record = run.stories.get(story_id)
             if record is None or record.attempts != attempt or record.state != "running":
                 return None
+            applied.append(True)
             cost = (
                 None
                 if outcome.cost is None or record.cost_usd is None
@@ -409,13 +433,12 @@ class StoryRunner:
             return run.model_copy(update={"stories": stories})
 
         await self.store.update(run_id, apply)
+        if not applied:
+            return  # a stale report (the reaper gave this attempt up): not this attempt's end
         await self.store.append_event(
             run_id,
             "story_landed" if outcome.landed_sha else "story_failed",
-            story=story_id,
-            attempt=attempt,
-            sha=outcome.landed_sha,
-            failure=outcome.kind,
+            **attempt_facts(story_id, attempt, outcome),
         )
 
 
@@ -429,6 +452,23 @@ async def _land(
 ) -> str:
     landed = await land(wt, message, auth, on_conflict=resolve, on_rebased=recheck, turn=turn)
     return landed.sha
+
+
+def attempt_facts(story_id: str, attempt: int, outcome: Outcome) -> dict[str, object]:
+    """What the event log keeps of one attempt's end (`app.core.timeline` reads it back)."""
+    return {
+        "story": story_id,
+        "attempt": attempt,
+        "sha": outcome.landed_sha,
+        "failure": outcome.kind,
+        "message": (outcome.message or "")[:MESSAGE_KEPT] or None,
+        "tier": outcome.tier,
+        "model": outcome.model,
+        "input_tokens": outcome.usage.prompt,
+        "cached_tokens": outcome.usage.cache_read,
+        "output_tokens": outcome.usage.output,
+        "cost_usd": outcome.cost,
+    }
 
 
 def _merged(kept: list[str], new: list[str]) -> list[str]:

@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -554,6 +555,7 @@ def _drive(
         },
         "planner_cost_usd": (run.get("plan_stats") or {}).get("cost_usd"),
         "seconds": round(time.monotonic() - sent, 1),
+        "github_writes": github_writes(state),
     }
     if pulls:
         pull = pulls[0]
@@ -569,6 +571,24 @@ def _drive(
         _say(_indent(_git_log(repo.git_dir, pull.head_ref)))
     _say(f"labels on the issue: {state.labels(repo, issue.number)}")
     return summary
+
+
+def github_writes(state: GitHubState) -> dict[str, int]:
+    """REST writes the bot sent, by kind (`POST issues/comments` …); git pushes and token
+    mints are not REST writes a maintainer sees."""
+    counts: dict[str, int] = {}
+    for record in state.request_log():
+        if record.method == "GET" or record.path.endswith(
+            (".git/git-receive-pack", "/access_tokens")
+        ):
+            continue
+        if ".git/" in record.path or record.path == "/graphql":
+            continue
+        kind = re.sub(r"/repos/[^/]+/[^/]+", "", record.path)
+        kind = re.sub(r"/\d+", "/N", kind)
+        key = f"{record.method} {kind}"
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 async def _deliver(url: str, payload: Any, secret: str) -> httpx.Response:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import re
 
-from app.core.markdown import COMMENT_LIMIT, escape_inline, fit_comment, format_duration
+from app.core.markdown import (
+    COMMENT_LIMIT,
+    escape_inline,
+    fit_comment,
+    format_duration,
+    run_page_line,
+)
 from app.core.plan import RunState, StoryProgress
 from app.core.report import checklist_line, commands_line, marker, next_commands
 from app.core.run import Run, StoryRecord
@@ -78,7 +84,9 @@ def _progress(rec: StoryRecord) -> StoryProgress:
     return progress if story_ran(rec) else progress.model_copy(update={"cost_usd": None})
 
 
-def render_final_comment(run: Run, *, pr_url: str | None, limit: int = COMMENT_LIMIT) -> str:
+def render_final_comment(
+    run: Run, *, pr_url: str | None, limit: int = COMMENT_LIMIT, page_url: str | None = None
+) -> str:
     """The tracking comment once a run ends: headline, PR link, totals and the checklist."""
     rows = rows_of(run)
     state = _final_state(run)
@@ -102,6 +110,7 @@ def render_final_comment(run: Run, *, pr_url: str | None, limit: int = COMMENT_L
         f"| {landed} | {count_state(rows, 'failed')} | {count_state(rows, 'blocked')} "
         f"| {count_state(rows, 'cancelled')} | {total.tokens:,} | {total.cost_text()} "
         f"| {format_duration(wall_seconds(run))} | {checks} |",
+        *run_page_line(page_url),
     ]
     checklist = [checklist_line(r.story, _progress(r.record)) for r in rows if r.story]
     if checklist:

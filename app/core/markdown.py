@@ -34,6 +34,17 @@ def format_cost(usd: float | None) -> str:
     return f"${usd:,.2f}"
 
 
+RUN_PAGE_TEXT = "the plan as a graph, every attempt on a timeline, a replay"
+
+
+def run_page_line(url: str | None) -> list[str]:
+    """The run page link as its own paragraph (nothing when there is no link). The URL is
+    ours (the public URL and a token of `[0-9A-Za-z._-]`), so it needs no escaping."""
+    if not url:
+        return []
+    return ["", f"📈 **[Run page]({url})**: {RUN_PAGE_TEXT}."]
+
+
 def format_duration(seconds: float | None) -> str:
     """`45s`, `2m13s`, `1h02m`; None is "unknown"."""
     if seconds is None:

@@ -25,6 +25,7 @@ from app.core.markdown import (
     format_cost,
     format_duration,
     mermaid_label,
+    run_page_line,
     untrusted_markdown,
 )
 from app.core.review import remaining_findings
@@ -579,9 +580,10 @@ def _body(
     *,
     gantt: bool,
     note: int | None,
+    page_url: str | None = None,
 ) -> str:
     rows = rows_of(run)
-    lines = [_closing_line(run)]
+    lines = [_closing_line(run), *run_page_line(page_url)]
     if is_checkpoint(run):
         lines += ["", *_banner(run, rows)]
     lines += ["", "## Summary", ""]
@@ -607,7 +609,9 @@ def _body(
     return "\n".join(lines) + "\n"
 
 
-def render_pr_body(run: Run, *, repo_html_url: str, limit: int = COMMENT_LIMIT) -> str:
+def render_pr_body(
+    run: Run, *, repo_html_url: str, limit: int = COMMENT_LIMIT, page_url: str | None = None
+) -> str:
     """The one pull request of a run: what landed, what failed, timeline, cost, checks.
 
     Fits `limit` by giving up, in order: evidence and output tails (first shortened to share
@@ -616,17 +620,27 @@ def render_pr_body(run: Run, *, repo_html_url: str, limit: int = COMMENT_LIMIT) 
     """
     body = ""
     for gantt, note in _LAYOUTS:
-        full = _body(run, repo_html_url, EVIDENCE_CAP, _SUMMARY_CAP, gantt=gantt, note=note)
+        full = _body(
+            run,
+            repo_html_url,
+            EVIDENCE_CAP,
+            _SUMMARY_CAP,
+            gantt=gantt,
+            note=note,
+            page_url=page_url,
+        )
         if comment_size(full) <= limit:
             return full
-        body = _body(run, repo_html_url, 0, 0, gantt=gantt, note=note)
+        body = _body(run, repo_html_url, 0, 0, gantt=gantt, note=note, page_url=page_url)
         spare = limit - comment_size(body)
         if spare < 0:
             continue
         blocks = _evidence_blocks(run)
         cap = min(EVIDENCE_CAP, (spare - 2000) // max(blocks, 1) - 120)
         while cap >= 200:  # share the spare room; the 2000 leaves space for summaries
-            shorter = _body(run, repo_html_url, cap, cap // 5, gantt=gantt, note=note)
+            shorter = _body(
+                run, repo_html_url, cap, cap // 5, gantt=gantt, note=note, page_url=page_url
+            )
             if comment_size(shorter) <= limit:
                 return shorter
             cap = cap * 3 // 4

@@ -21,6 +21,7 @@ from app.core.markdown import (
     format_cost,
     format_duration,
     mermaid_label,
+    run_page_line,
     untrusted_markdown,
 )
 from app.core.plan import Plan, PlanStats, RunState, Story, StoryProgress
@@ -230,11 +231,12 @@ def render_plan(
     progress: Mapping[str, StoryProgress] | None = None,
     weights: Mapping[str, int] = TIER_WEIGHTS,
     limit: int = COMMENT_LIMIT,
+    page_url: str | None = None,
 ) -> str:
     """The tracking comment once a plan exists: checklist, numbers, graph, design note.
 
     `progress` (story id → StoryProgress) ticks the checklist during a run; `commands`
-    overrides the default `next_commands(state, auto_execute)`.
+    overrides the default `next_commands(state, auto_execute)`; `page_url` links the run page.
     """
     progress = progress or {}
     order = topological_order(plan)
@@ -254,6 +256,7 @@ def render_plan(
         "| ---: | ---: | ---: | --- | ---: | ---: |",
         f"| {len(order)} | {len(levels(plan))} | {width(plan)} "
         f"| {' → '.join(path)} (weight {length}) | {tokens} | {cost} |",
+        *run_page_line(page_url),
         "",
         *(checklist_line(plan.story(sid), progress.get(sid)) for sid in order),
         "",

@@ -71,13 +71,17 @@ class RoutingConfig(BaseModel):
             return self.planner
         return name
 
-    def model_for_story(self, tier: Tier, attempt: int = 1) -> str:
+    def tier_for_story(self, tier: Tier, attempt: int = 1) -> Tier:
         """Attempt 1 runs on the story's tier; each retry moves one tier up
         (when escalation is on), stopping at `heavy`."""
         current = tier
         for _ in range(max(0, attempt - 1) if self.escalation else 0):
             current = escalate(current) or current
-        return self.model_for(current)
+        return current
+
+    def model_for_story(self, tier: Tier, attempt: int = 1) -> str:
+        """The model of the tier `tier_for_story` picks for this attempt."""
+        return self.model_for(self.tier_for_story(tier, attempt))
 
     def for_repo(self, repo: RepoConfig) -> RoutingConfig:
         """These defaults narrowed by a repository's `models:` choices."""

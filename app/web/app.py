@@ -17,8 +17,10 @@ from app import keys
 from app.logs import bind_log_context
 from app.pending import PendingTriggers, enqueue_intake
 from app.queue import HEALTH_CHECK_INTERVAL, ORCHESTRATOR_QUEUE, RUNNER_QUEUE, connect
+from app.run_links import RunLinks
 from app.settings import Settings
 from app.web.metrics_page import count_deliveries, metrics_endpoint
+from app.web.run_page import RunPages
 from app.web.setup import SetupPages, SetupSettings
 from app.web.state import WebState, web_state
 from app.web.webhooks import BotIdentity, Ignored, MalformedPayload, route, signature_valid
@@ -161,6 +163,7 @@ def create_app(settings: Settings) -> Starlette:
             Route("/webhooks/github", count_deliveries(github_webhook), methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
+            *RunPages.create(RunLinks.from_settings(settings)).routes(),  # signed links only
             *SetupPages(SetupSettings.from_settings(settings)).routes(),  # App registration
         ],
         lifespan=lifespan,

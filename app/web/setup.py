@@ -43,8 +43,10 @@ PERMISSIONS = {
     "issues": "write",
     "pull_requests": "write",
     "contents": "write",
+    "checks": "write",
 }
-"""What the bot needs; not `workflows`, so it can never push a CI workflow."""
+"""What the bot needs (`checks`: the run's check run on its branch); not `workflows`, so it
+can never push a CI workflow."""
 DESCRIPTION = "Turns a GitHub issue into a pull request."
 STATE_COOKIE = "baro_setup_state"
 STATE_MAX_AGE = 3600

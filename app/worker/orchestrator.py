@@ -43,8 +43,10 @@ from app.github import (
     describe_failure,
     is_client_error,
 )
+from app.run_links import RunLinks
 from app.settings import Settings
 from app.store import RunStore
+from app.worker.checks import CheckRuns
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,12 @@ class Orchestrator:
     enqueue_plan: Callable[[str], Awaitable[None]]
     enqueue_review: Callable[[str, int], Awaitable[None]]
     budget: RetryBudget = field(default_factory=RetryBudget)
+    links: RunLinks = field(init=False)
+    checks: CheckRuns = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.links = RunLinks.from_settings(self.settings)
+        self.checks = CheckRuns(self.store, self.links)
 
     async def start(self, run_id: str) -> str:
         """A ready run starts executing (from auto-execute or `/baro approve`)."""
@@ -323,7 +331,8 @@ class Orchestrator:
         repository = await gh.repository(run.owner, run.repo)
         run = run.model_copy(update={"finished_at": run.finished_at or now()})
         title = render_pr_title(run)
-        body = render_pr_body(run, repo_html_url=repository.html_url)
+        page = self.links.url(run.id, run.created_at)
+        body = render_pr_body(run, repo_html_url=repository.html_url, page_url=page)
         existing = await gh.find_pull(run.owner, run.repo, branch)
         if existing is None:
             pull = await gh.create_pull(
@@ -378,15 +387,18 @@ class Orchestrator:
         await self.write_tracking(run)
 
     async def write_tracking(self, run: Run) -> None:
-        """Write the tracking comment from the run's state as it is at the moment of writing."""
+        """Write the tracking comment from the run's state as it is at the moment of writing,
+        then the check run on the branch (which never fails this)."""
+        page = self.links.url(run.id, run.created_at)
 
         async def latest() -> str:
-            return tracking_body(await self.store.get(run.id))
+            return tracking_body(await self.store.get(run.id), page_url=page)
 
         async with self.gateway.installation(run.installation_id).session() as gh:
-            await gh.upsert_latest(
+            comment_url = await gh.upsert_latest(
                 run.owner, run.repo, run.issue_number, run.marker, self.settings.bot_login, latest
             )
+            await self.checks.sync(gh, run.id, comment_url)
 
     def _budget(self, run: Run) -> Decimal:
         configured = run.repo_config.budget_usd if run.repo_config else None
@@ -397,11 +409,11 @@ class Orchestrator:
         return configured or self.settings.max_parallel
 
 
-def tracking_body(run: Run) -> str:
+def tracking_body(run: Run, page_url: str | None = None) -> str:
     """The tracking comment for any state: the live checklist, or the final summary (so a
     late, debounced refresh can never replace the final word with a stale view)."""
     if run.terminal:
-        return render_final_comment(run, pr_url=run.pr_url)
+        return render_final_comment(run, pr_url=run.pr_url, page_url=page_url)
     assert run.plan is not None
     progress = {sid: record.progress() for sid, record in run.stories.items()}
     return render_plan(
@@ -411,6 +423,7 @@ def tracking_body(run: Run) -> str:
         state=run.state,
         auto_execute=True,
         progress=progress,
+        page_url=page_url,
     )
 
 

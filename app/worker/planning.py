@@ -26,6 +26,7 @@ from app.llm.catalog import ModelCatalog
 from app.llm.client import ModelClient
 from app.llm.meter import turn_pricer
 from app.llm.prices import PriceTable, load_prices
+from app.run_links import RunLinks
 from app.settings import Settings
 from app.store import RunStore
 from app.worker.phase_models import ModelUnavailable, phase_client
@@ -203,7 +204,12 @@ class Planning:
             run.id, "planned", stories=len(outcome.plan.stories), state=state
         )
         body = render_plan(
-            run.id, outcome.plan, stats=outcome.stats, state=state, auto_execute=auto
+            run.id,
+            outcome.plan,
+            stats=outcome.stats,
+            state=state,
+            auto_execute=auto,
+            page_url=RunLinks.from_settings(self.settings).url(run.id, run.created_at),
         )
         await gh.upsert_comment(
             run.owner, run.repo, run.issue_number, run.marker, self.settings.bot_login, body

@@ -52,6 +52,7 @@ TRIGGER_RESUME_AFTER_SECONDS = 15.0
 was dropped by a dead worker and is queued again."""
 FINALIZE_RETRY_SECONDS = 15
 """A run stuck finalizing (a PR GitHub refused) is resumed at most this often."""
+LEASE_EXPIRED = "the runner stopped responding (lease expired)"
 
 
 @dataclass
@@ -108,7 +109,7 @@ class Recovery:
                         "state": "failed",
                         "awaiting_decision": True,
                         "failure_kind": "infrastructure",
-                        "failure": "the runner stopped responding (lease expired)",
+                        "failure": LEASE_EXPIRED,
                         "finished_at": now(),
                         "spans": current.ended(now(), "infrastructure"),
                     }
@@ -118,6 +119,14 @@ class Recovery:
             await self.store.update(run.id, expire)
             if not expired:
                 continue  # it landed or failed in the meantime: nothing was lost
+            await self.store.append_event(
+                run.id,
+                "story_failed",
+                story=sid,
+                attempt=attempt,
+                failure="infrastructure",
+                message=LEASE_EXPIRED,
+            )
             await self.orchestrator.story_finished(run.id, sid)
             reaped.append(f"{run.id}:{sid}")
         return reaped

@@ -30,6 +30,7 @@ DEFAULT_APP_PERMISSIONS = {
     "issues": "write",
     "pull_requests": "write",
     "contents": "write",
+    "checks": "write",
 }
 DEFAULT_APP_EVENTS = [
     "issues",
@@ -229,6 +230,41 @@ class Pull:
         return self.issue.number
 
 
+CHECK_STATUSES = ("queued", "in_progress", "completed")
+CHECK_CONCLUSIONS = (
+    "action_required",
+    "cancelled",
+    "failure",
+    "neutral",
+    "success",
+    "skipped",
+    "stale",
+    "timed_out",
+)
+
+
+@dataclass
+class CheckRun:
+    """A check run an App reported on a commit (`/repos/{o}/{r}/check-runs`)."""
+
+    id: int
+    app: App
+    name: str
+    head_sha: str
+    status: str
+    started_at: datetime
+    suite_id: int
+    conclusion: str | None = None
+    completed_at: datetime | None = None
+    details_url: str | None = None
+    external_id: str | None = None
+    title: str | None = None
+    summary: str | None = None
+    text: str | None = None
+    history: list[dict[str, str | None]] = field(default_factory=list)
+    """Every write, as (status, conclusion, title, summary): what tests look at."""
+
+
 @dataclass
 class Repo:
     id: int
@@ -243,6 +279,7 @@ class Repo:
     issues: dict[int, Issue] = field(default_factory=dict)  # issues and pulls, by number
     pulls: dict[int, Pull] = field(default_factory=dict)
     comments: dict[int, Comment] = field(default_factory=dict)
+    check_runs: dict[int, CheckRun] = field(default_factory=dict)
     roles: dict[str, str] = field(default_factory=dict)  # lower-cased login -> role
     next_number: int = 1
     pushed_at: datetime | None = None

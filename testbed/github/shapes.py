@@ -14,6 +14,7 @@ from testbed.github.gitops import RefInfo
 from testbed.github.state import (
     REACTION_CONTENTS,
     App,
+    CheckRun,
     Comment,
     Installation,
     InstallationToken,
@@ -494,6 +495,57 @@ def collaborator_permission(
         }
     )
     return {"permission": permission, "role_name": role_name, "user": collaborator}
+
+
+def _pull_minimal(base: str, repo: Repo, pull: Pull) -> JSON:
+    def end(ref: str, sha: str) -> JSON:
+        return {
+            "ref": ref,
+            "sha": sha,
+            "repo": {"id": repo.id, "url": repo_api(base, repo), "name": repo.name},
+        }
+
+    return {
+        "id": pull.id,
+        "number": pull.number,
+        "url": f"{repo_api(base, repo)}/pulls/{pull.number}",
+        "head": end(pull.head_ref, pull.head_sha),
+        "base": end(pull.base_ref, pull.base_sha),
+    }
+
+
+def check_run(base: str, repo: Repo, item: CheckRun) -> JSON:
+    """`POST/PATCH/GET .../check-runs[/{id}]`; open PRs whose head is the commit are listed."""
+    api = f"{repo_api(base, repo)}/check-runs/{item.id}"
+    pulls = [
+        _pull_minimal(base, repo, p)
+        for p in repo.pulls.values()
+        if p.issue.state == "open" and p.head_sha == item.head_sha
+    ]
+    return {
+        "id": item.id,
+        "head_sha": item.head_sha,
+        "node_id": node_id("CheckRun", item.id),
+        "external_id": item.external_id,
+        "url": api,
+        "html_url": f"{repo_html(base, repo)}/runs/{item.id}",
+        "details_url": item.details_url,
+        "status": item.status,
+        "conclusion": item.conclusion,
+        "started_at": ts(item.started_at),
+        "completed_at": ts(item.completed_at),
+        "output": {
+            "title": item.title,
+            "summary": item.summary,
+            "text": item.text,
+            "annotations_count": 0,
+            "annotations_url": f"{api}/annotations",
+        },
+        "name": item.name,
+        "check_suite": {"id": item.suite_id},
+        "app": integration(base, item.app),
+        "pull_requests": pulls,
+    }
 
 
 def pull_review(base: str, repo: Repo, pull: Pull, review: Review) -> JSON:

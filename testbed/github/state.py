@@ -25,12 +25,15 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from testbed.github import gitops
 from testbed.github.entities import (
+    CHECK_CONCLUSIONS,
+    CHECK_STATUSES,
     DEFAULT_APP_EVENTS,
     DEFAULT_APP_PERMISSIONS,
     LEVELS,
     REACTION_CONTENTS,
     ROLE_TO_PERMISSION,
     App,
+    CheckRun,
     Comment,
     Installation,
     InstallationToken,
@@ -54,12 +57,15 @@ from testbed.github.faults import FaultSet
 from testbed.github.hooks import HookLog
 
 __all__ = [
+    "CHECK_CONCLUSIONS",
+    "CHECK_STATUSES",
     "DEFAULT_APP_EVENTS",
     "DEFAULT_APP_PERMISSIONS",
     "LEVELS",
     "REACTION_CONTENTS",
     "ROLE_TO_PERMISSION",
     "App",
+    "CheckRun",
     "Comment",
     "GitHubState",
     "Installation",
@@ -886,6 +892,111 @@ class GitHubState:
                     continue
                 found.append(pull)
             return found
+
+    # Check runs ---------------------------------------------------------------------------
+
+    def write_check_run(
+        self, repo: Repo | str, app: App, fields: dict[str, object], run_id: int | None = None
+    ) -> CheckRun:
+        """Create (no `run_id`) or update a check run, validating like GitHub: a known commit,
+        a status and conclusion that agree, an output with a title and a summary, only the App
+        that created a check run may change it."""
+        target = self.get_repo(repo)
+        status, conclusion = fields.get("status"), fields.get("conclusion")
+        if status is not None and status not in CHECK_STATUSES:
+            raise validation_failed({"resource": "CheckRun", "field": "status", "code": "invalid"})
+        if conclusion is not None and conclusion not in CHECK_CONCLUSIONS:
+            raise validation_failed(
+                {"resource": "CheckRun", "field": "conclusion", "code": "invalid"}
+            )
+        if conclusion is not None:
+            status = "completed"  # GitHub: a conclusion completes the check run
+        if status == "completed" and conclusion is None:
+            raise GitHubError(422, "Invalid request.\n\nconclusion is required for completed")
+        output = fields.get("output")
+        if output is not None:
+            if not isinstance(output, dict) or not output.get("title") or not output.get("summary"):
+                raise GitHubError(422, "Invalid request.\n\noutput needs a title and a summary")
+            for part in ("summary", "text"):
+                value = output.get(part)
+                if isinstance(value, str) and len(value) > 65535:
+                    raise validation_failed(
+                        {"resource": "CheckRun", "field": f"output.{part}", "code": "too_long"}
+                    )
+        if run_id is None:
+            head, label = fields.get("head_sha"), fields.get("name")
+            if not isinstance(label, str) or not label:
+                raise validation_failed(
+                    {"resource": "CheckRun", "field": "name", "code": "missing_field"}
+                )
+            if not isinstance(head, str) or not re.fullmatch(r"[0-9a-f]{40}", head):
+                raise GitHubError(422, f"No commit found for SHA: {head}")
+            if gitops.resolve(target.git_dir, f"{head}^{{commit}}") != head:
+                raise GitHubError(422, f"No commit found for SHA: {head}")
+        with self.lock:
+            if run_id is None:
+                check = CheckRun(
+                    id=self.new_id(),
+                    app=app,
+                    name=str(fields["name"]),
+                    head_sha=str(fields["head_sha"]),
+                    status=str(status or "queued"),
+                    started_at=utcnow(),
+                    suite_id=self.new_id(),
+                )
+                target.check_runs[check.id] = check
+            else:
+                check = self.get_check_run(target, run_id)
+                if check.app.id != app.id:
+                    raise GitHubError(
+                        403,
+                        f"Invalid app_id `{app.id}` - check run can only be "
+                        "modified by the GitHub App that created it.",
+                    )
+                if status is not None:
+                    check.status = str(status)
+            check.conclusion = str(conclusion) if conclusion is not None else check.conclusion
+            if check.status != "completed":
+                check.conclusion, check.completed_at = None, None
+            elif check.completed_at is None:
+                check.completed_at = utcnow()
+            for attr in ("details_url", "external_id"):
+                if isinstance(fields.get(attr), str):
+                    setattr(check, attr, fields[attr])
+            if isinstance(output, dict):
+                check.title, check.summary = output.get("title"), output.get("summary")
+                check.text = output.get("text", check.text)
+            check.history.append(
+                {
+                    "status": check.status,
+                    "conclusion": check.conclusion,
+                    "title": check.title,
+                    "summary": check.summary,
+                }
+            )
+            return check
+
+    def get_check_run(self, repo: Repo | str, run_id: int) -> CheckRun:
+        with self.lock:
+            check = self.get_repo(repo).check_runs.get(run_id)
+            if check is None:
+                raise not_found()
+            return check
+
+    def check_runs(self, repo: Repo | str, ref: str, name: str | None = None) -> list[CheckRun]:
+        """Check runs on the commit `ref` names (a sha, or a branch), newest first."""
+        target = self.get_repo(repo)
+        sha = ref if re.fullmatch(r"[0-9a-f]{40}", ref) else None
+        sha = sha or gitops.resolve(target.git_dir, f"refs/heads/{ref}")
+        if sha is None:
+            raise GitHubError(422, f"No commit found for SHA: {ref}")
+        with self.lock:
+            found = [
+                c
+                for c in target.check_runs.values()
+                if c.head_sha == sha and (name is None or c.name == name)
+            ]
+            return sorted(found, key=lambda c: -c.id)
 
     # Git convenience --------------------------------------------------------------------
 

@@ -87,6 +87,7 @@ def test_manifest_asks_for_exactly_what_the_bot_needs() -> None:
         "issues": "write",
         "pull_requests": "write",
         "contents": "write",
+        "checks": "write",
     }
     assert "workflows" not in json.dumps(data)
 
