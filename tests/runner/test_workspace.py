@@ -502,7 +502,7 @@ async def test_stories_that_finish_together_land_in_turn_without_lost_races(
             )
         )
     finally:
-        await redis.aclose()
+        await redis.aclose(close_connection_pool=True)
     assert [r.attempts for r in results] == [1, 1, 1]  # nobody lost a race
     assert sorted(r.rebased for r in results) == [False, True, True]
     assert len(env.story_commits()) == 3
