@@ -43,11 +43,12 @@ R runners give 2R story slots; every bound uses slots = 2R. Per shape one JSON l
     queue_dispatch_to_pickup     `dispatched` → a runner starts the job (slot wait + arq poll)
     access (.token_mint)         installation token mint + repository lookup
     find_landed_fetch            the idempotency check's `git fetch`
-    prepare_fetch_worktree       a second `git fetch` + `git worktree add`
+    prepare_fetch_worktree       a second `git fetch` (when the first is stale) + the checkout
     agent_over_scripted          agent time beyond the scripted latencies (.model_over_…:
                                  HTTP to the model; .sandbox_tests: `test -f` under bwrap)
-    land_commit_push             commit + push, with fetch + rebase + push again when a
-                                 sibling landed first (.rebase, .rebases_per_story)
+    land_commit_push             commit + push in the run's landing turn, merging onto
+                                 siblings that landed first (.rebase, .rebases_per_story,
+                                 .turn_wait: waiting in line for the landing turn)
     cleanup_worktree, transcript_record_notify, runner_other
     mirror_lock_wait / _held     the per-repository mirror lock (inside the steps above)
     landed_to_orchestrator_pickup  `story_landed` → the worker starts `story_finished`
@@ -391,7 +392,7 @@ def _install_probes(kind: str) -> None:
         _timed(log, cls, "dispatch", "dispatch")
         _timed(log, cls, "render", "render")
         return
-    from app import github, jobs
+    from app import github, jobs, store
     from runner import agent, landing, mirror, story, workspace
 
     _timed(log, story.StoryRunner, "run_story", "job", _story_key)
@@ -410,6 +411,7 @@ def _install_probes(kind: str) -> None:
     _timed(log, workspace, "cleanup", "cleanup")
     _timed(log, story.StoryRunner, "_record", "record")
     _timed(log, jobs.Jobs, "story_finished", "notify")
+    _timed(log, store.LandingTurn, "acquire", "turn_wait")
 
     locked = mirror.Mirror.locked
 
@@ -654,6 +656,7 @@ def analyse(
         "land_commit_push": step("land"),
         "land.rebase": step("rebase", 0.0),
         "land.rebases_per_story": mean([s["rebases"] for s in lst]),
+        "land.turn_wait": step("turn_wait", 0.0),
         "cleanup_worktree": step("cleanup"),
         "transcript_record_notify": mean(
             [sum(s["steps"].get(k, 0.0) for k in ("transcript", "record", "notify")) for s in lst]
