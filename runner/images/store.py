@@ -218,6 +218,9 @@ class ImageStore:
         self._home = self.root / "home"
         self._tmp = self.root / "tmp"
         self._registries_conf = self.root / "registries.conf"
+        # An empty registries.d: no host-wide signature lookaside (root's default is
+        # /var/lib/containers/sigstore, unreadable in a user namespace and not ours to read).
+        self._registries_d = self.root / "registries.d"
         self._prepared = False
 
     @classmethod
@@ -390,7 +393,7 @@ class ImageStore:
             target = tmp / "image"
             target.mkdir(mode=0o711)
             copy = [
-                self.options.skopeo,
+                *self._skopeo(),
                 "--insecure-policy",
                 "copy",
                 "--quiet",
@@ -437,11 +440,15 @@ class ImageStore:
             await asyncio.to_thread(shutil.rmtree, tmp, True)
 
     async def _inspect(self, ref: ImageRef, source: Source, digest: str | None = None) -> bytes:
-        argv = [self.options.skopeo, "inspect", "--raw", "--retry-times", "2"]
+        argv = [*self._skopeo(), "inspect", "--raw", "--retry-times", "2"]
         if source.insecure:
             argv.append("--tls-verify=false")
         argv += ["--authfile", str(self.auth_file), source.transport(ref, digest)]
         return await self._run(argv, ref, source, timeout=self.options.inspect_timeout)
+
+    def _skopeo(self) -> list[str]:
+        """skopeo with the store's own configuration directories, never the host's."""
+        return [self.options.skopeo, "--registries.d", str(self._registries_d)]
 
     async def _run(
         self, argv: list[str], ref: ImageRef, source: Source, *, timeout: float | None = None
@@ -508,7 +515,7 @@ class ImageStore:
             return
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o711)  # the sandbox uid must reach an image's rootfs below it
-        for private in (self._home, self._tmp):
+        for private in (self._home, self._tmp, self._registries_d):
             private.mkdir(mode=0o700, exist_ok=True)
         _write_private(self._registries_conf, b"")  # no host-wide search lists or mirrors
         auths = {

@@ -39,7 +39,7 @@ _UNREACHABLE = re.compile(
 )
 _NOT_FOUND = re.compile(r"manifest unknown|name unknown|\bnot found\b|\b404\b")
 _UNAUTHORIZED = re.compile(
-    r"unauthorized|authentication required|\bdenied\b|\b401\b|\b403\b|forbidden"
+    r"unauthorized|authentication required|(?<!permission )\bdenied\b|\b401\b|\b403\b|forbidden"
 )
 
 

@@ -220,6 +220,11 @@ def _fatal(message: str) -> ToolFailure:
             DiskFull,
             "the runner's disk is full",
         ),
+        (
+            "reading signatures: open /var/lib/containers/sigstore/x/signature-1: permission denied",
+            PullFailed,
+            "permission denied",
+        ),
         ("something new went wrong", PullFailed, "failed: something new went wrong"),
     ],
 )
