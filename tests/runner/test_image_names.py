@@ -221,7 +221,7 @@ def _fatal(message: str) -> ToolFailure:
             "the runner's disk is full",
         ),
         (
-            "reading signatures: open /var/lib/containers/sigstore/x/signature-1: permission denied",
+            "reading signatures: open /var/lib/containers/sigstore/x/sig-1: permission denied",
             PullFailed,
             "permission denied",
         ),
