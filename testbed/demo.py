@@ -573,11 +573,13 @@ def _drive(
     return summary
 
 
-def github_writes(state: GitHubState) -> dict[str, int]:
-    """REST writes the bot sent, by kind (`POST issues/comments` …); git pushes and token
-    mints are not REST writes a maintainer sees."""
+def github_writes(state: GitHubState, repo: str | None = None) -> dict[str, int]:
+    """REST writes the bot sent (to `repo` only, when given), by kind (`POST
+    issues/comments` …); git pushes and token mints are not REST writes a maintainer sees."""
     counts: dict[str, int] = {}
     for record in state.request_log():
+        if repo is not None and not record.path.startswith(f"/repos/{repo}/"):
+            continue
         if record.method == "GET" or record.path.endswith(
             (".git/git-receive-pack", "/access_tokens")
         ):
