@@ -249,14 +249,13 @@ class Outcome:
 
 
 def _wait(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise SystemExit(f"bench: timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
+    """`wait_until`, ending the benchmark with a one-line reason instead of a traceback."""
+    from testbed.waiting import TimedOut, wait_until
+
+    try:
+        return wait_until(check, timeout, what)
+    except TimedOut as exc:
+        raise SystemExit(f"bench: {exc}") from None
 
 
 def _events(client: Any, run_id: str) -> list[dict[str, Any]]:

@@ -34,6 +34,7 @@ from testbed.github.delivery import deliver, issue_labeled_payload
 from testbed.github.server import running_testbed
 from testbed.github.state import GitHubState
 from testbed.models.harness import running_model_server
+from testbed.waiting import TimedOut, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
@@ -259,14 +260,11 @@ def _free_port() -> int:
 
 
 def _wait(check: Callable[[], T | None], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise SystemExit(f"demo: timed out waiting for {what}")
-        time.sleep(0.05)
+    """`wait_until`, ending the demo with a one-line reason instead of a traceback."""
+    try:
+        return wait_until(check, timeout, what)
+    except TimedOut as exc:
+        raise SystemExit(f"demo: {exc}") from None
 
 
 @contextmanager
