@@ -246,6 +246,7 @@ class Outcome:
     testbed_cpu_s: float = 0.0
     load_avg: float = 0.0
     github_writes: dict[str, int] = field(default_factory=dict)
+    labels: list[list[str]] = field(default_factory=list)
 
 
 def _wait(check: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -324,6 +325,7 @@ def run_shape(shape: Shape, ctx: Any, args: argparse.Namespace, index: int) -> O
         outcome.events[r] = _events(client, r)
     client.close()
     outcome.github_writes = github_writes(ctx["state"], repo.full_name)
+    outcome.labels = [ctx["state"].labels(repo, i.number) for i in issues]
     return outcome
 
 
@@ -513,6 +515,7 @@ def analyse(
         "load_avg_1m_before": round(outcome.load_avg, 2),
         "github_writes": sum(outcome.github_writes.values()),
         "github_writes_by_kind": outcome.github_writes,
+        "issue_labels": outcome.labels,
         "steps_mean_s": steps_mean,
         "critical_chain": chain,
     }
