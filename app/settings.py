@@ -135,6 +135,10 @@ class Settings(BaseSettings):
     """Registry hosts reached without TLS verification, over HTTP if they speak no TLS."""
     image_registry_credentials: dict[str, SecretStr] = Field(default_factory=dict)
     """`user:password` (or `user:token`) per registry host, for private images."""
+    engines_dir: Path | None = None
+    """Where `scripts/install` put the pinned agent CLIs (None: the checkout's `.engines`)."""
+    engine_timeout_seconds: float = Field(default=1800.0, gt=0)
+    """One turn of an agent CLI (Claude Code, Codex) in the sandbox; past it, it is killed."""
     model_keys: dict[str, SecretStr] = Field(default_factory=dict, exclude=True)
     """API keys by model name, read from each model's `api_key_env` at start-up."""
 

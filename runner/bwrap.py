@@ -90,6 +90,17 @@ def _system_binds(network: bool) -> list[str]:
 
 
 @dataclass(frozen=True)
+class Mount:
+    """A host path shown at `dest` inside one command's sandbox, mounted after the
+    sandbox's own tmpfs (so it may sit in HOME or /run): the gateway bridge's directory,
+    an engine's install, a HOME kept across an engine's turns."""
+
+    source: Path
+    dest: str
+    writable: bool = False
+
+
+@dataclass(frozen=True)
 class Layout:
     """One command's view of the host."""
 
@@ -99,6 +110,7 @@ class Layout:
     extra_ro_binds: tuple[Path, ...]
     tmp_size_bytes: int
     shm_size_bytes: int
+    mounts: tuple[Mount, ...] = ()
 
 
 def bwrap_argv(
@@ -142,6 +154,8 @@ def bwrap_argv(
     for tmpfs in (TMPDIR, HOME):
         args += ["--size", str(layout.tmp_size_bytes), "--tmpfs", tmpfs]
     args += ["--dir", "/var", "--symlink", "../tmp", "/var/tmp"]  # noqa: S108 - sandbox-only
+    for mount in layout.mounts:
+        args += ["--bind" if mount.writable else "--ro-bind", str(mount.source), mount.dest]
     args += ["--bind", str(layout.worktree), layout.workdir]
     args += ["--remount-ro", "/", "--chdir", layout.workdir, "--clearenv"]
     for name, value in env.items():

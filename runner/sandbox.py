@@ -31,13 +31,13 @@ import secrets
 import shutil
 import tempfile
 import weakref
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
-from runner.bwrap import HOME, TMPDIR, Layout, bwrap_argv, generated_files
+from runner.bwrap import HOME, TMPDIR, Layout, Mount, bwrap_argv, generated_files
 from runner.cgroups import CgroupChoice, CgroupError, CgroupParent, CommandCgroup, resolve
 from runner.diskcap import GrowthWatch, disk_usage, growth_message
 from runner.limits import GiB, Limits, MiB
@@ -53,6 +53,7 @@ __all__ = [
     "CommandResult",
     "CommandSandbox",
     "Limits",
+    "Mount",
     "NoSandbox",
     "Sandbox",
     "SandboxPolicy",
@@ -141,6 +142,7 @@ class CommandSandbox(Protocol):
         timeout: float,
         network: bool | None = None,
         env: Mapping[str, str] | None = None,
+        mounts: Sequence[Mount] = (),
     ) -> CommandResult: ...
 
     async def self_check(self, scratch_parent: Path | None = None) -> None: ...
@@ -163,6 +165,28 @@ def _worktree(cwd: Path, hidden: tuple[Path, ...]) -> Path:
         if secret.resolve().is_relative_to(path):
             raise ValueError(f"worktree {path} contains hidden path {secret}")
     return path
+
+
+def _checked_mounts(
+    mounts: Sequence[Mount], worktree: Path, hidden: tuple[Path, ...]
+) -> tuple[Mount, ...]:
+    """Mounts that expose only what they name: never a forbidden directory wholesale, a
+    hidden path, the worktree or a place the sandbox itself needs."""
+    checked = []
+    for mount in mounts:
+        source = _absolute(mount.source, "mount source")
+        if str(source) in FORBIDDEN_BINDS or not mount.dest.startswith("/"):
+            raise ValueError(f"refusing to mount {source} at {mount.dest!r}")
+        if mount.dest in ("/", WORKDIR, "/proc", "/dev", "/usr", "/etc") or ".." in mount.dest:
+            raise ValueError(f"refusing to mount over {mount.dest!r}")
+        if source.is_relative_to(worktree) or worktree.is_relative_to(source):
+            raise ValueError(f"mount {source} overlaps the worktree {worktree}")
+        for secret in hidden:
+            secret = secret.resolve()
+            if secret.is_relative_to(source) or source.is_relative_to(secret):
+                raise ValueError(f"mount {source} overlaps hidden path {secret}")
+        checked.append(Mount(source, mount.dest, mount.writable))
+    return tuple(checked)
 
 
 def _data_fds(files: Mapping[str, bytes]) -> dict[str, int]:
@@ -228,14 +252,17 @@ class Sandbox:
         timeout: float,
         network: bool | None = None,
         env: Mapping[str, str] | None = None,
+        mounts: Sequence[Mount] = (),
     ) -> CommandResult:
         """Run `command` with `/bin/bash -c` in the worktree `cwd`, seen inside as /workspace.
 
         Commands on one worktree are serialised, since each lends the worktree to its uid.
-        When this returns or raises, no process of the command is alive.
+        `mounts` add host paths (writable ones are lent with the worktree). When this
+        returns or raises, no process of the command is alive.
         """
         policy = self.policy
         worktree = _worktree(cwd, policy.hidden_paths)
+        mounts = _checked_mounts(mounts, worktree, policy.hidden_paths)
         cmd_env = command_env(home=HOME, tmpdir=TMPDIR, extra_path=policy.extra_path, extra=env)
         layout = Layout(
             worktree=worktree,
@@ -244,9 +271,11 @@ class Sandbox:
             extra_ro_binds=tuple(p.resolve() for p in policy.extra_ro_binds),
             tmp_size_bytes=policy.tmp_size_bytes,
             shm_size_bytes=policy.shm_size_bytes,
+            mounts=mounts,
         )
         parent, _ = await self.memory_cap()
-        async with self._lent(worktree) as lease:
+        writable = tuple(m.source for m in mounts if m.writable)
+        async with self._lent(worktree, writable) as lease:
             growth = GrowthWatch(
                 worktree, lease.used_before, policy.write_limit_bytes, policy.disk_reserve_bytes
             )
@@ -328,7 +357,7 @@ class Sandbox:
         return result
 
     @asynccontextmanager
-    async def _lent(self, worktree: Path) -> AsyncIterator[_Lease]:
+    async def _lent(self, worktree: Path, also: tuple[Path, ...] = ()) -> AsyncIterator[_Lease]:
         """Hold the worktree's lock; as root, lend it to a fresh uid and take it back after.
 
         Measures its disk usage on the way (free for root: the ownership walks visit every
@@ -351,10 +380,14 @@ class Sandbox:
             low, high = self.policy.uid_range
             uid = low + secrets.randbelow(high - low)
             lent = await asyncio.to_thread(lend_tree, worktree, uid, uid)
+            for path in also:
+                await asyncio.to_thread(lend_tree, path, uid, uid)
             lease = _Lease(uid, lent.used_bytes)
 
             async def take_back() -> None:
                 back = await asyncio.to_thread(lend_tree, worktree, os.geteuid(), os.getegid())
+                for path in also:
+                    await asyncio.to_thread(lend_tree, path, os.geteuid(), os.getegid())
                 lease.used_after = back.used_bytes
 
             try:
@@ -401,8 +434,12 @@ class NoSandbox:
         timeout: float,
         network: bool | None = None,
         env: Mapping[str, str] | None = None,
+        mounts: Sequence[Mount] = (),
     ) -> CommandResult:
-        """Run `command` with `/bin/bash -c` in `cwd`; `network` is ignored (never isolated)."""
+        """Run `command` with `/bin/bash -c` in `cwd`; `network` is ignored (never isolated).
+        Mounts cannot be honoured without a sandbox: a command that needs them is refused."""
+        if mounts:
+            raise SandboxUnavailable("mounts (agent engines) need the bubblewrap sandbox")
         policy = self.policy
         worktree = _worktree(cwd, policy.hidden_paths)
         home = Path(tempfile.mkdtemp(prefix="baro-home-"))
