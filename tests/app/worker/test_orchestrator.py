@@ -77,6 +77,16 @@ async def new_run(
     return run
 
 
+async def running_run(
+    bench: Bench, stories: list[dict[str, Any]], records: dict[str, StoryRecord]
+) -> tuple[Repo, Issue, Run]:
+    """A new repository and issue whose run is executing, its stories as `records` say."""
+    repo = bench.new_repo()
+    issue = bench.new_issue(repo)
+    run = await new_run(bench, repo, issue, stories, state="running", records=records)
+    return repo, issue, run
+
+
 def states(run: Run) -> dict[str, str]:
     return {sid: r.state for sid, r in run.stories.items()}
 
@@ -187,16 +197,7 @@ def failed(kind: str, **counters: int) -> StoryRecord:
 async def test_a_failure_within_its_budget_is_dispatched_again(
     bench: Bench, kind: str, counter: str
 ) -> None:
-    repo = bench.new_repo()
-    issue = bench.new_issue(repo)
-    run = await new_run(
-        bench,
-        repo,
-        issue,
-        [story("S1"), story("S2", ("S1",))],
-        state="running",
-        records={"S1": failed(kind)},
-    )
+    _, _, run = await running_run(bench, [story("S1"), story("S2", ("S1",))], {"S1": failed(kind)})
 
     assert await bench.services.orchestrator.story_finished(run.id, "S1") == "running"
     after = await bench.run(run.id)
@@ -220,15 +221,10 @@ async def test_a_spent_budget_fails_the_story_blocks_its_dependents_and_checkpoi
 ) -> None:
     """S1 landed, S2 spent its retries, S3 needed S2: a draft PR of what landed (`Refs`, not
     `Closes`), the failed label, and the final comment saying checkpoint."""
-    repo = bench.new_repo()
-    issue = bench.new_issue(repo)
-    run = await new_run(
+    repo, issue, run = await running_run(
         bench,
-        repo,
-        issue,
         [story("S1"), story("S2"), story("S3", ("S2",))],
-        state="running",
-        records={
+        {
             "S1": StoryRecord(state="landed", attempts=1, sha="1" * 40),
             "S2": failed("verification", story_retries=2),
         },
@@ -257,15 +253,10 @@ async def test_a_spent_budget_fails_the_story_blocks_its_dependents_and_checkpoi
 async def test_a_cancelled_run_starts_nothing_and_its_stopped_story_is_not_retried(
     bench: Bench,
 ) -> None:
-    repo = bench.new_repo()
-    issue = bench.new_issue(repo)
-    run = await new_run(
+    repo, issue, run = await running_run(
         bench,
-        repo,
-        issue,
         [story("S1"), story("S2", ("S1",)), story("S3")],
-        state="running",
-        records={"S1": StoryRecord(state="running", attempts=1)},
+        {"S1": StoryRecord(state="running", attempts=1)},
     )
     cancel = bench.comment(repo, issue.number, "/baro cancel")
     assert await handle_trigger(bench.ctx, cancel.model_dump(mode="json")) == "cancelled"
