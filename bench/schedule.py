@@ -307,7 +307,10 @@ def run_shape(shape: Shape, ctx: Any, args: argparse.Namespace, index: int) -> O
     budget = 90 + 8 * _bounds(shape, args)["bound_final_s"]
 
     def all_finished() -> bool:
-        return all(any(e["kind"] == "finished" for e in _events(client, r)) for r in ids)
+        if not all(any(e["kind"] == "finished" for e in _events(client, r)) for r in ids):
+            return False
+        # the state label is the last write of a run
+        return all("baro:running" not in ctx["state"].labels(repo, i.number) for i in issues)
 
     _wait(all_finished, budget, f"shape {shape.key} to finish")
     busy1, total1, bot1, tb1 = _cpu(pids)

@@ -520,7 +520,10 @@ def _drive(
         if run is None or run["state"] not in ("done", "checkpoint", "failed", "cancelled"):
             return None
         comment = tracking()
-        return run if comment is not None and "<!-- baro:run:" in comment.body else None
+        if comment is None or "<!-- baro:run:" not in comment.body:
+            return None
+        # the state label is the last thing a run writes
+        return None if "baro:running" in state.labels(repo, issue.number) else run
 
     run = _wait(finished, 900, "the run to finish")
     headline = {

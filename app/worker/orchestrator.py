@@ -100,7 +100,9 @@ class Orchestrator:
         await self.store.append_event(run_id, "running")
         await self.dispatch(run_id)  # before the label: its writes are spaced, stories are not
         async with self.gateway.installation(run.installation_id).session() as gh:
-            await gh.set_state_label(run.owner, run.repo, run.issue_number, LABEL_RUNNING)
+            # a run can end before this spaced write's turn: its final label must stay
+            if not (await self.store.get(run_id)).terminal:
+                await gh.set_state_label(run.owner, run.repo, run.issue_number, LABEL_RUNNING)
         return "running"
 
     async def dispatch(self, run_id: str) -> list[str]:
