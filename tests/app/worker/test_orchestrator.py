@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from app.core.plan import Plan
-from app.core.routing import RepoConfig
+from app.core.routing import RepoConfig, RoutingConfig
 from app.core.run import Run, StoryRecord
 from app.github import LABEL_FAILED, LABEL_RUNNING
 from app.worker.main import handle_trigger
@@ -192,11 +192,14 @@ def failed(kind: str, **counters: int) -> StoryRecord:
 
 
 @pytest.mark.parametrize(
-    ("kind", "counter"), [("verification", "story_retries"), ("infrastructure", "infra_retries")]
+    ("kind", "counter", "tier"),
+    [("verification", "story_retries", "standard"), ("infrastructure", "infra_retries", "light")],
 )
 async def test_a_failure_within_its_budget_is_dispatched_again(
-    bench: Bench, kind: str, counter: str
+    bench: Bench, kind: str, counter: str, tier: str
 ) -> None:
+    """A story failure is retried one tier up (the runner routes on `story_retries`); a
+    failure of the machinery around it is retried on the same tier."""
     _, _, run = await running_run(bench, [story("S1"), story("S2", ("S1",))], {"S1": failed(kind)})
 
     assert await bench.services.orchestrator.story_finished(run.id, "S1") == "running"
@@ -207,6 +210,8 @@ async def test_a_failure_within_its_budget_is_dispatched_again(
     other = "infra_retries" if counter == "story_retries" else "story_retries"
     assert getattr(s1, other) == 0  # each kind of failure spends its own budget
     assert s1.previous_failure == f"{kind}: {kind} went wrong"  # told to the next attempt
+    routing = RoutingConfig(planner="p", light="l", standard="s", heavy="h")
+    assert routing.tier_for_story("light", attempt=s1.story_retries + 1) == tier
     assert after.stories["S2"].state == "pending"
     assert await bench.runner_jobs() == [f"story:{run.id}:S1:2"]
     assert "retry" in await event_kinds(bench, run.id)
