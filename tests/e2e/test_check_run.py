@@ -87,7 +87,15 @@ async def test_the_check_run_follows_the_run_to_success(
     assert f"[Run page]({page}" in final.summary
     assert "[Tracking comment](" in final.summary and "#issuecomment-" in final.summary
     assert "tokens" in final.summary and "wall" in final.summary
-    # The check runs the moving head left behind are closed; the base commit has none.
+    # The check runs the moving head left behind are closed (just after the new one is
+    # made, so that the head never shows none); the base commit has none.
+    await wait_for(
+        lambda: all(
+            c.status == "completed" for c in checks_of(world, repo, state["id"]) if c.id != final.id
+        ),
+        15,
+        "the left-behind check runs to be closed",
+    )
     for older in checks_of(world, repo, state["id"]):
         if older.id != final.id:
             assert (older.status, older.conclusion) == ("completed", "neutral"), older.history
