@@ -27,6 +27,7 @@ from typing import Literal
 
 from app.llm.config import ModelConfig
 from app.llm.prices import PriceTable
+from app.llm.types import Usage
 from runner.bridge import GatewayBridge
 from runner.bwrap import HOME
 from runner.engines import (
@@ -97,7 +98,11 @@ class EngineSession:
         self.read_only_tools = read_only_tools
         self.extra_args = extra_args
         upstream = Upstream.for_model(config, secret, subscription=config.auth == "subscription")
-        self.gateway = Gateway(upstream, prices, budget)
+        self.calls: list[tuple[Usage, Decimal | None]] = []
+        """Each metered model call, for the runner's metrics (same tables as baro's loop)."""
+        self.gateway = Gateway(
+            upstream, prices, budget, on_call=lambda u, c: self.calls.append((u, c))
+        )
         self.bridge = GatewayBridge(self.gateway)
         self.turns = 0
         self._session_id = str(uuid.uuid4())
