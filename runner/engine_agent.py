@@ -16,7 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
-from app.llm.config import ModelConfig
+from app.llm.config import ModelConfig, engine_model_label
 from app.llm.types import AssistantTurn, Conversation, ToolSpec, UserMessage
 from runner.agent import (
     AgentResult,
@@ -70,11 +70,6 @@ def for_engine(message: str) -> str:
     return message.replace("call finish again", "end your turn with a short summary").replace(
         "call finish", "end your turn with a short summary"
     )
-
-
-def engine_model_label(config: ModelConfig) -> str:
-    """How reports name a model an engine ran on, so cost tables split by engine."""
-    return f"{config.model_id} ({config.engine})"
 
 
 class _NoModel:

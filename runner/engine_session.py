@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shlex
 import shutil
 import tempfile
 import uuid
@@ -86,6 +87,8 @@ class EngineSession:
         engines: Path | None = None,
         read_only_tools: bool = False,
         extra_args: tuple[str, ...] = (),
+        extra_mounts: tuple[Mount, ...] = (),
+        inner_cwd: str | None = None,
     ) -> None:
         if config.engine not in ENGINES:
             raise ValueError(f"model {config.name!r} runs on engine {config.engine!r}, not a CLI")
@@ -97,6 +100,9 @@ class EngineSession:
         self.engines = (engines or engines_dir()).resolve()
         self.read_only_tools = read_only_tools
         self.extra_args = extra_args
+        self.extra_mounts = extra_mounts
+        self.inner_cwd = inner_cwd
+        """Where the CLI starts inside the sandbox (default: the worktree)."""
         upstream = Upstream.for_model(config, secret, subscription=config.auth == "subscription")
         self.calls: list[tuple[Usage, Decimal | None]] = []
         """Each metered model call, for the runner's metrics (same tables as baro's loop)."""
@@ -116,6 +122,10 @@ class EngineSession:
     @property
     def tally(self) -> Tally:
         return self.gateway.tally
+
+    @property
+    def usage(self) -> Usage:
+        return self.tally.usage
 
     @property
     def cost(self) -> Decimal | None:
@@ -197,12 +207,16 @@ class EngineSession:
             self.bridge.mount,
             Mount(self.engines, ENGINES_MOUNT),
             Mount(self.home, HOME, writable=True),
+            *self.extra_mounts,
         ]
         env = {k: v for k, v in inv.env.items() if k not in ("HOME", "PATH", "LANG")}
-        env["PWD"] = SANDBOX_WORKDIR
+        env["PWD"] = self.inner_cwd or SANDBOX_WORKDIR
+        command = self.bridge.command(inv.argv)
+        if self.inner_cwd is not None:
+            command = f"cd {shlex.quote(self.inner_cwd)} && {command}"
         run = asyncio.ensure_future(
             self.sandbox.run(
-                self.bridge.command(inv.argv),
+                command,
                 cwd=self.worktree,
                 timeout=self.timeout_s,
                 network=False,
