@@ -204,7 +204,7 @@ class EngineSession:
         await asyncio.to_thread(self._write_files, inv)
         self.turns += 1
         mounts = [
-            self.bridge.mount,
+            *self.bridge.mounts,
             Mount(self.engines, ENGINES_MOUNT),
             Mount(self.home, HOME, writable=True),
             *self.extra_mounts,
