@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -75,7 +76,7 @@ def config(engine: str, url: str) -> ModelConfig:
 
 async def once(engine: str, url: str, sandbox: Sandbox, http: httpx.AsyncClient) -> float:
     worktree = Path(tempfile.mkdtemp(prefix="baro-bench-wt-"))
-    worktree.chmod(0o711)
+    os.chmod(worktree, 0o711)  # noqa: S103 - lent to the sandbox uid
     model = config(engine, url)
     started = time.perf_counter()
     try:
