@@ -176,3 +176,19 @@ async def test_no_sandbox_cannot_bridge(area: Area) -> None:
         await NoSandbox().run(
             "true", cwd=area.worktree, timeout=10, mounts=[Mount(area.worktree, "/x")]
         )
+
+
+async def test_an_output_flood_through_the_bridge_is_capped(
+    sandbox: Sandbox, area: Area, upstream: RunningModelServer
+) -> None:
+    async with GatewayBridge(_gateway(upstream)) as bridge:
+        flood = "head -c 50000000 /dev/zero | tr '\\0' x; echo; echo last line; exit 3"
+        result = await sandbox.run(
+            bridge.command(["/bin/sh", "-c", flood]),
+            cwd=area.worktree,
+            timeout=60,
+            mounts=bridge.mounts,
+        )
+    assert result.exit_code == 3
+    assert result.truncated_bytes > 49_000_000
+    assert len(result.output) < 64_000 and result.output.rstrip().endswith("last line")
