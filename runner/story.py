@@ -425,7 +425,11 @@ class StoryRunner:
             self.sandbox,
             wt.path,
             prices=self.prices,
-            budget=Budget(max_cost_usd=budget.max_cost_usd, max_tokens=budget.max_tokens),
+            budget=Budget(
+                max_cost_usd=budget.max_cost_usd,
+                max_rounds=budget.max_rounds,
+                max_tokens=budget.max_tokens,
+            ),
             timeout_s=self.settings.engine_timeout_seconds,
             engines=self.settings.engines_dir,
         )
