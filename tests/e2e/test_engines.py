@@ -240,3 +240,59 @@ async def test_plan_by_claude_code_stories_by_codex_and_claude_code(
     for secret in SECRETS:
         for place, data in places.items():
             assert secret.encode() not in data, f"{place} holds a secret"
+
+
+async def test_a_story_failed_on_codex_is_retried_on_claude_code(
+    world: World, engines_bot: Bot, models: RunningModelServer
+) -> None:
+    """Escalation works across engines: the light tier (Codex) cannot make the test pass,
+    the retry runs on the standard tier's model, which is Claude Code."""
+    plan = {**PLAN, "stories": [{**PLAN["stories"][0], "writes": ["hello.txt"]}]}
+    wrong = {
+        "tool_calls": [
+            {"name": "apply_patch", "raw_arguments": add_file_patch("hello.txt", "nope\n")}
+        ],
+        "usage": USAGE,
+    }
+    right = {
+        "tool_calls": [
+            {
+                "name": "Write",
+                "arguments": {"file_path": "/workspace/hello.txt", "content": "hello\n"},
+            }
+        ],
+        "usage": USAGE,
+    }
+    models.set_script(
+        {
+            "rules": [
+                {
+                    "name": "S1 on codex, wrong every time",
+                    "match": {"protocol": "openai-responses", "any_user": "Implement story S1"},
+                    "turns": [wrong, "Done.", wrong, "Done again.", wrong, "Done once more."],
+                },
+                {
+                    "name": "S1 on claude code",
+                    "match": {"protocol": "anthropic", "any_user": "Implement story S1"},
+                    "turns": [right, "Created hello.txt."],
+                },
+                {
+                    "name": "plan",
+                    "match": {"protocol": "anthropic", "any_user": "baro's planner"},
+                    "turns": [{"text": json.dumps(plan), "usage": USAGE}],
+                },
+            ]
+        }
+    )
+    models.reset()
+    repo = world.new_repo({"README.md": "# Hi\n", ".github/baro.yml": "review: false\n"})
+    issue = world.new_issue(repo, "Greet after a retry")
+    await world.deliver_label(engines_bot, repo, issue.number)
+    state = wait_run(world, engines_bot, repo, issue.number, what="the run to finish", timeout=240)
+    assert state["state"] == "done", json.dumps(state.get("stories"), indent=1)[:3000]
+    record = state["stories"]["S1"]
+    assert record["state"] == "landed" and record["attempts"] == 2
+    assert record["model"] == "claude-haiku-5-5 (claude-code)"
+    assert world.state.read_file(repo, state["branch"], "hello.txt") == b"hello\n"
+    codex_calls = [r for r in models.requests if r.protocol == "openai-responses"]
+    assert len(codex_calls) == 6  # the first attempt: one turn and two repair turns
