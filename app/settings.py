@@ -99,6 +99,8 @@ class Settings(BaseSettings):
     run_stall_seconds: int = Field(default=3 * 3600, ge=60)
     """A run with no progress for this long ends as failed (nothing hangs silently)."""
     comment_debounce_seconds: float = Field(default=3.0, ge=0)
+    """The first window between tracking-comment edits; it doubles per edit up to the max."""
+    comment_debounce_max_seconds: float = Field(default=30.0, ge=0)
     run_page_secret: SecretStr | None = None
     """Signs the run page links (`app/run_links.py`); unset: derived from the App's key."""
     run_page_days: float = Field(default=90.0, gt=0, le=3660)

@@ -34,6 +34,7 @@ from testbed.github.delivery import deliver, issue_labeled_payload
 from testbed.github.server import running_testbed
 from testbed.github.state import GitHubState
 from testbed.models.harness import running_model_server
+from testbed.waiting import TimedOut, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
@@ -259,14 +260,11 @@ def _free_port() -> int:
 
 
 def _wait(check: Callable[[], T | None], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise SystemExit(f"demo: timed out waiting for {what}")
-        time.sleep(0.05)
+    """`wait_until`, ending the demo with a one-line reason instead of a traceback."""
+    try:
+        return wait_until(check, timeout, what)
+    except TimedOut as exc:
+        raise SystemExit(f"demo: {exc}") from None
 
 
 @contextmanager
@@ -522,7 +520,10 @@ def _drive(
         if run is None or run["state"] not in ("done", "checkpoint", "failed", "cancelled"):
             return None
         comment = tracking()
-        return run if comment is not None and "<!-- baro:run:" in comment.body else None
+        if comment is None or "<!-- baro:run:" not in comment.body:
+            return None
+        # the state label is the last thing a run writes
+        return None if "baro:running" in state.labels(repo, issue.number) else run
 
     run = _wait(finished, 900, "the run to finish")
     headline = {
@@ -573,11 +574,13 @@ def _drive(
     return summary
 
 
-def github_writes(state: GitHubState) -> dict[str, int]:
-    """REST writes the bot sent, by kind (`POST issues/comments` …); git pushes and token
-    mints are not REST writes a maintainer sees."""
+def github_writes(state: GitHubState, repo: str | None = None) -> dict[str, int]:
+    """REST writes the bot sent (to `repo` only, when given), by kind (`POST
+    issues/comments` …); git pushes and token mints are not REST writes a maintainer sees."""
     counts: dict[str, int] = {}
     for record in state.request_log():
+        if repo is not None and not record.path.startswith(f"/repos/{repo}/"):
+            continue
         if record.method == "GET" or record.path.endswith(
             (".git/git-receive-pack", "/access_tokens")
         ):
