@@ -84,11 +84,16 @@ RUN groupadd --system --gid 10001 baro \
     && mkdir -p /data/runner \
     && chown -R baro:baro /data
 COPY --from=build /opt/baro-bot /opt/baro-bot
+# The pinned agent CLIs (Claude Code, Codex: runner/engines.py) for stories and plans on an
+# engine; the sandbox shows only this directory of /opt, read-only (README: Engines).
+RUN /opt/baro-bot/bin/python -m runner.engines install --dir /opt/baro-engines \
+    && chmod -R a+rX /opt/baro-engines
 ENV PATH=/opt/baro-bot/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     BARO_HOST=0.0.0.0 \
     BARO_PORT=8080 \
-    BARO_RUNNER_DATA_DIR=/data/runner
+    BARO_RUNNER_DATA_DIR=/data/runner \
+    BARO_ENGINES_DIR=/opt/baro-engines
 USER 10001:10001
 WORKDIR /home/baro
 EXPOSE 8080

@@ -56,7 +56,13 @@ def _supervised(build: Callable[[], Worker], name: str) -> None:
 def _worker(settings: Settings, args: argparse.Namespace) -> None:
     from app.worker.main import build_worker
 
-    _supervised(lambda: build_worker(settings), "worker")
+    engines = None
+    if any(m.engine != "baro" for m in settings.models):
+        # The composition root: the worker plans on an agent CLI in the runner's sandbox.
+        from runner.engine_planner import planner_engines
+
+        engines = planner_engines(settings)
+    _supervised(lambda: build_worker(settings, engines), "worker")
 
 
 def _runner(settings: Settings, args: argparse.Namespace) -> None:

@@ -65,6 +65,7 @@ FailReason = Literal[
     "cancelled",
     "conflict",
     "refused",
+    "engine",
 ]
 StopCheck = Callable[[], Awaitable[bool]]
 PrecommitCheck = Callable[[], Awaitable[list[str]]]

@@ -28,6 +28,12 @@ BRIDGE_DIR = "/run/baro-gateway"
 SOCKET_NAME = "gateway.sock"
 FORWARDER = Path(__file__).with_name("bridge_forward.py")
 DEFAULT_PORT = 8377
+RESOLV_NAME = "resolv.conf"
+RESOLV_CONF = (
+    "# baro sandbox: no DNS; fail at once\nnameserver 127.0.0.1\noptions timeout:0 attempts:1\n"
+)
+"""A resolver with no server and no wait: without any resolv.conf, musl (Codex) waits 5 s
+per lookup for an answer from 127.0.0.1:53 that never comes (UDP, no ICMP error seen)."""
 PYTHON = "/usr/bin/python3"
 """The sandbox's system python (bound read-only with /usr) runs the forwarder."""
 
@@ -52,6 +58,8 @@ class GatewayBridge:
         directory.chmod(0o711)  # the sandbox's uid must reach the socket, not list the dir
         shutil.copyfile(FORWARDER, directory / FORWARDER.name)
         (directory / FORWARDER.name).chmod(0o644)
+        (directory / RESOLV_NAME).write_text(RESOLV_CONF)
+        (directory / RESOLV_NAME).chmod(0o644)
         return directory
 
     async def start(self) -> None:
@@ -71,6 +79,11 @@ class GatewayBridge:
     @property
     def mount(self) -> Mount:
         return Mount(self.directory, BRIDGE_DIR)
+
+    @property
+    def mounts(self) -> tuple[Mount, ...]:
+        """The bridge and a resolver that answers nothing, at once."""
+        return (self.mount, Mount(self.directory / RESOLV_NAME, "/etc/resolv.conf"))
 
     @property
     def url(self) -> str:

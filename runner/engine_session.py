@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shlex
 import shutil
 import tempfile
 import uuid
@@ -27,6 +28,7 @@ from typing import Literal
 
 from app.llm.config import ModelConfig
 from app.llm.prices import PriceTable
+from app.llm.types import Usage
 from runner.bridge import GatewayBridge
 from runner.bwrap import HOME
 from runner.engines import (
@@ -85,6 +87,8 @@ class EngineSession:
         engines: Path | None = None,
         read_only_tools: bool = False,
         extra_args: tuple[str, ...] = (),
+        extra_mounts: tuple[Mount, ...] = (),
+        inner_cwd: str | None = None,
     ) -> None:
         if config.engine not in ENGINES:
             raise ValueError(f"model {config.name!r} runs on engine {config.engine!r}, not a CLI")
@@ -96,8 +100,15 @@ class EngineSession:
         self.engines = (engines or engines_dir()).resolve()
         self.read_only_tools = read_only_tools
         self.extra_args = extra_args
+        self.extra_mounts = extra_mounts
+        self.inner_cwd = inner_cwd
+        """Where the CLI starts inside the sandbox (default: the worktree)."""
         upstream = Upstream.for_model(config, secret, subscription=config.auth == "subscription")
-        self.gateway = Gateway(upstream, prices, budget)
+        self.calls: list[tuple[Usage, Decimal | None]] = []
+        """Each metered model call, for the runner's metrics (same tables as baro's loop)."""
+        self.gateway = Gateway(
+            upstream, prices, budget, on_call=lambda u, c: self.calls.append((u, c))
+        )
         self.bridge = GatewayBridge(self.gateway)
         self.turns = 0
         self._session_id = str(uuid.uuid4())
@@ -111,6 +122,10 @@ class EngineSession:
     @property
     def tally(self) -> Tally:
         return self.gateway.tally
+
+    @property
+    def usage(self) -> Usage:
+        return self.tally.usage
 
     @property
     def cost(self) -> Decimal | None:
@@ -189,15 +204,19 @@ class EngineSession:
         await asyncio.to_thread(self._write_files, inv)
         self.turns += 1
         mounts = [
-            self.bridge.mount,
+            *self.bridge.mounts,
             Mount(self.engines, ENGINES_MOUNT),
             Mount(self.home, HOME, writable=True),
+            *self.extra_mounts,
         ]
         env = {k: v for k, v in inv.env.items() if k not in ("HOME", "PATH", "LANG")}
-        env["PWD"] = SANDBOX_WORKDIR
+        env["PWD"] = self.inner_cwd or SANDBOX_WORKDIR
+        command = self.bridge.command(inv.argv)
+        if self.inner_cwd is not None:
+            command = f"cd {shlex.quote(self.inner_cwd)} && {command}"
         run = asyncio.ensure_future(
             self.sandbox.run(
-                self.bridge.command(inv.argv),
+                command,
                 cwd=self.worktree,
                 timeout=self.timeout_s,
                 network=False,

@@ -258,18 +258,23 @@ def codex_invocation(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m runner.engines")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("install", help="install every pinned engine (idempotent)")
+    install_cmd = sub.add_parser("install", help="install every pinned engine (idempotent)")
     path_cmd = sub.add_parser("path", help="print an installed engine's binary")
     path_cmd.add_argument("engine", choices=sorted(ENGINES))
+    for command in (install_cmd, path_cmd):
+        command.add_argument(
+            "--dir", type=Path, default=None, help="where engines live (BARO_ENGINES_DIR)"
+        )
     args = parser.parse_args(argv)
+    base = args.dir.resolve() if args.dir else None
     if args.command == "install":
         for engine in ENGINES.values():
-            install(engine)
-            size = installed_size(engine) or 0
+            install(engine, base)
+            size = installed_size(engine, base) or 0
             print(f"    {engine.package}@{engine.version}: {size / 1e6:.0f} MB", flush=True)
         return 0
     try:
-        print(engine_binary(ENGINES[args.engine]))
+        print(engine_binary(ENGINES[args.engine], base))
     except EngineMissing as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -234,6 +234,7 @@ class Gateway:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         on_stop: Callable[[str], None] | None = None,
+        on_call: Callable[[Usage, Decimal | None], None] | None = None,
     ) -> None:
         self.upstream = upstream
         self.prices = prices
@@ -244,6 +245,8 @@ class Gateway:
         """The latest failed model call or refusal, redacted: why a CLI may have given up."""
         self.stopped = asyncio.Event()
         self._on_stop = on_stop
+        self._on_call = on_call
+        """Told each metered model call's usage and cost (the runner's metrics)."""
         # httpx's transport without the client layers (auth, redirects, cookies, proxies
         # from the environment): none apply to one fixed upstream, and each costs time.
         self._transport = transport or httpx.AsyncHTTPTransport(
@@ -589,6 +592,8 @@ class Gateway:
             known_cost_usd=t.known_cost_usd + (cost or Decimal(0)),
             unpriced=t.unpriced + (1 if cost is None else 0),
         )
+        if self._on_call is not None:
+            self._on_call(meter.usage or Usage(), cost)
         if not ok:
             self.last_failure = self.redact(failure or meter.error or "")
             log.warning("gateway: model call failed: %s", self.last_failure)

@@ -25,6 +25,7 @@ from app.gitcmd import GitAuth, GitError
 from app.github import GitHubGateway
 from app.llm.catalog import CatalogError, ModelCatalog, build_client
 from app.llm.client import ModelClient
+from app.llm.config import ModelConfig
 from app.llm.meter import MeteredClient, turn_pricer
 from app.llm.prices import PriceTable
 from app.llm.types import Usage
@@ -33,6 +34,10 @@ from app.store import RunStore
 from runner.agent import AgentResult, StoryAgent, StoryBrief, StoryBudget
 from runner.change import Refusal
 from runner.commit_message import CommitMessage
+from runner.engine_agent import EngineAgent
+from runner.engine_session import EngineSession
+from runner.engines import EngineMissing
+from runner.gateway import Budget
 from runner.landing import Conflict, LandError, OnRebased, Turn, land
 from runner.mirror import RepoRef
 from runner.workspace import Workspaces
@@ -52,6 +57,7 @@ AGENT_FAILURES: dict[str, FailureKind] = {
     "cancelled": "cancelled",
     "conflict": "conflict",
     "refused": "refused",
+    "engine": "execution",
 }
 VERIFY_TIMEOUT = 1800
 TRANSCRIPT_MAX_CHARS = 2_000_000
@@ -160,7 +166,7 @@ class StoryRunner:
     ) -> Outcome:
         assert run.plan is not None and run.branch is not None
         record = run.stories[story.id]
-        model_name, client, price_key = self._client(run, story, record.story_retries)
+        model_name, model, secret = self._model(run, story, record.story_retries)
         repo, auth = await self._access(run)
         try:
             sha = await self.workspaces.find_landed(repo, run.branch, auth, run.id, story.id)
@@ -218,16 +224,30 @@ class StoryRunner:
                 refused_now[:] = (await inspect(wt)).refusals
                 return [r.line() for r in refused_now]
 
-            agent = StoryAgent(
-                client,
-                brief,
-                wt.path,
-                self.sandbox,
-                pricer=turn_pricer(self.prices, price_key),
-                budget=budget,
-                should_stop=should_stop,
-                precommit=precommit,
-            )
+            agent: StoryAgent
+            if model.engine == "baro":
+                agent = StoryAgent(
+                    self._client(model, secret),
+                    brief,
+                    wt.path,
+                    self.sandbox,
+                    pricer=turn_pricer(self.prices, model.price_key),
+                    budget=budget,
+                    should_stop=should_stop,
+                    precommit=precommit,
+                )
+            else:
+                session = await self._engine_session(model, secret, wt, budget)
+                cleanup.push_async_callback(self._close_session, session)
+                agent = EngineAgent(
+                    session,
+                    brief,
+                    wt.path,
+                    self.sandbox,
+                    budget=budget,
+                    should_stop=should_stop,
+                    precommit=precommit,
+                )
             # Saved when the attempt is over: after landing, so conflict rounds are in it.
             cleanup.push_async_callback(
                 self._save_transcript, run.id, story.id, record.attempts, agent, auth
@@ -399,7 +419,8 @@ class StoryRunner:
         except StoryFailed:
             return None, None
 
-    def _client(self, run: Run, story: Story, retries: int) -> tuple[str, ModelClient, str]:
+    def _model(self, run: Run, story: Story, retries: int) -> tuple[str, ModelConfig, str]:
+        """The routed model's name, entry and secret (API key or subscription token)."""
         _tier, name = self._route(run, story, retries)
         try:
             model = ModelCatalog(self.settings.models).get(name)
@@ -408,8 +429,42 @@ class StoryRunner:
         key = self.settings.model_keys.get(name)
         if key is None:
             raise StoryFailed("provider", f"model {name!r} has no API key on this runner")
-        client = build_client(model, key.get_secret_value(), self.http)
-        return name, MeteredClient(client, self.store.metrics, self.prices), model.price_key
+        return name, model, key.get_secret_value()
+
+    def _client(self, model: ModelConfig, secret: str) -> ModelClient:
+        client = build_client(model, secret, self.http)
+        return MeteredClient(client, self.store.metrics, self.prices)
+
+    async def _engine_session(
+        self, model: ModelConfig, secret: str, wt: Worktree, budget: StoryBudget
+    ) -> EngineSession:
+        """A started CLI session for the attempt, its budget enforced by its gateway."""
+        session = EngineSession(
+            model,
+            secret,
+            self.sandbox,
+            wt.path,
+            prices=self.prices,
+            budget=Budget(
+                max_cost_usd=budget.max_cost_usd,
+                max_rounds=budget.max_rounds,
+                max_tokens=budget.max_tokens,
+            ),
+            timeout_s=self.settings.engine_timeout_seconds,
+            engines=self.settings.engines_dir,
+        )
+        try:
+            await session.start()
+        except EngineMissing as exc:
+            await session.close()
+            raise StoryFailed("infrastructure", str(exc)) from exc
+        return session
+
+    async def _close_session(self, session: EngineSession) -> None:
+        """Every metered call into the same metrics as baro's own loop, then clean up."""
+        await session.close()
+        for usage, cost in session.calls:
+            await self.store.metrics.model_call(session.config.name, usage, cost)
 
     async def _record(self, run_id: str, story_id: str, attempt: int, outcome: Outcome) -> None:
         applied: list[bool] = []

@@ -66,3 +66,8 @@ class ModelConfig(BaseModel):
     @classmethod
     def _no_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+
+def engine_model_label(config: ModelConfig) -> str:
+    """How reports name a model an engine ran on, so cost tables split by engine."""
+    return f"{config.model_id} ({config.engine})"

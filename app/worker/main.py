@@ -18,6 +18,7 @@ from app.pending import PendingTriggers
 from app.queue import ORCHESTRATOR_QUEUE
 from app.services import Services, arq_worker, services_of
 from app.settings import Settings
+from app.worker.engine_planner import EngineFactory
 from app.worker.intake import Intake
 from app.worker.orchestrator import Orchestrator
 from app.worker.planning import Planning
@@ -42,7 +43,7 @@ class WorkerServices(Services):
     recovery: Recovery
 
     @classmethod
-    def build(cls, shared: Services) -> WorkerServices:
+    def build(cls, shared: Services, engines: EngineFactory | None = None) -> WorkerServices:
         jobs, store, settings = shared.jobs, shared.store, shared.settings
         orchestrator = Orchestrator(
             settings,
@@ -57,7 +58,7 @@ class WorkerServices(Services):
         return cls(
             **shared.shared(),
             planning=Planning.create(
-                settings, shared.gateway, store, shared.http, on_ready=jobs.start
+                settings, shared.gateway, store, shared.http, on_ready=jobs.start, engines=engines
             ),
             orchestrator=orchestrator,
             reviewing=Reviewing(
@@ -175,9 +176,13 @@ async def reap(ctx: dict[str, Any]) -> int:
     return len(reaped)
 
 
-def build_worker(settings: Settings, **overrides: Any) -> Worker:
+def build_worker(
+    settings: Settings, engines: EngineFactory | None = None, **overrides: Any
+) -> Worker:
+    """`engines` lets the planner run on an agent CLI (the composition root builds it)."""
+
     async def start(shared: Services) -> Services:
-        return WorkerServices.build(shared)
+        return WorkerServices.build(shared, engines)
 
     options: dict[str, Any] = {
         "job_timeout": JOB_TIMEOUT,

@@ -8,6 +8,7 @@ a plan (waiting for approval or ready to execute) or a failure that says what to
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import uuid
 from collections.abc import Awaitable, Callable
@@ -24,13 +25,21 @@ from app.gitcmd import GitAuth, GitError, read_remote_file, run_git, shallow_clo
 from app.github import GitHubGateway, InstallationClient
 from app.llm.catalog import ModelCatalog
 from app.llm.client import ModelClient
+from app.llm.config import ModelConfig, engine_model_label
 from app.llm.meter import turn_pricer
 from app.llm.prices import PriceTable, load_prices
 from app.run_links import RunLinks
 from app.settings import Settings
 from app.store import RunStore
+from app.worker.engine_planner import EngineFactory, make_plan_on_engine
 from app.worker.phase_models import ModelUnavailable, phase_client
-from app.worker.planner import PlannerBudget, PlannerFailed, PlanRequest, make_plan
+from app.worker.planner import (
+    PlannerBudget,
+    PlannerFailed,
+    PlannerOutcome,
+    PlanRequest,
+    make_plan,
+)
 from app.worker.repo_tools import ReadOnlyRepo
 
 log = logging.getLogger(__name__)
@@ -61,6 +70,8 @@ class Planning:
     http: httpx.AsyncClient
     prices: PriceTable
     on_ready: Callable[[str], Awaitable[None]]
+    engines: EngineFactory | None = None
+    """How to plan on an agent CLI (from the composition root); None: baro's loop only."""
 
     @classmethod
     def create(
@@ -71,9 +82,10 @@ class Planning:
         http: httpx.AsyncClient,
         *,
         on_ready: Callable[[str], Awaitable[None]],
+        engines: EngineFactory | None = None,
     ) -> Planning:
         prices = load_prices(settings.prices_file)
-        return cls(settings, gateway, store, http, prices, on_ready)
+        return cls(settings, gateway, store, http, prices, on_ready, engines)
 
     async def plan_run(self, run_id: str, *, final_attempt: bool = True) -> str:
         """Plan one run. An unexpected error is re-raised for arq to retry, except on the
@@ -162,7 +174,13 @@ class Planning:
 
             pricer = turn_pricer(self.prices, model_config.price_key)
             try:
-                outcome = await make_plan(client, repo, request, pricer=pricer, budget=budget)
+                if model_config.engine == "baro":
+                    outcome = await make_plan(client, repo, request, pricer=pricer, budget=budget)
+                else:
+                    os.chmod(tmp, 0o711)  # noqa: S103 - the sandbox uid mounts the checkout (read-only)
+                    outcome = await self._plan_on_engine(
+                        model_name, model_config, checkout, request, budget
+                    )
             except PlannerFailed as exc:
                 stats = exc.stats
                 await self.store.update(
@@ -218,6 +236,28 @@ class Planning:
         if state == "ready":
             await self.on_ready(run.id)
         return state
+
+    async def _plan_on_engine(
+        self,
+        name: str,
+        model: ModelConfig,
+        checkout: Path,
+        request: PlanRequest,
+        budget: PlannerBudget,
+    ) -> PlannerOutcome:
+        key = self.settings.model_keys.get(name)
+        if self.engines is None or key is None:
+            raise RunFailed(
+                f"the planner model {name!r} runs on {model.engine}, which this worker cannot "
+                "start" + ("" if key else f" (no secret in `{model.api_key_env}`)"),
+                next_step="The operator needs to run the worker with `scripts/install`'s "
+                "engines and the model's secret set.",
+            )
+        factory = self.engines(
+            model, key.get_secret_value(), checkout, budget.max_cost_usd, budget.max_rounds
+        )
+        async with factory as engine:
+            return await make_plan_on_engine(engine, request, budget, engine_model_label(model))
 
     def _catalog(self) -> ModelCatalog:
         return ModelCatalog(self.settings.models)

@@ -55,6 +55,7 @@ try:
 except OSError as exc:
     out["dns"] = "failed"
 out["resolv_conf"] = os.path.exists("/etc/resolv.conf")
+out["resolv"] = open("/etc/resolv.conf").read() if out["resolv_conf"] else ""
 out["interfaces"] = sorted(name for _i, name in socket.if_nameindex())
 print("PROBE" + json.dumps(out))
 """
@@ -105,7 +106,7 @@ async def test_the_port_reaches_the_gateway_and_nothing_else(
     async with GatewayBridge(_gateway(upstream)) as bridge:
         argv = ["/usr/bin/python3", "-c", PROBE, str(bridge.port), str(upstream_port)]
         result = await sandbox.run(
-            bridge.command(argv), cwd=area.worktree, timeout=60, mounts=[bridge.mount]
+            bridge.command(argv), cwd=area.worktree, timeout=60, mounts=bridge.mounts
         )
         tally = bridge.gateway.tally
     assert result.exit_code == 0, result.output
@@ -118,7 +119,9 @@ async def test_the_port_reaches_the_gateway_and_nothing_else(
     assert probe["ipv6"] != "connected"
     assert probe["private_host"].startswith("OSError:101")  # network unreachable
     assert probe["public_host"].startswith("OSError:101")
-    assert probe["dns"] == "failed" and probe["resolv_conf"] is False
+    # The resolver names no server but loopback and fails at once: no host's resolv.conf.
+    assert probe["dns"] == "failed" and probe["resolv_conf"] is True
+    assert probe["resolv"].startswith("# baro sandbox: no DNS")
     assert probe["interfaces"] == ["lo"]
     assert tally.refused == 1
     seen = [r for r in upstream.requests if r.path == "/v1/models"]
@@ -136,7 +139,7 @@ async def test_the_real_key_is_nowhere_in_the_sandbox(
         listed = sorted(p.name for p in bridge.directory.iterdir())
     assert result.exit_code == 0, result.output
     assert "HITS[]" in result.output, result.output
-    assert listed == ["bridge_forward.py", "gateway.sock"]
+    assert listed == ["bridge_forward.py", "gateway.sock", "resolv.conf"]
 
 
 async def test_the_exit_status_is_the_commands(
@@ -173,3 +176,19 @@ async def test_no_sandbox_cannot_bridge(area: Area) -> None:
         await NoSandbox().run(
             "true", cwd=area.worktree, timeout=10, mounts=[Mount(area.worktree, "/x")]
         )
+
+
+async def test_an_output_flood_through_the_bridge_is_capped(
+    sandbox: Sandbox, area: Area, upstream: RunningModelServer
+) -> None:
+    async with GatewayBridge(_gateway(upstream)) as bridge:
+        flood = "head -c 50000000 /dev/zero | tr '\\0' x; echo; echo last line; exit 3"
+        result = await sandbox.run(
+            bridge.command(["/bin/sh", "-c", flood]),
+            cwd=area.worktree,
+            timeout=60,
+            mounts=bridge.mounts,
+        )
+    assert result.exit_code == 3
+    assert result.truncated_bytes > 49_000_000
+    assert len(result.output) < 64_000 and result.output.rstrip().endswith("last line")

@@ -193,3 +193,30 @@ def test_engine_models_must_speak_the_cli_protocol() -> None:
             auth="subscription",
         )
     assert os.environ.get("BARO_MODEL_KEY") is None
+
+
+async def test_a_token_budget_spent_by_a_stream_stops_the_cli(
+    upstream: RunningModelServer, sandbox: Sandbox, area: Area
+) -> None:
+    calls = [write_call("codex", f"f{i}.txt", f"{i}\n") for i in range(3)]
+    turns = [{"tool_calls": [c], "usage": USAGE} for c in calls]
+    script(upstream, {"match": {"any_user": "token budget"}, "turns": turns})
+    async with session("codex", upstream, sandbox, area, Budget(max_tokens=5_000)) as cli:
+        turn = await cli.turn("Spend the token budget.")
+    assert turn.failure == "budget", turn
+    assert turn.message is not None and "max_tokens 5,000 exceeded" in turn.message
+    assert not (area.worktree / "f1.txt").exists()
+
+
+@pytest.mark.parametrize("engine", ["claude-code", "codex"])
+async def test_a_stream_cut_by_the_provider_is_named(
+    upstream: RunningModelServer, sandbox: Sandbox, area: Area, engine: EngineName
+) -> None:
+    turns = [{"text": "never whole", "fault": {"kind": "stream_cut"}}]
+    script(upstream, {"match": {"any_user": "cut stream"}, "turns": turns})
+    async with session(engine, upstream, sandbox, area, timeout=90) as cli:
+        turn = await cli.turn("A cut stream.")
+    # Claude Code retries a cut stream without streaming, which the fault breaks too.
+    assert turn.failure == "provider", turn
+    assert turn.message is not None and "after the gateway saw:" in turn.message
+    assert "stream ended before its final event" in turn.message or "malformed" in turn.message
