@@ -25,13 +25,14 @@ development: same limits, timeout and environment scrubbing, no isolation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
 import shutil
 import tempfile
 import weakref
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +46,7 @@ from runner.memwatch import DEFAULT_INTERVAL_SECONDS
 from runner.ownership import lend_tree
 from runner.pidns import SETTLE_TIMEOUT_SECONDS, SandboxProcessesAlive, abandon, require_quiet
 from runner.process import CommandResult, Spawn, run_process
-from runner.safe_env import command_env
+from runner.safe_env import DEFAULT_PATH, check_extra_env, command_env
 from runner.sandbox_check import SandboxUnavailable, check_bwrap, check_confinement
 from runner.supervise import CommandSupervisor, with_limit
 
@@ -58,6 +59,7 @@ __all__ = [
     "SandboxPolicy",
     "SandboxProcessesAlive",
     "SandboxUnavailable",
+    "SandboxView",
     "make_sandbox",
     "require_quiet",
 ]
@@ -130,6 +132,41 @@ class SandboxPolicy:
             raise ValueError("cgroup must be 'auto', 'none' or an absolute path")
 
 
+@dataclass(frozen=True)
+class SandboxView:
+    """Where one run's commands run (`runner.environment` makes it): an unpacked image's
+    root file system as the read-only `/` (None: the runner's own system), the image's
+    environment variables under ours, the shell, and writable directories bound in
+    (package-manager caches, for `setup:`)."""
+
+    root: Path | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    shell: str = "/bin/bash"
+    rw_binds: tuple[tuple[Path, str], ...] = ()
+    name: str = "the default environment"
+    """How messages name it (`image node:22`)."""
+
+
+# Set by the sandbox for every command; an image's value for these is ignored.
+_OURS = frozenset({"HOME", "TMPDIR", "PWD", "HOSTNAME", "USER", "LOGNAME", "SHELL", "TERM"})
+
+
+def view_env(view: SandboxView | None, extra: Mapping[str, str] | None) -> dict[str, str]:
+    """The image's variables (what looks like a credential, or is ours to set, left out),
+    then the caller's extras on top."""
+    merged: dict[str, str] = {}
+    for name, value in (view.env if view is not None else {}).items():
+        if name in _OURS:
+            continue
+        try:
+            check_extra_env({name: value})
+        except ValueError:
+            continue  # e.g. GPG_KEY in the python images: not needed to run anything
+        merged[name] = value
+    merged.update(extra or {})
+    return merged
+
+
 class CommandSandbox(Protocol):
     """What the agent tools and verification need from either implementation."""
 
@@ -163,6 +200,17 @@ def _worktree(cwd: Path, hidden: tuple[Path, ...]) -> Path:
         if secret.resolve().is_relative_to(path):
             raise ValueError(f"worktree {path} contains hidden path {secret}")
     return path
+
+
+def _check_rw_bind(path: Path, hidden: tuple[Path, ...], worktree: Path) -> None:
+    """A writable bind is a directory of its own: never a system path, a hidden one, or
+    one holding or inside the worktree."""
+    resolved = _absolute(path, "writable bind")
+    if not resolved.is_dir() or str(resolved) in FORBIDDEN_BINDS:
+        raise ValueError(f"refusing {resolved} as a writable bind")
+    for other in (*hidden, worktree):
+        if other.resolve().is_relative_to(resolved) or resolved.is_relative_to(other.resolve()):
+            raise ValueError(f"writable bind {resolved} overlaps {other}")
 
 
 def _data_fds(files: Mapping[str, bytes]) -> dict[str, int]:
@@ -228,25 +276,42 @@ class Sandbox:
         timeout: float,
         network: bool | None = None,
         env: Mapping[str, str] | None = None,
+        view: SandboxView | None = None,
     ) -> CommandResult:
         """Run `command` with `/bin/bash -c` in the worktree `cwd`, seen inside as /workspace.
 
+        With a `view`, in its image, with its environment, shell and writable binds.
         Commands on one worktree are serialised, since each lends the worktree to its uid.
         When this returns or raises, no process of the command is alive.
         """
         policy = self.policy
         worktree = _worktree(cwd, policy.hidden_paths)
-        cmd_env = command_env(home=HOME, tmpdir=TMPDIR, extra_path=policy.extra_path, extra=env)
+        image = view is not None and view.root is not None
+        if image:
+            # The image's PATH (or the usual one), none of the runner's own directories.
+            merged = view_env(view, env)
+            merged.setdefault("PATH", DEFAULT_PATH)
+            cmd_env = command_env(home=HOME, tmpdir=TMPDIR, extra=merged)
+        else:
+            cmd_env = command_env(
+                home=HOME, tmpdir=TMPDIR, extra_path=policy.extra_path, extra=view_env(view, env)
+            )
         layout = Layout(
             worktree=worktree,
             workdir=WORKDIR,
             network=policy.network if network is None else network,
-            extra_ro_binds=tuple(p.resolve() for p in policy.extra_ro_binds),
+            # With an image, the image is the whole system: nothing of the runner's is bound.
+            extra_ro_binds=() if image else tuple(p.resolve() for p in policy.extra_ro_binds),
             tmp_size_bytes=policy.tmp_size_bytes,
             shm_size_bytes=policy.shm_size_bytes,
+            root=view.root if view is not None else None,
+            shell=view.shell if view is not None else "/bin/bash",
+            rw_binds=view.rw_binds if view is not None else (),
         )
+        for source, _dest in layout.rw_binds:
+            _check_rw_bind(source, policy.hidden_paths, worktree)
         parent, _ = await self.memory_cap()
-        async with self._lent(worktree) as lease:
+        async with self._lent(worktree, [s for s, _ in layout.rw_binds]) as lease:
             growth = GrowthWatch(
                 worktree, lease.used_before, policy.write_limit_bytes, policy.disk_reserve_bytes
             )
@@ -328,19 +393,48 @@ class Sandbox:
         return result
 
     @asynccontextmanager
-    async def _lent(self, worktree: Path) -> AsyncIterator[_Lease]:
-        """Hold the worktree's lock; as root, lend it to a fresh uid and take it back after.
+    async def _lent(self, worktree: Path, also: Sequence[Path] = ()) -> AsyncIterator[_Lease]:
+        """Hold the worktree's lock; as root, lend it (and `also`, the view's writable
+        binds) to a fresh uid and take it back after.
 
         Measures its disk usage on the way (free for root: the ownership walks visit every
         entry). Never takes back a worktree whose sandbox may still be alive.
         """
-        lock = self._locks.get(worktree)
+        uid: int | None = None
+        if os.geteuid() == 0:
+            low, high = self.policy.uid_range
+            uid = low + secrets.randbelow(high - low)
+        async with contextlib.AsyncExitStack() as binds:
+            for path in also:
+                await binds.enter_async_context(self._lent_bind(path, uid))
+            async with self._lent_worktree(worktree, uid) as lease:
+                yield lease
+
+    def _lock_of(self, path: Path) -> asyncio.Lock:
+        lock = self._locks.get(path)
         if lock is None:
             lock = asyncio.Lock()
-            self._locks[worktree] = lock
-        async with lock:
+            self._locks[path] = lock
+        return lock
+
+    @asynccontextmanager
+    async def _lent_bind(self, path: Path, uid: int | None) -> AsyncIterator[None]:
+        """A writable bind (a package cache): one command at a time, lent like a worktree."""
+        async with self._lock_of(path):
+            if uid is None:
+                yield
+                return
+            await asyncio.to_thread(lend_tree, path, uid, uid)
+            try:
+                yield
+            finally:
+                await asyncio.to_thread(lend_tree, path, os.geteuid(), os.getegid())
+
+    @asynccontextmanager
+    async def _lent_worktree(self, worktree: Path, uid: int | None) -> AsyncIterator[_Lease]:
+        async with self._lock_of(worktree):
             require_quiet(worktree)
-            if os.geteuid() != 0:
+            if uid is None:
                 usage = await asyncio.to_thread(disk_usage, worktree)
                 try:
                     yield _Lease(None, usage.bytes)
@@ -348,8 +442,6 @@ class Sandbox:
                     abandon(worktree)
                     raise
                 return
-            low, high = self.policy.uid_range
-            uid = low + secrets.randbelow(high - low)
             lent = await asyncio.to_thread(lend_tree, worktree, uid, uid)
             lease = _Lease(uid, lent.used_bytes)
 
@@ -401,10 +493,13 @@ class NoSandbox:
         timeout: float,
         network: bool | None = None,
         env: Mapping[str, str] | None = None,
+        view: SandboxView | None = None,
     ) -> CommandResult:
-        """Run `command` with `/bin/bash -c` in `cwd`; `network` is ignored (never isolated)."""
+        """Run `command` with `/bin/bash -c` in `cwd`; `network` is ignored (never isolated),
+        and so is a view's image (without a sandbox there is no other root to run in)."""
         policy = self.policy
         worktree = _worktree(cwd, policy.hidden_paths)
+        env = view_env(view, env) if view is not None and view.root is None else env
         home = Path(tempfile.mkdtemp(prefix="baro-home-"))
         try:
             cmd_env = command_env(

@@ -25,14 +25,17 @@ from app.core.markdown import (
     untrusted_markdown,
 )
 from app.core.plan import Plan, PlanStats, RunState, Story, StoryProgress
+from app.core.run import RunEnvironment
 
 __all__ = [
     "COMMANDS",
     "checklist_line",
+    "environment_lines",
     "find_run_id",
     "marker",
     "mermaid_graph",
     "next_commands",
+    "render_environment_failed",
     "render_failed",
     "render_help",
     "render_plan",
@@ -232,6 +235,7 @@ def render_plan(
     weights: Mapping[str, int] = TIER_WEIGHTS,
     limit: int = COMMENT_LIMIT,
     page_url: str | None = None,
+    environment: Sequence[str] = (),
 ) -> str:
     """The tracking comment once a plan exists: checklist, numbers, graph, design note.
 
@@ -257,6 +261,7 @@ def render_plan(
         f"| {len(order)} | {len(levels(plan))} | {width(plan)} "
         f"| {' → '.join(path)} (weight {length}) | {tokens} | {cost} |",
         *run_page_line(page_url),
+        *environment,
         "",
         *(checklist_line(plan.story(sid), progress.get(sid)) for sid in order),
         "",
@@ -307,6 +312,46 @@ def render_failed(
     step = next_step or "edit the issue or comment `/baro plan` to try again."
     lines += ["", f"**What to do:** {step} `/baro help` lists all commands."]
     return fit_comment("\n".join(lines), limit)
+
+
+def environment_lines(env: RunEnvironment | None, setup: Sequence[str] = ()) -> list[str]:
+    """The plan comment's line naming where the run's commands run (and its `setup:`)."""
+    if env is None:
+        return []
+    text = f"**Environment:** {escape_inline(env.describe(), 300)}"
+    if setup:
+        shown = ", ".join(f"`{escape_inline(c, 120)}`" for c in setup[:5])
+        more = f" and {len(setup) - 5} more" if len(setup) > 5 else ""
+        text += f" · setup once per run: {shown}{more}"
+    lines = ["", text]
+    if env.note:
+        lines.append(f"> {escape_inline(env.note, 500)}")
+    return lines
+
+
+def render_environment_failed(run_id: str, env: RunEnvironment, limit: int = COMMENT_LIMIT) -> str:
+    """The run ended before any story started: its image or its `setup:` failed."""
+    if env.error_kind == "setup":
+        step = (
+            "Fix the `setup:` commands in `.github/baro.yml` on the default branch (or what "
+            "they install), then comment `/baro retry`."
+        )
+    else:
+        step = (
+            "Fix `image:` in `.github/baro.yml` (or the devcontainer's image) on the default "
+            "branch, or ask the baro operator about registry access, then comment `/baro "
+            "retry` (or `/baro` to plan again with the fixed settings)."
+        )
+    reason = f"{env.error or 'the environment could not be prepared'}"
+    body = render_failed(
+        run_id,
+        f"The run's environment, {env.describe()}, could not be prepared, so no story "
+        f"started: {reason}",
+        env.output_tail or (),
+        next_step=step,
+        limit=limit,
+    )
+    return body
 
 
 def render_help() -> str:
