@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import httpx
 
 from app.core.plan import Story, Tier
-from app.core.run import FailureKind, Run, VerifyResult, now
+from app.core.run import DEFAULT_ENVIRONMENT, FailureKind, Run, VerifyResult, now
 from app.gitcmd import GitAuth, GitError
 from app.github import GitHubGateway
 from app.llm.catalog import CatalogError, ModelCatalog, build_client
@@ -29,16 +29,21 @@ from app.llm.prices import PriceTable
 from app.llm.types import Usage
 from app.settings import Settings
 from app.store import RunStore
-from runner.agent import AgentResult, StoryAgent, StoryBrief, StoryBudget
+from runner.agent import COMMAND_NOT_FOUND, AgentResult, StoryAgent, StoryBrief, StoryBudget
+from runner.agent import VerifyResult as CheckResult
 from runner.change import Refusal
 from runner.commit_message import CommitMessage
+from runner.images import ImageError
 from runner.landing import Conflict, LandError, OnRebased, Turn, land
 from runner.mirror import RepoRef
+from runner.sandbox import CommandSandbox, NoSandbox, Sandbox
+from runner.setup import SetupFailed
 from runner.workspace import Workspaces
 from runner.worktree import Worktree, inspect
 
 if TYPE_CHECKING:
-    from runner.sandbox import CommandSandbox
+    from runner.environment import RunEnvironment
+    from runner.prepare import Preparation
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +112,50 @@ class StoryRunner:
     runner_id: str
     verified: Callable[[str, int], Awaitable[None]]
     """(run_id, round) → the orchestrator's `run_verified`."""
+    preparation: Preparation | None = None
+    """The run's image and `setup:` result (None: the runner's own system, no setup)."""
+
+    @contextlib.asynccontextmanager
+    async def _environment(self, run: Run) -> AsyncIterator[RunEnvironment | None]:
+        """The run's environment held for the block (an image that cannot be had is the
+        runner's trouble here: preparation already proved it works)."""
+        if self.preparation is None:
+            yield None
+            return
+        try:
+            async with self.preparation.environment(run) as renv:
+                yield renv
+        except ImageError as exc:
+            raise StoryFailed("infrastructure", f"the run's environment: {exc}") from exc
+
+    def _in(self, renv: RunEnvironment | None) -> CommandSandbox:
+        if renv is not None and isinstance(self.sandbox, Sandbox | NoSandbox):
+            return renv.sandbox(self.sandbox)
+        return self.sandbox
+
+    async def _provide(
+        self, run: Run, renv: RunEnvironment | None, wt: Worktree, auth: GitAuth
+    ) -> Callable[[], Awaitable[list[CheckResult]]] | None:
+        """Dependencies in the worktree; returns the check that sets them up again when a
+        lock file changes (None without `setup:`)."""
+        prep = self.preparation
+        if prep is None or renv is None or not (run.repo_config and run.repo_config.setup):
+            return None
+        try:
+            provided = await prep.provide(run, renv, wt, auth)
+            await prep.redo(run, renv, wt, provided)
+        except SetupFailed as exc:
+            raise StoryFailed("infrastructure", str(exc), [exc.tail]) from exc
+
+        async def again() -> list[CheckResult]:
+            assert prep is not None and renv is not None
+            try:
+                await prep.redo(run, renv, wt, provided)
+            except SetupFailed as exc:
+                return [setup_result(exc, renv.name)]
+            return []
+
+        return again
 
     async def run_story(self, run_id: str, story_id: str, attempt: int) -> str:
         run = await self.store.find(run_id)
@@ -153,7 +202,7 @@ class StoryRunner:
         assert run.plan is not None and run.branch is not None
         record = run.stories[story.id]
         model_name, client, price_key = self._client(run, story, record.story_retries)
-        repo, auth = await self._access(run)
+        repo, auth = await self.access(run)
         try:
             sha = await self.workspaces.find_landed(repo, run.branch, auth, run.id, story.id)
         except GitError as exc:
@@ -196,14 +245,8 @@ class StoryRunner:
                     attempt=record.attempts,
                 )
             )
-            for command in config.setup if config else []:
-                setup = await self.sandbox.run(command, cwd=wt.path, timeout=900, network=True)
-                if not setup.ok:
-                    raise StoryFailed(
-                        "execution",
-                        f"setup command failed: {command}",
-                        [setup.output[-2000:]],
-                    )
+            renv = await cleanup.enter_async_context(self._environment(run))
+            again = await self._provide(run, renv, wt, auth)
             refused_now: list[Refusal] = []
 
             async def precommit() -> list[str]:
@@ -214,11 +257,13 @@ class StoryRunner:
                 client,
                 brief,
                 wt.path,
-                self.sandbox,
+                self._in(renv),
                 pricer=turn_pricer(self.prices, price_key),
                 budget=budget,
                 should_stop=should_stop,
                 precommit=precommit,
+                environment=renv.name if renv is not None else DEFAULT_ENVIRONMENT,
+                before_verify=again,
             )
             # Saved when the attempt is over: after landing, so conflict rounds are in it.
             cleanup.push_async_callback(
@@ -294,7 +339,7 @@ class StoryRunner:
         except Exception:  # debugging aid only: never fail a story over it
             log.warning("could not save the transcript of %s/%s", run_id, story_id)
 
-    async def _access(self, run: Run) -> tuple[RepoRef, GitAuth]:
+    async def access(self, run: Run) -> tuple[RepoRef, GitAuth]:
         """The repository and a fresh token that may push to it (never stored)."""
         try:
             token = await self.gateway.repo_token(
@@ -328,20 +373,36 @@ class StoryRunner:
         config = run.repo_config
         results: list[VerifyResult] = []
         try:
-            repo, auth = await self._access(run)
-            async with self.workspaces.worktree(
-                repo, run.branch, auth, run_id=run.id, story_id="verify", attempt=1
-            ) as wt:
-                for command in config.setup if config else []:
-                    await self.sandbox.run(command, cwd=wt.path, timeout=900, network=True)
-                for command in config.verify if config else []:
-                    result = await self.sandbox.run(command, cwd=wt.path, timeout=VERIFY_TIMEOUT)
+            repo, auth = await self.access(run)
+            async with (
+                self._environment(run) as renv,
+                self.workspaces.worktree(
+                    repo, run.branch, auth, run_id=run.id, story_id="verify", attempt=1
+                ) as wt,
+            ):
+                again = await self._provide(run, renv, wt, auth)
+                for failed in await again() if again is not None else []:
+                    results.append(
+                        VerifyResult(
+                            command=failed.command,
+                            exit_code=failed.exit_code,
+                            passed=False,
+                            output_tail=failed.output_tail,
+                        )
+                    )
+                sandbox = self._in(renv)
+                name = renv.name if renv is not None else DEFAULT_ENVIRONMENT
+                for command in config.verify if config and not results else []:
+                    result = await sandbox.run(command, cwd=wt.path, timeout=VERIFY_TIMEOUT)
+                    tail = result.output[-4000:]
+                    if result.exit_code == COMMAND_NOT_FOUND:
+                        tail += f"\n(command not found in {name}: `{command}`)"
                     results.append(
                         VerifyResult(
                             command=command,
                             exit_code=result.exit_code,
                             passed=result.ok,
-                            output_tail=result.output[-4000:],
+                            output_tail=tail,
                             duration_s=round(result.duration, 2),
                         )
                     )
@@ -452,6 +513,18 @@ async def _land(
 ) -> str:
     landed = await land(wt, message, auth, on_conflict=resolve, on_rebased=recheck, turn=turn)
     return landed.sha
+
+
+def setup_result(exc: SetupFailed, environment: str) -> CheckResult:
+    """A failed `setup:` run again after a lock file changed, as a failed check."""
+    return CheckResult(
+        command=f"setup: {exc.command}",
+        source="repository",
+        exit_code=exc.exit_code,
+        passed=False,
+        output_tail=exc.tail,
+        environment=environment,
+    )
 
 
 def attempt_facts(story_id: str, attempt: int, outcome: Outcome) -> dict[str, object]:
