@@ -334,24 +334,44 @@ def render_environment_failed(run_id: str, env: RunEnvironment, limit: int = COM
     if env.error_kind == "setup":
         step = (
             "Fix the `setup:` commands in `.github/baro.yml` on the default branch (or what "
-            "they install), then comment `/baro retry`."
+            "they install), then comment `/baro` to plan again; `/baro retry` tries the same "
+            "settings again (for a registry or network that was down)."
         )
     else:
         step = (
             "Fix `image:` in `.github/baro.yml` (or the devcontainer's image) on the default "
-            "branch, or ask the baro operator about registry access, then comment `/baro "
-            "retry` (or `/baro` to plan again with the fixed settings)."
+            "branch and comment `/baro` to plan again, or ask the baro operator about "
+            "registry access; `/baro retry` tries the same image again (for a registry that "
+            "was down)."
         )
-    reason = f"{env.error or 'the environment could not be prepared'}"
-    body = render_failed(
-        run_id,
-        f"The run's environment, {env.describe()}, could not be prepared, so no story "
-        f"started: {reason}",
-        env.output_tail or (),
-        next_step=step,
-        limit=limit,
-    )
-    return body
+    if env.image is None:
+        where = escape_inline(env.describe(), 300)
+    elif "`" in env.image:
+        where = f"image {escape_inline(env.image, 300)}"
+    else:
+        where = f"image `{env.image}`" + (
+            " (from `.github/baro.yml`)" if env.source == "baro.yml" else " (from the devcontainer)"
+        )
+    what = escape_inline(env.error or "the environment could not be prepared", 1500)
+    lines = [
+        marker(run_id),
+        "### ❌ The run's environment could not be prepared, so no story started",
+        "",
+        f"**Environment:** {where}",
+        "",
+        f"**What happened:** {what}",
+    ]
+    if env.output_tail and env.output_tail.strip():
+        lines += [
+            "",
+            "<details open><summary>The command's last output</summary>",
+            "",
+            code_block(env.output_tail),
+            "",
+            "</details>",
+        ]
+    lines += ["", f"**What to do:** {step} `/baro help` lists all commands."]
+    return fit_comment("\n".join(lines), limit)
 
 
 def render_help() -> str:

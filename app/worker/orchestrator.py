@@ -101,6 +101,8 @@ class Orchestrator:
             return f"skipped ({run.state})"
         await self.store.append_event(run_id, "running")
         await self.dispatch(run_id)  # before the label: its writes are spaced, stories are not
+        if needs_preparation(run) and (await self.store.get(run_id)).state != "running":
+            return "running"  # its preparation failed already: the failed label is written
         async with self.gateway.installation(run.installation_id).session() as gh:
             await gh.set_state_label(run.owner, run.repo, run.issue_number, LABEL_RUNNING)
         return "running"
