@@ -27,7 +27,6 @@ def test_the_typescript_demo_lands_six_stories_and_a_green_pr(tmp_path: Path) ->
     assert "✅ Done — 6/6 stories landed" in out
     assert "<code>npx tsc --noEmit</code> | 0" in out and "<code>npx jest</code> | 0" in out
     assert "S4: Request handler" in out and "S1: Refuse to remove more than is in stock" in out
-    assert "node_modules" not in out.split("commits on the run branch:")[1]
     summary = json.loads(summary_file.read_text())
     assert summary["state"] == "done" and summary["pr"]["draft"] is False
     assert all(s["attempts"] == 1 for s in summary["stories"].values())
