@@ -9,10 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 NPM_CACHE = Path.home() / ".npm"
 
 
+@pytest.mark.timeout(300)  # six stories of real Jest and tsc runs on a shared machine
 def test_the_typescript_demo_lands_six_stories_and_a_green_pr(tmp_path: Path) -> None:
     summary_file = tmp_path / "summary.json"
     argv = [sys.executable, "-m", "testbed.demo", "--typescript", "--json", str(summary_file)]
