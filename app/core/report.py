@@ -318,7 +318,7 @@ def environment_lines(env: RunEnvironment | None, setup: Sequence[str] = ()) -> 
     """The plan comment's line naming where the run's commands run (and its `setup:`)."""
     if env is None:
         return []
-    text = f"**Environment:** {escape_inline(env.describe(), 300)}"
+    text = f"**Environment:** {_environment_md(env)}"
     if setup:
         shown = ", ".join(f"`{escape_inline(c, 120)}`" for c in setup[:5])
         more = f" and {len(setup) - 5} more" if len(setup) > 5 else ""
@@ -327,6 +327,16 @@ def environment_lines(env: RunEnvironment | None, setup: Sequence[str] = ()) -> 
     if env.note:
         lines.append(f"> {escape_inline(env.note, 500)}")
     return lines
+
+
+def _environment_md(env: RunEnvironment) -> str:
+    """The environment as Markdown: the image name in a code span (escaped if it cannot be)."""
+    if env.image is None:
+        return escape_inline(env.describe(), 300)
+    if "`" in env.image or len(env.image) > 300:
+        return f"image {escape_inline(env.image, 300)}"
+    where = " (from `.github/baro.yml`)" if env.source == "baro.yml" else " (from the devcontainer)"
+    return f"image `{env.image}`{where}"
 
 
 def render_environment_failed(run_id: str, env: RunEnvironment, limit: int = COMMENT_LIMIT) -> str:
@@ -344,14 +354,7 @@ def render_environment_failed(run_id: str, env: RunEnvironment, limit: int = COM
             "registry access; `/baro retry` tries the same image again (for a registry that "
             "was down)."
         )
-    if env.image is None:
-        where = escape_inline(env.describe(), 300)
-    elif "`" in env.image:
-        where = f"image {escape_inline(env.image, 300)}"
-    else:
-        where = f"image `{env.image}`" + (
-            " (from `.github/baro.yml`)" if env.source == "baro.yml" else " (from the devcontainer)"
-        )
+    where = _environment_md(env)
     what = escape_inline(env.error or "the environment could not be prepared", 1500)
     lines = [
         marker(run_id),

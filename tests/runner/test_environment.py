@@ -238,7 +238,7 @@ async def test_setup_is_made_once_linked_into_worktrees_and_redone_on_a_lock_cha
         assert p1.redone == 1 and p2.redone == 0
 
         failing = Provided(locks={"package-lock.json": "old"})
-        with pytest.raises(SetupFailed, match=r"setup command `exit 3` exited with 3 in the"):
+        with pytest.raises(SetupFailed, match=r"setup command \"exit 3\" exited with 3 in the"):
             await redo_if_locks_changed(failing, wt2, ["exit 3"], setup_box, renv.name)
     assert sorted(os.listdir(setups.root)) == sorted([key, f"{key}.lock"])
 
