@@ -77,7 +77,7 @@ class SetupFailed(Exception):
 
     def __init__(self, command: str, exit_code: int | None, tail: str, environment: str) -> None:
         how = "timed out" if exit_code is None else f"exited with {exit_code}"
-        super().__init__(f"setup command \"{command}\" {how} in {environment}")
+        super().__init__(f'setup command "{command}" {how} in {environment}')
         self.command = command
         self.exit_code = exit_code
         self.tail = tail
