@@ -15,8 +15,10 @@ files differ from the base commit's.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -143,10 +145,20 @@ class Preparation:
         wt.excludes = tuple(f"/{p}" for p in provided.paths)
         return provided
 
-    async def redo(self, run: Run, renv: RunEnvironment, wt: Worktree, provided: Provided) -> bool:
+    async def redo(
+        self, run: Run, renv: RunEnvironment, wt: Worktree, auth: GitAuth, provided: Provided
+    ) -> bool:
         """Setup again in `wt` if its lock files moved since its dependencies were made
-        (True if it ran); raises `SetupFailed`."""
+        (True if it ran); raises `SetupFailed`. A worktree that lost the result (landing
+        rewrites the checkout after a rebase) gets it linked again first."""
         setup = run.repo_config.setup if run.repo_config else []
+        if not setup:
+            return False
+        exists = [await asyncio.to_thread(os.path.lexists, wt.path / p) for p in provided.paths]
+        if not all(exists):
+            result = await self._made(run, renv, wt.repo, auth)
+            again = await self.setups.link_into(result, wt.path)
+            provided.locks = again.locks
         return await redo_if_locks_changed(
             provided, wt.path, setup, renv.sandbox(self.sandbox, setup=True), renv.name
         )

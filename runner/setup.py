@@ -253,6 +253,9 @@ async def redo_if_locks_changed(
         p for p in set(now) | set(provided.locks) if now.get(p) != provided.locks.get(p)
     )
     log.info("lock files changed (%s): running setup again in %s", ", ".join(changed), worktree)
+    # From a clean slate, as on the base commit: the linked files are read-only, and a
+    # setup that writes into what it finds would fail on them.
+    await asyncio.to_thread(remove_setup_paths, worktree, provided.paths)
     await run_setup(commands, worktree, sandbox, name)
     provided.locks = now
     provided.redone += 1

@@ -143,14 +143,14 @@ class StoryRunner:
             return None
         try:
             provided = await prep.provide(run, renv, wt, auth)
-            await prep.redo(run, renv, wt, provided)
+            await prep.redo(run, renv, wt, auth, provided)
         except SetupFailed as exc:
             raise StoryFailed("infrastructure", str(exc), [exc.tail]) from exc
 
         async def again() -> list[CheckResult]:
             assert prep is not None and renv is not None
             try:
-                await prep.redo(run, renv, wt, provided)
+                await prep.redo(run, renv, wt, auth, provided)
             except SetupFailed as exc:
                 return [setup_result(exc, renv.name)]
             return []

@@ -17,6 +17,7 @@ import pytest
 from app.core.plan import Story
 from app.core.routing import RepoConfig
 from app.core.run import Run, RunEnvironment
+from app.gitcmd import GitAuth
 from app.llm.catalog import build_client
 from app.llm.config import ModelConfig
 from app.llm.meter import turn_pricer
@@ -25,8 +26,11 @@ from runner.agent import StoryAgent, StoryBrief, VerifyResult
 from runner.environment import CACHE_MOUNT, Environments
 from runner.images import ImageOptions, ImageStore, NoShell, Platform
 from runner.limits import Limits, MiB
+from runner.mirror import RepoRef
+from runner.prepare import Preparation
 from runner.sandbox import Sandbox, SandboxPolicy
 from runner.setup import Provided, SetupFailed, Setups, redo_if_locks_changed, setup_key
+from runner.worktree import Worktree
 from testbed.registry import Registry, build_image
 
 AMD64 = Platform("linux", "amd64")
@@ -229,8 +233,6 @@ async def test_setup_is_made_once_linked_into_worktrees_and_redone_on_a_lock_cha
         setup_box = renv.sandbox(box, setup=True)
         assert not await redo_if_locks_changed(p2, wt2, setup, setup_box, renv.name)
         (wt1 / "package-lock.json").write_text("v2\n")
-        rm = await box.run("rm -rf node_modules", cwd=wt1, timeout=30)
-        assert rm.ok
         assert await redo_if_locks_changed(p1, wt1, setup, setup_box, renv.name)
         assert (wt1 / "node_modules/dep/v").read_text() == "v2\n"
         assert (wt1 / "node_modules/.runs").read_text() == "run\nrun\n"  # the cache persisted
@@ -248,3 +250,57 @@ def test_verify_result_names_where_it_ran() -> None:
         command="jest", source="story", exit_code=127, passed=False, environment="image node:22"
     )
     assert result.status == "command not found in image node:22 (exit 127): `jest`"
+
+
+async def test_a_worktree_that_lost_its_dependencies_gets_them_linked_again(data: Path) -> None:
+    """Landing rewrites the checkout after a rebase (everything not in the tree goes): the
+    checks that follow must still find the setup result."""
+    run = make_run(
+        None, ["mkdir -p node_modules/dep && cat package-lock.json > node_modules/dep/v"]
+    )
+    run = run.model_copy(update={"branch": "baro/x", "base_sha": "b" * 40})
+    assert run.repo_config is not None
+    envs = Environments(data, ImageStore(data))
+    box = sandbox(data)
+    setups = Setups(data)
+    prep = Preparation(
+        store=None,  # type: ignore[arg-type]  # not used by provide/redo
+        workspaces=None,  # type: ignore[arg-type]  # the result is made here already
+        environments=envs,
+        setups=setups,
+        sandbox=box,
+        access=None,  # type: ignore[arg-type]
+        refresh=None,  # type: ignore[arg-type]
+        runner_id="test",
+    )
+    repo = RepoRef("acme/shop", "http://unused")
+    base = worktree(data, "base")
+    (base / "package-lock.json").write_text("v1\n")
+    async with envs.use(run) as renv:
+        key = setup_key(repo.full_name, "b" * 40, run.repo_config.setup, None)
+        await setups.ensure(
+            key, base, run.repo_config.setup, renv.sandbox(box, setup=True), renv.name
+        )
+        path = worktree(data, "S1")
+        (path / "package-lock.json").write_text("v1\n")
+        wt = Worktree(
+            path=path,
+            mirror=None,  # type: ignore[arg-type]
+            repo=repo,
+            branch="baro/x",
+            base="b" * 40,
+            run_id="r1",
+            story_id="S1",
+            attempt=1,
+        )
+        provided = await prep.provide(run, renv, wt, GitAuth("t"))
+        assert wt.excludes == ("/node_modules",)
+        assert not await prep.redo(run, renv, wt, GitAuth("t"), provided)
+        shutil.rmtree(path / "node_modules")  # what a reset after a rebase does
+        assert not await prep.redo(run, renv, wt, GitAuth("t"), provided)
+        assert (path / "node_modules/dep/v").read_text() == "v1\n"
+        # And after a rebase that brought a new lock file: linked, then set up again.
+        shutil.rmtree(path / "node_modules")
+        (path / "package-lock.json").write_text("v2\n")
+        assert await prep.redo(run, renv, wt, GitAuth("t"), provided)
+        assert (path / "node_modules/dep/v").read_text() == "v2\n"
