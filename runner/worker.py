@@ -37,6 +37,9 @@ from runner.workspace import Workspaces
 log = logging.getLogger(__name__)
 
 STORY_TIMEOUT = 2 * 3600
+PREPARE_TIMEOUT = 3600
+"""An image pull and `setup:` (each command has its own 15-minute limit); also how long arq
+waits before it runs again a preparation whose runner died."""
 HOUSEKEEPING_EVERY_SECONDS = 600.0
 SETUP_IDLE_SECONDS = 6 * 3600.0
 """A setup result nobody linked for this long goes (a run's stories use it within hours)."""
@@ -229,7 +232,7 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
             func(runner_ping, name="runner_ping"),
             func(run_story, name="run_story", timeout=STORY_TIMEOUT, max_tries=3),
             func(verify_run, name="verify_run", timeout=STORY_TIMEOUT, max_tries=3),
-            func(prepare_run, name="prepare_run", timeout=STORY_TIMEOUT, max_tries=3),
+            func(prepare_run, name="prepare_run", timeout=PREPARE_TIMEOUT, max_tries=3),
         ],
         start=start,
         **options,
