@@ -91,6 +91,11 @@ def render_window(run_id: str) -> str:
     return f"baro:render:{run_id}"
 
 
+def render_edits(run_id: str) -> str:
+    """How many debounced edits of a run's tracking comment were made (the window grows)."""
+    return f"baro:render:{run_id}:edits"
+
+
 # --- redelivery of failed webhooks -------------------------------------------------------------
 REDELIVERY_LOCK = "baro:redelivery:lock"
 REDELIVERY_DUE = "baro:redelivery:due"

@@ -99,6 +99,8 @@ class Settings(BaseSettings):
     run_stall_seconds: int = Field(default=3 * 3600, ge=60)
     """A run with no progress for this long ends as failed (nothing hangs silently)."""
     comment_debounce_seconds: float = Field(default=3.0, ge=0)
+    """The first window between tracking-comment edits; it doubles per edit up to the max."""
+    comment_debounce_max_seconds: float = Field(default=30.0, ge=0)
     run_page_secret: SecretStr | None = None
     """Signs the run page links (`app/run_links.py`); unset: derived from the App's key."""
     run_page_days: float = Field(default=90.0, gt=0, le=3660)
@@ -133,6 +135,10 @@ class Settings(BaseSettings):
     """Registry hosts reached without TLS verification, over HTTP if they speak no TLS."""
     image_registry_credentials: dict[str, SecretStr] = Field(default_factory=dict)
     """`user:password` (or `user:token`) per registry host, for private images."""
+    engines_dir: Path | None = None
+    """Where `scripts/install` put the pinned agent CLIs (None: the checkout's `.engines`)."""
+    engine_timeout_seconds: float = Field(default=1800.0, gt=0)
+    """One turn of an agent CLI (Claude Code, Codex) in the sandbox; past it, it is killed."""
     model_keys: dict[str, SecretStr] = Field(default_factory=dict, exclude=True)
     """API keys by model name, read from each model's `api_key_env` at start-up."""
 

@@ -18,10 +18,14 @@ from redis.exceptions import LockError, WatchError
 
 from app import keys
 from app.core.check_run import CheckRef
+from app.core.debounce import edit_window
 from app.core.run import Run, now
 from app.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+RENDER_EDITS_TTL = 7 * 24 * 3600
+"""The edit count of a run's comment outlives any run (a stalled run ends within hours)."""
 
 
 class LandingTurn:
@@ -242,9 +246,23 @@ class RunStore:
         """True the first time `name` is marked within `seconds` (and marks it)."""
         return await self._mark(keys.once(name), seconds)
 
-    async def open_render_window(self, run_id: str, seconds: float) -> bool:
-        """True when no edit of the run's tracking comment happened in the last `seconds`."""
-        return await self._mark(keys.render_window(run_id), seconds)
+    async def open_render_window(self, run_id: str, base: float, cap: float) -> float | None:
+        """None when the run's tracking comment was edited within its current window; else
+        the window now opened (it grows with the edits made: `edit_window`)."""
+        edits = int(await self.redis.get(keys.render_edits(run_id)) or 0)
+        window = edit_window(base, cap, edits)
+        if not await self._mark(keys.render_window(run_id), window):
+            return None
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.incr(keys.render_edits(run_id))
+            pipe.expire(keys.render_edits(run_id), RENDER_EDITS_TTL)
+            await pipe.execute()
+        return window
+
+    async def render_wait(self, run_id: str) -> float:
+        """Seconds until the run's current edit window closes (0 when it is open)."""
+        ms = int(await self.redis.pttl(keys.render_window(run_id)))
+        return max(0.0, ms / 1000)
 
     async def save_transcript(
         self, run_id: str, story_id: str, attempt: int, text: str, ttl_seconds: int

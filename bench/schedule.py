@@ -12,7 +12,11 @@ orchestrator's dispatching, is the overhead measured here.
     uv run python bench/schedule.py                       # 3 runners, T = 3 s, shapes a,b,c
     uv run python bench/schedule.py --runners 4 --story-seconds 2 --shapes a,c --keep-logs
 
-Shapes (documented in `SHAPES` below):
+    # the issue's cases: 1 s per model call, three calls per story, default settings
+    uv run python bench/schedule.py --story-seconds 3 --rounds 3 --heavy-factor 1 \
+        --defaults --shapes anchor,two5,flat10,b,two12 [--verify-seconds 1.7]
+
+Shapes (in `schedule_shapes.py`):
 
     a  "reservations", 10 stories, 4 levels (1/2/3/4), critical path of 4 stories
        (S1 enum → S2 entity → S6 mapper → S7 service); S2, S4 and S7 are heavy.
@@ -21,6 +25,14 @@ Shapes (documented in `SHAPES` below):
     c  100 stories: plans are capped at 25 stories (app/core/plan.py MAX_STORIES), so
        4 issues of one repository, each a wide 25-story plan (1 root → 23 in parallel →
        1 sink), are labelled at once and run concurrently: 4 roots, 92 parallel, 4 sinks.
+    anchor  6 stories, S1-S3 independent, S4←S1, S5←S2, S6←S3 (the anchor run's shape)
+    two5, flat10, two12  10 stories as 2 levels of 5 or flat; 24 as 2 levels of 12
+
+`--verify-seconds V` gives the repository a `verify:` of V seconds: it runs inside every
+story (on its critical path, so the bound counts it per story) and once more at the end
+(`bound_final_s`). `ratio_dispatch` = wall_dispatch / bound, `ratio_label` = wall_label /
+(bound + final verify); `github_writes_by_kind` counts the REST writes of the shape's
+repository (git pushes and token mints excluded).
 
 Slots: a runner process executes up to `max_jobs = 2` stories at once (runner/worker.py), so
 R runners give 2R story slots; every bound uses slots = 2R. Per shape one JSON line is printed:
@@ -70,10 +82,8 @@ import asyncio
 import contextlib
 import contextvars
 import functools
-import heapq
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -88,250 +98,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from schedule_shapes import SHAPES, Shape, _script, _seconds, bounds  # noqa: E402
+
 PROBE_DIR_ENV = "BENCH_PROBE_DIR"
 GOAL_FACTOR = 1.10
 GOAL_SLACK_S = 3.0
 SLOTS_PER_RUNNER = 2  # runner/worker.py: max_jobs
-
-
-# --- shapes --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Node:
-    id: str
-    title: str
-    deps: tuple[str, ...] = ()
-    heavy: bool = False
-
-
-@dataclass(frozen=True)
-class Shape:
-    key: str
-    name: str
-    nodes: tuple[Node, ...]
-    runs: int = 1
-    """How many issues get this plan at once (shape c: 4 × 25 stories)."""
-
-
-def _n(sid: str, title: str, *deps: str, heavy: bool = False) -> Node:
-    return Node(sid, title, tuple(deps), heavy)
-
-
-RESERVATIONS = (
-    _n("S1", "ReservationStatus enum"),
-    _n("S2", "Reservation entity", "S1", heavy=True),
-    _n("S3", "Reservation DTOs", "S1"),
-    _n("S4", "Flyway migration for reservations", "S2", heavy=True),
-    _n("S5", "Reservation repository", "S2"),
-    _n("S6", "Reservation mapper", "S2", "S3"),
-    _n("S7", "Reservation service", "S5", "S6", heavy=True),
-    _n("S8", "Reservation controller", "S3", "S6"),
-    _n("S9", "Repository spec", "S5"),
-    _n("S10", "Mapper spec", "S6"),
-)
-
-TWENTY_FOUR = (
-    # level 1
-    _n("S1", "Domain schema", heavy=True),
-    _n("S2", "Configuration loader"),
-    _n("S3", "Structured logging"),
-    # level 2
-    _n("S4", "Customer model", "S1"),
-    _n("S5", "Order model", "S1"),
-    _n("S6", "Product model", "S1"),
-    _n("S7", "Settings validation", "S2"),
-    _n("S8", "Request logging middleware", "S3", heavy=True),
-    _n("S9", "Audit log sink", "S3", "S2"),
-    # level 3
-    _n("S10", "Order pricing rules", "S5", "S6", heavy=True),
-    _n("S11", "Customer repository", "S4"),
-    _n("S12", "Order repository", "S5"),
-    _n("S13", "Product repository", "S6"),
-    _n("S14", "Customer validation", "S4", "S7"),
-    _n("S15", "Audit events for orders", "S5", "S9"),
-    _n("S16", "Settings reference docs", "S7"),
-    # level 4
-    _n("S17", "Checkout service", "S10", "S12", heavy=True),
-    _n("S18", "Customer service", "S11", "S14"),
-    _n("S19", "Catalogue service", "S13"),
-    _n("S20", "Logging docs", "S8", "S16"),
-    # level 5
-    _n("S21", "Checkout API", "S17", "S18"),
-    _n("S22", "Catalogue API", "S19"),
-    _n("S23", "Checkout spec", "S17"),
-    # level 6
-    _n("S24", "End-to-end checkout spec", "S21", "S22"),
-)
-
-WIDE = (
-    _n("S1", "Shared module"),
-    *(_n(f"S{i}", f"Handler {i - 1}", "S1") for i in range(2, 25)),
-    _n("S25", "Registry of all handlers", *(f"S{i}" for i in range(2, 25))),
-)
-
-SHAPES: dict[str, Shape] = {
-    "a": Shape("a", "reservations-10", RESERVATIONS),
-    "b": Shape("b", "layered-24", TWENTY_FOUR),
-    "c": Shape("c", "wide-4x25", WIDE, runs=4),
-}
-
-
-def _path(node: Node) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "_", node.title.lower()).strip("_")
-    return f"work/{node.id.lower()}_{slug}.txt"
-
-
-def _seconds(node: Node, story_s: float, heavy_factor: float) -> float:
-    return story_s * (heavy_factor if node.heavy else 1.0)
-
-
-def _plan(shape: Shape) -> dict[str, Any]:
-    return {
-        "summary": f"Benchmark plan {shape.name}.",
-        "design_note": "Each story writes one text file under work/.",
-        "stories": [
-            {
-                "id": n.id,
-                "title": n.title,
-                "description": f"Create {_path(n)}.",
-                "depends_on": list(n.deps),
-                "writes": [_path(n)],
-                "acceptance": [f"{_path(n)} exists"],
-                "tests": [f"test -f {_path(n)}"],
-                "tier": "heavy" if n.heavy else "light",
-            }
-            for n in shape.nodes
-        ],
-    }
-
-
-def _story_turns(node: Node, seconds: float) -> list[dict[str, Any]]:
-    path = _path(node)
-    return [
-        {
-            "tool_calls": [
-                {
-                    "name": "editor",
-                    "arguments": {
-                        "command": "create",
-                        "path": path,
-                        "file_text": f"{node.id}: {node.title}\n",
-                    },
-                }
-            ],
-            "usage": {"input": 800, "output": 60},
-            "latency": seconds / 2,
-        },
-        {
-            "tool_calls": [{"name": "finish", "arguments": {"summary": f"Created {path}."}}],
-            "usage": {"input": 100, "cached": 800, "output": 20},
-            "latency": seconds / 2,
-        },
-    ]
-
-
-def _script(shape: Shape, titles: list[str], story_s: float, heavy: float) -> dict[str, Any]:
-    plan = _plan(shape)
-    return {
-        "rules": [
-            *(
-                {
-                    "name": f"plan-{i}",
-                    "match": {"system": "baro's planner", "first_user": re.escape(title)},
-                    "turns": [{"tool_calls": [{"name": "submit_plan", "arguments": plan}]}],
-                }
-                for i, title in enumerate(titles)
-            ),
-            *(
-                {
-                    "name": n.id,
-                    "match": {"first_user": f"Implement story {n.id}:"},
-                    "turns": _story_turns(n, _seconds(n, story_s, heavy)),
-                }
-                for n in shape.nodes
-            ),
-        ]
-    }
-
-
-# --- bounds (pure) --------------------------------------------------------------------------
-
-
-def _union(
-    shape: Shape, story_s: float, heavy: float
-) -> tuple[dict[str, list[str]], dict[str, float]]:
-    """The DAG of all the shape's runs as one graph (ids prefixed per run) and durations."""
-    deps: dict[str, list[str]] = {}
-    dur: dict[str, float] = {}
-    for r in range(shape.runs):
-        for n in shape.nodes:
-            deps[f"{r}:{n.id}"] = [f"{r}:{d}" for d in n.deps]
-            dur[f"{r}:{n.id}"] = _seconds(n, story_s, heavy)
-    return deps, dur
-
-
-def _remaining(deps: dict[str, list[str]], dur: dict[str, float]) -> dict[str, float]:
-    from app.core.dag import topological_order
-
-    kids: dict[str, list[str]] = {k: [] for k in deps}
-    for k, ds in deps.items():
-        for d in ds:
-            kids[d].append(k)
-    out: dict[str, float] = {}
-    for k in reversed(topological_order(deps)):
-        out[k] = dur[k] + max((out[c] for c in kids[k]), default=0.0)
-    return out
-
-
-def _pack(durations: list[float], slots: int) -> float:
-    """Makespan of independent jobs on `slots`, longest first."""
-    ends = [0.0] * slots
-    for d in sorted(durations, reverse=True):
-        heapq.heappush(ends, heapq.heappop(ends) + d)
-    return max(ends)
-
-
-def _list_schedule(deps: dict[str, list[str]], dur: dict[str, float], slots: int) -> float:
-    """Ready-set admission without overhead: a free slot takes the ready story with the
-    longest remaining path (what app/core/scheduler.py does, with real durations)."""
-    remaining = _remaining(deps, dur)
-    order = {k: i for i, k in enumerate(deps)}
-    waiting = {k: set(ds) for k, ds in deps.items()}
-    ready = [(-remaining[k], order[k], k) for k, ds in waiting.items() if not ds]
-    heapq.heapify(ready)
-    running: list[tuple[float, str]] = []
-    clock = 0.0
-    done = 0
-    while done < len(deps):
-        while ready and len(running) < slots:
-            _, _, k = heapq.heappop(ready)
-            heapq.heappush(running, (clock + dur[k], k))
-        clock, k = heapq.heappop(running)
-        done += 1
-        for other, ds in waiting.items():
-            if k in ds:
-                ds.discard(k)
-                if not ds:
-                    heapq.heappush(ready, (-remaining[other], order[other], other))
-    return clock
-
-
-def bounds(shape: Shape, slots: int, story_s: float, heavy: float) -> dict[str, Any]:
-    from app.core.dag import levels
-
-    deps, dur = _union(shape, story_s, heavy)
-    critical = max(_remaining(deps, dur).values())
-    work = sum(dur.values())
-    barrier = sum(_pack([dur[k] for k in level], slots) for level in levels(deps))
-    return {
-        "levels": [len(level) for level in levels(deps)],
-        "critical_path_s": round(critical, 2),
-        "total_work_s": round(work, 2),
-        "bound_s": round(max(critical, work / slots), 2),
-        "level_barrier_s": round(barrier, 2),
-        "ideal_list_s": round(_list_schedule(deps, dur, slots), 2),
-    }
 
 
 # --- probes (run inside the bot's worker and runner processes) ---------------------------
@@ -473,17 +245,18 @@ class Outcome:
     bot_cpu_s: float = 0.0
     testbed_cpu_s: float = 0.0
     load_avg: float = 0.0
+    github_writes: dict[str, int] = field(default_factory=dict)
+    labels: list[list[str]] = field(default_factory=list)
 
 
 def _wait(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise SystemExit(f"bench: timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
+    """`wait_until`, ending the benchmark with a one-line reason instead of a traceback."""
+    from testbed.waiting import TimedOut, wait_until
+
+    try:
+        return wait_until(check, timeout, what)
+    except TimedOut as exc:
+        raise SystemExit(f"bench: {exc}") from None
 
 
 def _events(client: Any, run_id: str) -> list[dict[str, Any]]:
@@ -497,13 +270,19 @@ def _events(client: Any, run_id: str) -> list[dict[str, Any]]:
 def run_shape(shape: Shape, ctx: Any, args: argparse.Namespace, index: int) -> Outcome:
     import redis
 
+    from testbed.demo import github_writes
+
     world, bot, models = ctx["world"], ctx["bot"], ctx["models"]
-    repo = world.new_repo({"README.md": f"# Benchmark {shape.name}\n"})
+    config = "review: false\n"  # the review phase is measured on its own, not here
+    if args.verify_seconds:
+        config += f"verify:\n  - sleep {args.verify_seconds:g}\n"
+    files = {"README.md": f"# Benchmark {shape.name}\n", ".github/baro.yml": config}
+    repo = world.new_repo(files)
     titles = [
         f"Bench {index} {shape.name} issue {i + 1} of {shape.runs}" for i in range(shape.runs)
     ]
     issues = [world.new_issue(repo, t, "Scheduling benchmark.") for t in titles]
-    models.set_script(_script(shape, titles, args.story_seconds, args.heavy_factor))
+    models.set_script(_script(shape, titles, args.story_seconds, args.heavy_factor, args.rounds))
     client = redis.Redis.from_url(bot.env["BARO_REDIS_URL"])
     pids = [p.pid for p in bot.procs.values()]
     load = os.getloadavg()[0]
@@ -525,7 +304,7 @@ def run_shape(shape: Shape, ctx: Any, args: argparse.Namespace, index: int) -> O
         return [v.decode() for v in values if v] if all(values) else None
 
     ids: list[str] = _wait(run_ids, 60, "the runs to be created")
-    budget = 90 + 8 * bounds(shape, args.slots, args.story_seconds, args.heavy_factor)["bound_s"]
+    budget = 90 + 8 * _bounds(shape, args)["bound_final_s"]
 
     def all_finished() -> bool:
         return all(any(e["kind"] == "finished" for e in _events(client, r)) for r in ids)
@@ -545,7 +324,13 @@ def run_shape(shape: Shape, ctx: Any, args: argparse.Namespace, index: int) -> O
         outcome.records.append(json.loads(raw or b"{}"))
         outcome.events[r] = _events(client, r)
     client.close()
+    outcome.github_writes = github_writes(ctx["state"], repo.full_name)
+    outcome.labels = [ctx["state"].labels(repo, i.number) for i in issues]
     return outcome
+
+
+def _bounds(shape: Shape, args: argparse.Namespace) -> dict[str, Any]:
+    return bounds(shape, args.slots, args.story_seconds, args.heavy_factor, args.verify_seconds)
 
 
 def _probes(directory: Path, run_ids: set[str]) -> list[dict[str, Any]]:
@@ -565,7 +350,7 @@ RUNNER_STEPS = ("access", "find_landed", "prepare", "agent", "transcript", "land
 def analyse(
     shape: Shape, outcome: Outcome, probes: list[dict[str, Any]], args: argparse.Namespace
 ) -> dict[str, Any]:
-    b = bounds(shape, args.slots, args.story_seconds, args.heavy_factor)
+    b = _bounds(shape, args)
     nodes = {n.id: n for n in shape.nodes}
     stories: dict[str, dict[str, Any]] = {}
     states: dict[str, int] = {}
@@ -708,6 +493,8 @@ def analyse(
         ),
         **b,
         "wall_dispatch_s": _r(wall_dispatch),
+        "ratio_dispatch": _ratio(wall_dispatch, b["bound_final_s"] - b["verify_s"]),
+        "ratio_label": _ratio(wall_label, b["bound_final_s"]),
         "wall_label_s": _r(wall_label),
         "overhead_dispatch_s": _r(wall_dispatch - b["bound_s"]) if wall_dispatch else None,
         "overhead_label_s": _r(wall_label - b["bound_s"]) if wall_label else None,
@@ -726,9 +513,16 @@ def analyse(
         "testbed_cpu_s": round(outcome.testbed_cpu_s, 1),
         "cores": os.cpu_count(),
         "load_avg_1m_before": round(outcome.load_avg, 2),
+        "github_writes": sum(outcome.github_writes.values()),
+        "github_writes_by_kind": outcome.github_writes,
+        "issue_labels": outcome.labels,
         "steps_mean_s": steps_mean,
         "critical_chain": chain,
     }
+
+
+def _ratio(wall: float | None, bound: float) -> float | None:
+    return round(wall / bound, 3) if wall is not None and bound > 0 else None
 
 
 def _r(value: float | None) -> float | None:
@@ -766,15 +560,22 @@ def system(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
         app = state.create_app("baro-bench")
         installation = state.create_installation(app, "bench-org")
         world = World(testbed, app, installation, owner="bench-org")
+        tuned = (
+            {}
+            if args.defaults
+            else {
+                "BARO_MAX_PARALLEL": "32",
+                "BARO_MAX_STORIES_IN_FLIGHT": "256",
+                "BARO_GITHUB_WRITE_SPACING": "0",
+            }
+        )
         env = bot_env(
             testbed,
             app,
             redis_url,
             models.url,
-            BARO_MAX_PARALLEL="32",
-            BARO_MAX_STORIES_IN_FLIGHT="256",
-            BARO_GITHUB_WRITE_SPACING="0",
             BARO_RUN_BUDGET_USD="100",
+            **tuned,
             **{PROBE_DIR_ENV: str(probe_dir)},
         )
         plain = new_bot(env)
@@ -790,7 +591,13 @@ def system(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
                 return all("ready (sandbox" in bot.logs(n) for n in names)
 
             _wait(runners_ready, 60, "the runners")
-            yield {"world": world, "bot": bot, "models": models, "probe_dir": probe_dir}
+            yield {
+                "world": world,
+                "bot": bot,
+                "models": models,
+                "probe_dir": probe_dir,
+                "state": state,
+            }
         finally:
             bot.stop()
             if args.keep_logs:
@@ -809,7 +616,18 @@ def main() -> int:
     parser.add_argument("--runners", type=int, default=3, help="runner processes (2 slots each)")
     parser.add_argument("--story-seconds", type=float, default=3.0, help="work time T per story")
     parser.add_argument("--heavy-factor", type=float, default=2.0, help="heavy story = T × this")
-    parser.add_argument("--shapes", default="a,b,c", help="comma-separated: a, b, c")
+    parser.add_argument("--rounds", type=int, default=2, help="model calls per story (≥ 2)")
+    parser.add_argument(
+        "--verify-seconds", type=float, default=0.0, help="a repository `verify:` of this length"
+    )
+    parser.add_argument(
+        "--defaults",
+        action="store_true",
+        help="the server's default settings (max_parallel, write spacing) instead of wide ones",
+    )
+    parser.add_argument(
+        "--shapes", default="a,b,c", help=f"comma-separated, of: {', '.join(SHAPES)}"
+    )
     parser.add_argument("--keep-logs", action="store_true", help="keep process logs and probes")
     args = parser.parse_args()
     args.slots = args.runners * SLOTS_PER_RUNNER
@@ -827,8 +645,11 @@ def main() -> int:
             results.append(result)
             print(json.dumps(result), flush=True)
             _say(
-                f"bench: {shape.name}: dispatch→landed {result['wall_dispatch_s']}s, "
-                f"label→done {result['wall_label_s']}s, bound {result['bound_s']}s, "
+                f"bench: {shape.name}: dispatch→landed {result['wall_dispatch_s']}s "
+                f"(× {result['ratio_dispatch']} of the bound), label→done "
+                f"{result['wall_label_s']}s (× {result['ratio_label']} of bound + final verify), "
+                f"{result['github_writes']} GitHub writes, "
+                f"bound {result['bound_s']}s, "
                 f"level barrier {result['level_barrier_s']}s, goal ≤ {result['goal_s']}s: "
                 f"{'met' if result['goal_met_dispatch'] else 'MISSED'} (dispatch window), "
                 f"{'met' if result['goal_met_label'] else 'MISSED'} (label→done)"

@@ -91,6 +91,17 @@ def _system_binds(network: bool) -> list[str]:
 
 
 @dataclass(frozen=True)
+class Mount:
+    """A host path shown at `dest` inside one command's sandbox, mounted after the
+    sandbox's own tmpfs (so it may sit in HOME or /run): the gateway bridge's directory,
+    an engine's install, a HOME kept across an engine's turns."""
+
+    source: Path
+    dest: str
+    writable: bool = False
+
+
+@dataclass(frozen=True)
 class Layout:
     """One command's view of the host."""
 
@@ -100,12 +111,11 @@ class Layout:
     extra_ro_binds: tuple[Path, ...]
     tmp_size_bytes: int
     shm_size_bytes: int
+    mounts: tuple[Mount, ...] = ()
     root: Path | None = None
     """An unpacked image's root file system, bound read-only as `/` (None: the host's
     system directories, as listed above)."""
     shell: str = "/bin/bash"
-    rw_binds: tuple[tuple[Path, str], ...] = ()
-    """Writable host directories and where they appear (a repository's package caches)."""
 
 
 def bwrap_argv(
@@ -152,9 +162,9 @@ def bwrap_argv(
         args += ["--dir", "/var", "--symlink", "../tmp", "/var/tmp"]  # noqa: S108 - sandbox-only
     else:  # the image has its own /var (read-only); /var/tmp is a mount point in it
         args += ["--size", str(layout.tmp_size_bytes), "--tmpfs", "/var/tmp"]  # noqa: S108
+    for mount in layout.mounts:
+        args += ["--bind" if mount.writable else "--ro-bind", str(mount.source), mount.dest]
     args += ["--bind", str(layout.worktree), layout.workdir]
-    for source, dest in layout.rw_binds:
-        args += ["--bind", str(source), dest]
     args += ["--remount-ro", "/", "--chdir", layout.workdir, "--clearenv"]
     for name, value in env.items():
         args += ["--setenv", name, value]

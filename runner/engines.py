@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runner.safe_env import GATEWAY_DUMMY_KEY
+
 ROOT = Path(__file__).resolve().parents[1]
 STAMP = ".baro-installed.json"
 
@@ -160,7 +162,7 @@ def installed_size(engine: Engine, base: Path | None = None) -> int | None:
     return size if isinstance(size, int) else None
 
 
-DUMMY_KEY = "baro-gateway-dummy-key"
+DUMMY_KEY = GATEWAY_DUMMY_KEY
 """What a CLI is given as its key: the gateway strips it and adds the real one."""
 CODEX_KEY_ENV = "BARO_MODEL_KEY"
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"

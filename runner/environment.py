@@ -9,16 +9,17 @@ image the view is the runner's own system (the default environment).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
 import stat
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from app.core.run import DEFAULT_ENVIRONMENT, Run
-from runner.bwrap import HOME
+from runner.bwrap import HOME, Mount
 from runner.images import ImageStore, parse_reference
 from runner.images.rootfs import resolve_inside
 from runner.process import CommandResult
@@ -40,6 +41,7 @@ CACHE_ENV = {
 """npm, yarn, pnpm, uv, pip, cargo and go keep their downloads in the bound cache, so a
 second run of the repository installs from it (uv copies: its cache is not in the tree)."""
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_CACHE_LOCKS: dict[Path, asyncio.Lock] = {}
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class RunEnvironment:
     def setup_view(self) -> SandboxView:
         """The view for `setup:`: the repository's package caches bound in, writable."""
         env = {**self.view.env, **CACHE_ENV}
-        return replace(self.view, env=env, rw_binds=((self.cache_dir, CACHE_MOUNT),))
+        return replace(self.view, env=env, mounts=(Mount(self.cache_dir, CACHE_MOUNT, True),))
 
     def sandbox(self, inner: Sandbox | NoSandbox, *, setup: bool = False) -> ViewSandbox:
         return ViewSandbox(inner, self.setup_view() if setup else self.view)
@@ -80,10 +82,23 @@ class ViewSandbox:
         timeout: float,
         network: bool | None = None,
         env: Mapping[str, str] | None = None,
+        mounts: Sequence[Mount] = (),
     ) -> CommandResult:
-        return await self.inner.run(
-            command, cwd=cwd, timeout=timeout, network=network, env=env, view=self.view
-        )
+        # One command at a time per package cache in this process: each is lent to its
+        # command's uid (as root), and two setups of one repository must not interleave.
+        cached = [m.source for m in self.view.mounts if m.writable]
+        async with contextlib.AsyncExitStack() as held:
+            for path in cached:
+                await held.enter_async_context(_CACHE_LOCKS.setdefault(path, asyncio.Lock()))
+            return await self.inner.run(
+                command,
+                cwd=cwd,
+                timeout=timeout,
+                network=network,
+                env=env,
+                mounts=mounts,
+                view=self.view,
+            )
 
     async def self_check(self, scratch_parent: Path | None = None) -> None:
         await self.inner.self_check(scratch_parent)

@@ -240,6 +240,8 @@ class Gateway:
         self.budget = budget or Budget()
         self._tally = Tally()
         self.stop_reason: str | None = None
+        self.last_failure: str | None = None
+        """The latest failed model call or refusal, redacted: why a CLI may have given up."""
         self.stopped = asyncio.Event()
         self._on_stop = on_stop
         # httpx's transport without the client layers (auth, redirects, cookies, proxies
@@ -355,6 +357,8 @@ class Gateway:
             body = self._prepare_body(request.body, path) if request.method == "POST" else b""
         except _Refusal as refusal:
             self._tally = _replace(self._tally, refused=self._tally.refused + 1)
+            if request.method != "HEAD":  # Claude Code's reachability probe is no failure
+                self.last_failure = f"refused {request.method} {request.target[:200]}: {refusal}"
             log.info("gateway refused %s %s: %s", request.method, request.target[:200], refusal)
             payload = error_body(protocol, refusal.kind, refusal.message)
             await out.json(
@@ -466,6 +470,7 @@ class Gateway:
             message = self.redact(f"baro gateway: the model endpoint failed: {type(exc).__name__}")
             if model_call:
                 self._tally = _replace(self._tally, errors=self._tally.errors + 1)
+            self.last_failure = message
             log.warning("gateway: upstream %s failed: %s", path, type(exc).__name__)
             await out.json(502, error_body(protocol, "upstream", message))
             return
@@ -508,6 +513,7 @@ class Gateway:
         text = self.redact(bytes(data[:MAX_ERROR_BYTES]).decode("utf-8", "replace"))
         if model_call:
             self._tally = _replace(self._tally, errors=self._tally.errors + 1)
+        self.last_failure = f"the model endpoint answered {response.status_code}: {text[:300]}"
         encoded = text.encode()
         headers = [
             (k, v) for k, v in self._reply_headers(response) if k.lower() != "content-length"
@@ -584,7 +590,8 @@ class Gateway:
             unpriced=t.unpriced + (1 if cost is None else 0),
         )
         if not ok:
-            log.warning("gateway: model call failed: %s", self.redact(failure or meter.error or ""))
+            self.last_failure = self.redact(failure or meter.error or "")
+            log.warning("gateway: model call failed: %s", self.last_failure)
         self._check_spend()
 
     def _check_spend(self) -> None:

@@ -51,6 +51,20 @@ _SECRET_VALUE = re.compile(
 )
 
 
+GATEWAY_DUMMY_KEY = "baro-gateway-dummy-key"
+"""The only value a key-named variable may have in the sandbox: an agent CLI's stand-in
+key, which the model gateway drops (the real key is added outside)."""
+GATEWAY_URL_VARS = frozenset({"ANTHROPIC_BASE_URL", "OPENAI_BASE_URL"})
+_LOOPBACK_URL = re.compile(r"http://127\.0\.0\.1:[0-9]{2,5}(/v1)?")
+
+
+def _gateway_value(name: str, value: str) -> bool:
+    """A variable an agent CLI needs to reach the gateway, carrying nothing secret."""
+    if value == GATEWAY_DUMMY_KEY:
+        return True
+    return name in GATEWAY_URL_VARS and _LOOPBACK_URL.fullmatch(value) is not None
+
+
 def is_secret_name(name: str) -> bool:
     upper = name.upper()
     if upper.startswith(_SECRET_PREFIXES):
@@ -65,7 +79,7 @@ def check_extra_env(extra: Mapping[str, str]) -> None:
     for name, value in extra.items():
         if not _NAME.fullmatch(name):
             raise ValueError(f"invalid environment variable name {name!r}")
-        if is_secret_name(name):
+        if is_secret_name(name) and not _gateway_value(name, value):
             raise ValueError(f"refusing to pass {name} into the sandbox: it looks like a secret")
         if "\0" in value:
             raise ValueError(f"environment variable {name} contains a NUL byte")

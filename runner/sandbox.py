@@ -25,7 +25,6 @@ development: same limits, timeout and environment scrubbing, no isolation.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import secrets
@@ -38,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
-from runner.bwrap import HOME, TMPDIR, Layout, bwrap_argv, generated_files
+from runner.bwrap import HOME, TMPDIR, Layout, Mount, bwrap_argv, generated_files
 from runner.cgroups import CgroupChoice, CgroupError, CgroupParent, CommandCgroup, resolve
 from runner.diskcap import GrowthWatch, disk_usage, growth_message
 from runner.limits import GiB, Limits, MiB
@@ -54,6 +53,7 @@ __all__ = [
     "CommandResult",
     "CommandSandbox",
     "Limits",
+    "Mount",
     "NoSandbox",
     "Sandbox",
     "SandboxPolicy",
@@ -136,13 +136,13 @@ class SandboxPolicy:
 class SandboxView:
     """Where one run's commands run (`runner.environment` makes it): an unpacked image's
     root file system as the read-only `/` (None: the runner's own system), the image's
-    environment variables under ours, the shell, and writable directories bound in
-    (package-manager caches, for `setup:`)."""
+    environment variables under ours, the shell, and mounts of its own (the repository's
+    package caches, for `setup:`)."""
 
     root: Path | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     shell: str = "/bin/bash"
-    rw_binds: tuple[tuple[Path, str], ...] = ()
+    mounts: tuple[Mount, ...] = ()
     name: str = "the default environment"
     """How messages name it (`image node:22`)."""
 
@@ -178,6 +178,7 @@ class CommandSandbox(Protocol):
         timeout: float,
         network: bool | None = None,
         env: Mapping[str, str] | None = None,
+        mounts: Sequence[Mount] = (),
     ) -> CommandResult: ...
 
     async def self_check(self, scratch_parent: Path | None = None) -> None: ...
@@ -202,15 +203,26 @@ def _worktree(cwd: Path, hidden: tuple[Path, ...]) -> Path:
     return path
 
 
-def _check_rw_bind(path: Path, hidden: tuple[Path, ...], worktree: Path) -> None:
-    """A writable bind is a directory of its own: never a system path, a hidden one, or
-    one holding or inside the worktree."""
-    resolved = _absolute(path, "writable bind")
-    if not resolved.is_dir() or str(resolved) in FORBIDDEN_BINDS:
-        raise ValueError(f"refusing {resolved} as a writable bind")
-    for other in (*hidden, worktree):
-        if other.resolve().is_relative_to(resolved) or resolved.is_relative_to(other.resolve()):
-            raise ValueError(f"writable bind {resolved} overlaps {other}")
+def _checked_mounts(
+    mounts: Sequence[Mount], worktree: Path, hidden: tuple[Path, ...]
+) -> tuple[Mount, ...]:
+    """Mounts that expose only what they name: never a forbidden directory wholesale, a
+    hidden path, the worktree or a place the sandbox itself needs."""
+    checked = []
+    for mount in mounts:
+        source = _absolute(mount.source, "mount source")
+        if str(source) in FORBIDDEN_BINDS or not mount.dest.startswith("/"):
+            raise ValueError(f"refusing to mount {source} at {mount.dest!r}")
+        if mount.dest in ("/", WORKDIR, "/proc", "/dev", "/usr", "/etc") or ".." in mount.dest:
+            raise ValueError(f"refusing to mount over {mount.dest!r}")
+        if source.is_relative_to(worktree) or worktree.is_relative_to(source):
+            raise ValueError(f"mount {source} overlaps the worktree {worktree}")
+        for secret in hidden:
+            secret = secret.resolve()
+            if secret.is_relative_to(source) or source.is_relative_to(secret):
+                raise ValueError(f"mount {source} overlaps hidden path {secret}")
+        checked.append(Mount(source, mount.dest, mount.writable))
+    return tuple(checked)
 
 
 def _data_fds(files: Mapping[str, bytes]) -> dict[str, int]:
@@ -276,16 +288,20 @@ class Sandbox:
         timeout: float,
         network: bool | None = None,
         env: Mapping[str, str] | None = None,
+        mounts: Sequence[Mount] = (),
         view: SandboxView | None = None,
     ) -> CommandResult:
         """Run `command` with `/bin/bash -c` in the worktree `cwd`, seen inside as /workspace.
 
-        With a `view`, in its image, with its environment, shell and writable binds.
         Commands on one worktree are serialised, since each lends the worktree to its uid.
-        When this returns or raises, no process of the command is alive.
+        `mounts` add host paths (writable ones are lent with the worktree). With a `view`,
+        in its image, with its environment, shell and mounts. When this returns or raises,
+        no process of the command is alive.
         """
         policy = self.policy
         worktree = _worktree(cwd, policy.hidden_paths)
+        view_mounts = view.mounts if view is not None else ()
+        mounts = _checked_mounts((*view_mounts, *mounts), worktree, policy.hidden_paths)
         image = view is not None and view.root is not None
         if image:
             # The image's PATH (or the usual one), none of the runner's own directories.
@@ -304,14 +320,13 @@ class Sandbox:
             extra_ro_binds=() if image else tuple(p.resolve() for p in policy.extra_ro_binds),
             tmp_size_bytes=policy.tmp_size_bytes,
             shm_size_bytes=policy.shm_size_bytes,
+            mounts=mounts,
             root=view.root if view is not None else None,
             shell=view.shell if view is not None else "/bin/bash",
-            rw_binds=view.rw_binds if view is not None else (),
         )
-        for source, _dest in layout.rw_binds:
-            _check_rw_bind(source, policy.hidden_paths, worktree)
         parent, _ = await self.memory_cap()
-        async with self._lent(worktree, [s for s, _ in layout.rw_binds]) as lease:
+        writable = tuple(m.source for m in mounts if m.writable)
+        async with self._lent(worktree, writable) as lease:
             growth = GrowthWatch(
                 worktree, lease.used_before, policy.write_limit_bytes, policy.disk_reserve_bytes
             )
@@ -393,48 +408,19 @@ class Sandbox:
         return result
 
     @asynccontextmanager
-    async def _lent(self, worktree: Path, also: Sequence[Path] = ()) -> AsyncIterator[_Lease]:
-        """Hold the worktree's lock; as root, lend it (and `also`, the view's writable
-        binds) to a fresh uid and take it back after.
+    async def _lent(self, worktree: Path, also: tuple[Path, ...] = ()) -> AsyncIterator[_Lease]:
+        """Hold the worktree's lock; as root, lend it to a fresh uid and take it back after.
 
         Measures its disk usage on the way (free for root: the ownership walks visit every
         entry). Never takes back a worktree whose sandbox may still be alive.
         """
-        uid: int | None = None
-        if os.geteuid() == 0:
-            low, high = self.policy.uid_range
-            uid = low + secrets.randbelow(high - low)
-        async with contextlib.AsyncExitStack() as binds:
-            for path in also:
-                await binds.enter_async_context(self._lent_bind(path, uid))
-            async with self._lent_worktree(worktree, uid) as lease:
-                yield lease
-
-    def _lock_of(self, path: Path) -> asyncio.Lock:
-        lock = self._locks.get(path)
+        lock = self._locks.get(worktree)
         if lock is None:
             lock = asyncio.Lock()
-            self._locks[path] = lock
-        return lock
-
-    @asynccontextmanager
-    async def _lent_bind(self, path: Path, uid: int | None) -> AsyncIterator[None]:
-        """A writable bind (a package cache): one command at a time, lent like a worktree."""
-        async with self._lock_of(path):
-            if uid is None:
-                yield
-                return
-            await asyncio.to_thread(lend_tree, path, uid, uid)
-            try:
-                yield
-            finally:
-                await asyncio.to_thread(lend_tree, path, os.geteuid(), os.getegid())
-
-    @asynccontextmanager
-    async def _lent_worktree(self, worktree: Path, uid: int | None) -> AsyncIterator[_Lease]:
-        async with self._lock_of(worktree):
+            self._locks[worktree] = lock
+        async with lock:
             require_quiet(worktree)
-            if uid is None:
+            if os.geteuid() != 0:
                 usage = await asyncio.to_thread(disk_usage, worktree)
                 try:
                     yield _Lease(None, usage.bytes)
@@ -442,11 +428,17 @@ class Sandbox:
                     abandon(worktree)
                     raise
                 return
+            low, high = self.policy.uid_range
+            uid = low + secrets.randbelow(high - low)
             lent = await asyncio.to_thread(lend_tree, worktree, uid, uid)
+            for path in also:
+                await asyncio.to_thread(lend_tree, path, uid, uid)
             lease = _Lease(uid, lent.used_bytes)
 
             async def take_back() -> None:
                 back = await asyncio.to_thread(lend_tree, worktree, os.geteuid(), os.getegid())
+                for path in also:
+                    await asyncio.to_thread(lend_tree, path, os.geteuid(), os.getegid())
                 lease.used_after = back.used_bytes
 
             try:
@@ -493,10 +485,14 @@ class NoSandbox:
         timeout: float,
         network: bool | None = None,
         env: Mapping[str, str] | None = None,
+        mounts: Sequence[Mount] = (),
         view: SandboxView | None = None,
     ) -> CommandResult:
-        """Run `command` with `/bin/bash -c` in `cwd`; `network` is ignored (never isolated),
-        and so is a view's image (without a sandbox there is no other root to run in)."""
+        """Run `command` with `/bin/bash -c` in `cwd`; `network` is ignored (never isolated).
+        Mounts cannot be honoured without a sandbox: a command that needs them is refused
+        (a view's image and cache mounts are simply not used: there is no other root)."""
+        if mounts:
+            raise SandboxUnavailable("mounts (agent engines) need the bubblewrap sandbox")
         policy = self.policy
         worktree = _worktree(cwd, policy.hidden_paths)
         env = view_env(view, env) if view is not None and view.root is None else env

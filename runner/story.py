@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -98,6 +99,9 @@ class StoryFailed(Exception):
         self.evidence = evidence or []
 
 
+REPO_LOOKUP_SECONDS = 300.0
+
+
 @dataclass
 class StoryRunner:
     settings: Settings
@@ -112,6 +116,10 @@ class StoryRunner:
     runner_id: str
     verified: Callable[[str, int], Awaitable[None]]
     """(run_id, round) → the orchestrator's `run_verified`."""
+    _repos: dict[tuple[int, str, str], tuple[RepoRef, float]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+    """Repository lookups of this process: every story of a run needs the same one."""
     preparation: Preparation | None = None
     """The run's image and `setup:` result (None: the runner's own system, no setup)."""
 
@@ -345,11 +353,23 @@ class StoryRunner:
             token = await self.gateway.repo_token(
                 run.installation_id, run.repo, {"contents": "write", "metadata": "read"}
             )
-            async with self.gateway.installation(run.installation_id).session() as gh:
-                repository = await gh.repository(run.owner, run.repo)
+            repo = await self._repository(run)
         except Exception as exc:
             raise StoryFailed("transport", f"GitHub: {type(exc).__name__}: {exc}"[:500]) from exc
-        return RepoRef(repository.full_name, repository.clone_url), GitAuth(token)
+        return repo, GitAuth(token)
+
+    async def _repository(self, run: Run) -> RepoRef:
+        """The repository's name and clone URL, looked up once per REPO_LOOKUP_SECONDS (a
+        renamed repository is seen after that; its pushes are redirected meanwhile)."""
+        key = (run.installation_id, run.owner, run.repo)
+        cached = self._repos.get(key)
+        if cached is not None and time.monotonic() - cached[1] < REPO_LOOKUP_SECONDS:
+            return cached[0]
+        async with self.gateway.installation(run.installation_id).session() as gh:
+            repository = await gh.repository(run.owner, run.repo)
+        repo = RepoRef(repository.full_name, repository.clone_url)
+        self._repos[key] = (repo, time.monotonic())
+        return repo
 
     async def verify_run(self, run_id: str, round_: int = 1) -> str:
         """Run the repository's `verify:` commands on the integrated run branch."""

@@ -35,6 +35,7 @@ from testbed.github.delivery import deliver, issue_labeled_payload
 from testbed.github.server import running_testbed
 from testbed.github.state import GitHubState
 from testbed.models.harness import running_model_server
+from testbed.waiting import TimedOut, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
@@ -265,14 +266,11 @@ def _free_port() -> int:
 
 
 def _wait(check: Callable[[], T | None], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise SystemExit(f"demo: timed out waiting for {what}")
-        time.sleep(0.05)
+    """`wait_until`, ending the demo with a one-line reason instead of a traceback."""
+    try:
+        return wait_until(check, timeout, what)
+    except TimedOut as exc:
+        raise SystemExit(f"demo: {exc}") from None
 
 
 @contextmanager
@@ -603,11 +601,13 @@ def _drive(
     return summary
 
 
-def github_writes(state: GitHubState) -> dict[str, int]:
-    """REST writes the bot sent, by kind (`POST issues/comments` …); git pushes and token
-    mints are not REST writes a maintainer sees."""
+def github_writes(state: GitHubState, repo: str | None = None) -> dict[str, int]:
+    """REST writes the bot sent (to `repo` only, when given), by kind (`POST
+    issues/comments` …); git pushes and token mints are not REST writes a maintainer sees."""
     counts: dict[str, int] = {}
     for record in state.request_log():
+        if repo is not None and not record.path.startswith(f"/repos/{repo}/"):
+            continue
         if record.method == "GET" or record.path.endswith(
             (".git/git-receive-pack", "/access_tokens")
         ):

@@ -1,4 +1,4 @@
-"""Shared fixtures: a private Redis per test session and free ports."""
+"""Shared fixtures: a private Redis per test session, free ports, the App key, models."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import redis
 
+from testbed.keys import KeyPair, new_key_pair
 from testbed.models.harness import RunningModelServer, running_model_server
 
 PR_SET_PDEATHSIG = 1
@@ -106,6 +107,21 @@ def redis_url(redis_server: RedisServer) -> str:
     """A flushed private Redis for one test."""
     redis_server.flush()
     return redis_server.url
+
+
+# --- the App's private key ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def app_key() -> KeyPair:
+    """One RSA key for the session's tests that configure an App (making one is slow)."""
+    return new_key_pair()
+
+
+@pytest.fixture(scope="session")
+def pem(app_key: KeyPair) -> str:
+    """The App private key as `BARO_GITHUB_PRIVATE_KEY` would hold it (PKCS#8 PEM)."""
+    return app_key.pkcs8_pem
 
 
 # --- the scripted model server -----------------------------------------------------------

@@ -26,8 +26,6 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 
 from app.settings import ENV_PREFIX, Settings, load_settings
@@ -397,16 +395,6 @@ def test_only_web_receives_traffic_on_the_port_it_listens_on() -> None:
     assert service["auto_stop_machines"] == "off"
     assert service["min_machines_running"] >= 1
     assert service["force_https"] is True
-
-
-@pytest.fixture(scope="module")
-def pem() -> str:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
 
 
 def secrets(pem: str, redis_url: str) -> dict[str, str]:

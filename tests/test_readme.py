@@ -83,7 +83,7 @@ def flags(argv: list[str]) -> list[str]:
     return [a.split("=", 1)[0] for a in argv if a.startswith("--")]
 
 
-def check(command: str) -> None:
+def check(command: str, pem: str) -> None:
     argv = words(command)
     assert argv, command
     head = argv[0]
@@ -108,22 +108,13 @@ def check(command: str) -> None:
         from app.web.app import create_app
 
         path = "/" + argv[-1].split("://", 1)[1].split("/", 1)[1]
-        app = create_app(_settings())
+        app = create_app(_settings(pem))
         assert path in {getattr(r, "path", None) for r in app.routes}, command
     else:
         pytest.fail(f"README command not covered by a test: {command}")
 
 
-def _settings() -> Settings:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
+def _settings(pem: str) -> Settings:
     return Settings(
         github_app_id=1,
         github_private_key=pem,  # type: ignore[arg-type]
@@ -140,8 +131,8 @@ def test_the_readme_has_commands() -> None:
 
 
 @pytest.mark.parametrize("command", sorted(set(commands())))
-def test_every_command_in_the_readme_exists(command: str) -> None:
-    check(command)
+def test_every_command_in_the_readme_exists(command: str, pem: str) -> None:
+    check(command, pem)
 
 
 def test_every_setting_is_documented_and_every_documented_one_exists() -> None:

@@ -9,6 +9,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from app.llm.types import Protocol
 
+EngineName = Literal["baro", "claude-code", "codex"]
+"""Who drives a phase on this model: baro's own loop, or an agent CLI in the sandbox."""
+AuthKind = Literal["api_key", "subscription"]
+ENGINE_PROTOCOLS: dict[str, Protocol] = {"claude-code": "anthropic", "codex": "openai-responses"}
+"""The one protocol each CLI speaks (Codex 0.171 refuses Chat Completions)."""
+
 
 class ModelConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -30,6 +36,24 @@ class ModelConfig(BaseModel):
     """openai-chat only: OpenAI's own models want `max_completion_tokens`."""
     extra_body: dict[str, Any] = Field(default_factory=dict)
     """Merged into every request body (e.g. `thinking`, `reasoning`, `temperature`)."""
+    engine: EngineName = "baro"
+    """`claude-code` or `codex`: the phase runs that CLI in the sandbox, through the gateway."""
+    auth: AuthKind = "api_key"
+    """`subscription`: the secret in `api_key_env` is a Claude subscription token
+    (`claude setup-token`, usually CLAUDE_CODE_OAUTH_TOKEN); Claude Code only."""
+
+    @model_validator(mode="after")
+    def _engine_speaks_protocol(self) -> ModelConfig:
+        wanted = ENGINE_PROTOCOLS.get(self.engine)
+        if wanted is not None and self.protocol != wanted:
+            raise ValueError(
+                f"model {self.name!r}: engine {self.engine} speaks {wanted}, not {self.protocol}"
+            )
+        if self.auth == "subscription" and self.engine != "claude-code":
+            raise ValueError(
+                f"model {self.name!r}: a subscription token works only with engine claude-code"
+            )
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -407,15 +407,19 @@ class Orchestrator:
         return f"GitHub refused to open the pull request after {attempts} tries: {detail}"
 
     async def render(self, run: Run, *, force: bool = False) -> None:
-        """Re-render the tracking comment, at most once per debounce window per run; an
-        edit skipped inside the window is made by a deferred refresh, so the last state
-        always shows."""
+        """Re-render the tracking comment, at most once per debounce window per run (the
+        window grows as the run goes on: `app/core/debounce.py`); an edit skipped inside
+        the window is made by a deferred refresh at its end, so the last state always
+        shows."""
         if run.plan is None:
             return
-        window = self.settings.comment_debounce_seconds
-        if not force and window > 0 and not await self.store.open_render_window(run.id, window):
-            await self.defer_refresh(run.id, window)
-            return
+        base = self.settings.comment_debounce_seconds
+        if not force and base > 0:
+            cap = max(base, self.settings.comment_debounce_max_seconds)
+            if await self.store.open_render_window(run.id, base, cap) is None:
+                # at the window's end; a refresh already waiting keeps its time
+                await self.defer_refresh(run.id, await self.store.render_wait(run.id) + 0.05)
+                return
         await self.write_tracking(run)
 
     async def write_tracking(self, run: Run) -> None:

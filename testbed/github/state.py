@@ -20,9 +20,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-
 from testbed.github import gitops
 from testbed.github.entities import (
     CHECK_CONCLUSIONS,
@@ -55,6 +52,7 @@ from testbed.github.entities import (
 from testbed.github.errors import GitHubError, not_found, validation_failed
 from testbed.github.faults import FaultSet
 from testbed.github.hooks import HookLog
+from testbed.keys import new_key_pair
 
 __all__ = [
     "CHECK_CONCLUSIONS",
@@ -88,18 +86,8 @@ __all__ = [
 
 
 def _generate_key() -> tuple[str, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    ).decode()
-    public_pem = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private_pem, public_pem
+    pair = new_key_pair()
+    return pair.pkcs1_pem, pair.public_pem
 
 
 class GitHubState:

@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 
 from app.logs import (
@@ -35,16 +33,6 @@ ROOT = Path(__file__).resolve().parents[2]
 WEBHOOK_SECRET = "whsec-0123456789-abcdef"
 MODEL_KEY = "model-key-not-shaped-like-anything-42"
 GH_TOKEN = "ghs_16C7e42F292c6912E7710c838347Ae178B4a"
-
-
-@pytest.fixture(scope="module")
-def pem() -> str:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
 
 
 @pytest.fixture(scope="module")

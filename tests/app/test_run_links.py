@@ -39,8 +39,8 @@ def test_no_public_url_means_no_link() -> None:
     assert RunLinks(b"k", None, 1).url("r1", CREATED) is None
 
 
-def test_the_key_comes_from_the_secret_or_the_app_key() -> None:
-    base = _settings()
+def test_the_key_comes_from_the_secret_or_the_app_key(pem: str) -> None:
+    base = _settings(pem)
     derived = run_page_key(base)
     assert derived == run_page_key(base) and len(derived) == 32
     secret = base.model_copy(update={"run_page_secret": SecretStr("s" * 40)})

@@ -128,3 +128,13 @@ async def test_lease_expires(store: RunStore) -> None:
     await asyncio.sleep(0.1)
     assert not await store.renew_lease("r1", "S2", "runner-a", ttl=5)
     assert await store.acquire_lease("r1", "S2", "runner-b", ttl=5)
+
+
+async def test_the_render_window_grows_with_each_edit(store: RunStore) -> None:
+    assert await store.open_render_window("r1", 0.05, 1.0) == 0.05
+    assert await store.open_render_window("r1", 0.05, 1.0) is None  # inside the window
+    assert 0 < await store.render_wait("r1") <= 0.05
+    await asyncio.sleep(0.07)
+    assert await store.render_wait("r1") == 0
+    assert await store.open_render_window("r1", 0.05, 1.0) == 0.1
+    assert await store.open_render_window("r2", 0.05, 1.0) == 0.05  # per run

@@ -7,12 +7,11 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 from redis import Redis
@@ -25,10 +24,11 @@ from testbed.github.delivery import (
 from testbed.github.routes_hooks import deliver_recorded
 from testbed.github.server import TestbedServer
 from testbed.github.state import App, Installation, Issue, Repo
+from testbed.waiting import wait_for as await_until
+from testbed.waiting import wait_until
 from tests.conftest import die_with_parent, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-T = TypeVar("T")
 
 PLANNER_MODEL = {
     "name": "planner-model",
@@ -44,18 +44,6 @@ ROUTING = {
     "heavy": "planner-model",
 }
 PLANNER_KEY = "sk-test-planner-key-0123456789"
-
-
-def wait_for(check: Callable[[], T | None], timeout: float = 20.0, what: str = "condition") -> T:
-    """Poll until `check` returns something truthy; fail with `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 @dataclass
@@ -86,7 +74,7 @@ class Bot:
         for i in range(runners):
             self.start(f"runner-{i}" if i else "runner")
         try:
-            wait_for(self._web_up, 30, "the web process")
+            wait_until(self._web_up, 30, "the web process")
         except AssertionError:
             self.stop()  # a failed start must not leave processes behind
             raise
@@ -271,18 +259,9 @@ def current(world: World, bot: Bot, repo: Any, number: int) -> dict[str, Any] | 
     return run_state(bot.env["BARO_REDIS_URL"], comment.body)
 
 
-def wait_run(
-    world: World,
-    bot: Bot,
-    repo: Any,
-    number: int,
-    check: Any = None,
-    timeout: float = 90,
-    what: str = "the run to end",
-) -> dict[str, Any]:
-    """Poll the run record until `check(state)` (default: a terminal state); on timeout the
-    error shows the run's state and the processes' logs."""
-
+def _run_ready(
+    world: World, bot: Bot, repo: Any, number: int, check: Callable[[dict[str, Any]], Any] | None
+) -> Callable[[], dict[str, Any] | None]:
     def ready() -> dict[str, Any] | None:
         state = current(world, bot, repo, number)
         if state is None:
@@ -290,10 +269,50 @@ def wait_run(
         ok = check(state) if check else state["state"] in TERMINAL
         return state if ok else None
 
+    return ready
+
+
+def _explained(exc: AssertionError, world: World, bot: Bot, repo: Any, number: int) -> str:
+    """A timeout's message with the run's state and the processes' logs."""
+    state = current(world, bot, repo, number)
+    shown = {k: state[k] for k in ("state", "failure", "stories")} if state else None
+    logs = bot.logs()[-15000:]
+    return f"{exc}\n{json.dumps(shown, indent=1, default=str)}\n{logs}"
+
+
+async def await_run(
+    world: World,
+    bot: Bot,
+    repo: Any,
+    number: int,
+    check: Callable[[dict[str, Any]], Any] | None = None,
+    timeout: float = 90,
+    what: str = "the run to end",
+) -> dict[str, Any]:
+    """Poll the run record until `check(state)` (default: a terminal state), without blocking
+    the event loop; on timeout the error shows the run's state and the processes' logs."""
     try:
-        return wait_for(ready, timeout, what)
+        return await await_until(_run_ready(world, bot, repo, number, check), timeout, what)
     except AssertionError as exc:
-        state = current(world, bot, repo, number)
-        shown = {k: state[k] for k in ("state", "failure", "stories")} if state else None
-        logs = bot.logs()[-15000:]
-        raise AssertionError(f"{exc}\n{json.dumps(shown, indent=1, default=str)}\n{logs}") from None
+        raise AssertionError(_explained(exc, world, bot, repo, number)) from None
+
+
+def wait_run(
+    world: World,
+    bot: Bot,
+    repo: Any,
+    number: int,
+    check: Callable[[dict[str, Any]], Any] | None = None,
+    timeout: float = 90,
+    what: str = "the run to end",
+) -> dict[str, Any]:
+    """`await_run` for sync tests (it blocks the thread while it polls)."""
+    try:
+        return wait_until(_run_ready(world, bot, repo, number, check), timeout, what)
+    except AssertionError as exc:
+        raise AssertionError(_explained(exc, world, bot, repo, number)) from None
+
+
+wait_for = wait_until
+"""The blocking poll under its old name, for sync callers written before testbed/waiting.py;
+async tests await `testbed.waiting.wait_for` (or `await_run`) instead."""

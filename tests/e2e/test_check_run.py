@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from testbed.models.harness import RunningModelServer
+from testbed.waiting import wait_for
 from tests.conftest import RedisServer
-from tests.e2e.harness import Bot, World, bot_env, new_bot, wait_for, wait_run
-from tests.e2e.test_execution import story
-from tests.e2e.test_failures import agent, always_wrong, create, finish, planner, tag, use
+from tests.e2e.harness import Bot, World, bot_env, new_bot
+from tests.e2e.scenario import Scenario, always_wrong, create, finish, story, tag
 
 
 @pytest.fixture(scope="module")
@@ -51,34 +51,31 @@ async def test_the_check_run_follows_the_run_to_success(
     world: World, linked_bot: Bot, models: RunningModelServer
 ) -> None:
     t = tag()
-    title = f"Greet {t}"
-    use(
-        models,
-        planner(title, three_stories(t)),
-        agent(f"S1 {t}", "S1", f"Hello {t}", [create("hello.txt", "hello\n"), finish()]),
-        agent(f"S2 {t}", "S2", f"World {t}", [create("world.txt", "world\n", 2.0), finish()]),
-        agent(f"S3 {t}", "S3", f"Both {t}", [create("both.txt", "both\n"), finish()]),
-    )
-    repo = world.new_repo()
-    issue = world.new_issue(repo, title)
-    await world.deliver_label(linked_bot, repo, issue.number)
+    s = Scenario.new(world, models, f"Greet {t}").plans(three_stories(t))
+    s.agent("S1", f"Hello {t}", [create("hello.txt", "hello\n"), finish()])
+    s.agent("S2", f"World {t}", [create("world.txt", "world\n", 2.0), finish()])
+    s.agent("S3", f"Both {t}", [create("both.txt", "both\n"), finish()]).script()
+    repo = s.repo
+    await s.label(linked_bot)
 
     # While S2 runs, S1's commit carries the check run, in progress with the checklist.
-    live = wait_for(
-        lambda: [
-            c
-            for c in repo.check_runs.values()
-            if c.status == "in_progress" and "1/3 stories landed" in (c.title or "")
-        ],
-        60,
-        "an in-progress check run",
+    live = (
+        await wait_for(
+            lambda: [
+                c
+                for c in repo.check_runs.values()
+                if c.status == "in_progress" and "1/3 stories landed" in (c.title or "")
+            ],
+            60,
+            "an in-progress check run",
+        )
     )[0]
     assert "- [x] **S1**" in live.summary and "- [ ] **S2**" in live.summary
-    state = wait_run(world, linked_bot, repo, issue.number)
+    state = await s.ended(linked_bot)
     assert state["state"] == "done"
     head = world.state.branch_sha(repo, state["branch"])
     assert head is not None
-    final = wait_for(
+    final = await wait_for(
         lambda: (c := world.state.check_runs(repo, head, "baro")) and c[0].conclusion and c[0],
         15,
         "the final check run",
@@ -105,21 +102,16 @@ async def test_a_checkpoint_concludes_as_failure(
     world: World, linked_bot: Bot, models: RunningModelServer
 ) -> None:
     t = tag()
-    title = f"Half {t}"
-    use(
-        models,
-        planner(title, three_stories(t)),
-        agent(f"S1 {t}", "S1", f"Hello {t}", [create("hello.txt", "hello\n"), finish()]),
-        agent(f"S2 {t}", "S2", f"World {t}", always_wrong("world.txt")),
-    )
-    repo = world.new_repo()
-    issue = world.new_issue(repo, title)
-    await world.deliver_label(linked_bot, repo, issue.number)
-    state = wait_run(world, linked_bot, repo, issue.number, timeout=120)
+    s = Scenario.new(world, models, f"Half {t}").plans(three_stories(t))
+    s.agent("S1", f"Hello {t}", [create("hello.txt", "hello\n"), finish()])
+    s.agent("S2", f"World {t}", always_wrong("world.txt")).script()
+    repo = s.repo
+    await s.label(linked_bot)
+    state = await s.ended(linked_bot, timeout=120)
     assert state["state"] == "checkpoint"
     head = world.state.branch_sha(repo, state["branch"])
     assert head is not None
-    final = wait_for(
+    final = await wait_for(
         lambda: (c := world.state.check_runs(repo, head, "baro")) and c[0].conclusion and c[0],
         15,
         "the final check run",
@@ -133,15 +125,11 @@ async def test_a_refused_check_run_never_fails_the_run(
     world: World, linked_bot: Bot, models: RunningModelServer
 ) -> None:
     t = tag()
-    title = f"Refused {t}"
     plan = three_stories(t)
     plan["stories"] = plan["stories"][:1]
-    use(
-        models,
-        planner(title, plan),
-        agent(f"S1 {t}", "S1", f"Hello {t}", [create("hello.txt", "hello\n"), finish()]),
-    )
-    repo = world.new_repo()
+    s = Scenario.new(world, models, f"Refused {t}").plans(plan)
+    s.agent("S1", f"Hello {t}", [create("hello.txt", "hello\n"), finish()]).script()
+    repo = s.repo
     refusal = world.state.faults.add(
         method="POST",
         path=rf"^/repos/{world.owner}/{repo.name}/check-runs$",
@@ -150,11 +138,10 @@ async def test_a_refused_check_run_never_fails_the_run(
         times=None,
     )
     try:
-        issue = world.new_issue(repo, title)
-        await world.deliver_label(linked_bot, repo, issue.number)
-        state = wait_run(world, linked_bot, repo, issue.number)
+        await s.label(linked_bot)
+        state = await s.ended(linked_bot)
         note = f"check run of {state['id']} not written: GitHub answered 403"
-        wait_for(lambda: note in linked_bot.logs("worker"), 15, "the refusal in the log")
+        await wait_for(lambda: note in linked_bot.logs("worker"), 15, "the refusal in the log")
     finally:
         world.state.faults.remove(refusal)
     assert state["state"] == "done" and state["pr_number"] is not None

@@ -6,6 +6,7 @@ comment and one PR (arq re-delivers, leases lapse, the reaper resumes what was d
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Iterator
@@ -16,8 +17,10 @@ import pytest
 from redis import Redis
 
 from testbed.models.harness import RunningModelServer
+from testbed.waiting import wait_for
 from tests.conftest import RedisServer
-from tests.e2e.harness import Bot, World, bot_env, current, new_bot, wait_for, wait_run
+from tests.e2e.harness import Bot, World, bot_env, current, new_bot
+from tests.e2e.scenario import Scenario
 from tests.e2e.test_execution import PLAN, git_log, writes
 
 
@@ -54,6 +57,17 @@ def script(title: str) -> dict[str, Any]:
     }
 
 
+def crashing(
+    world: World,
+    models: RunningModelServer,
+    title: str,
+    files: dict[str, str | bytes] | None = None,
+) -> Scenario:
+    """The greeting plan with slow turns, and no default planner behind it."""
+    s = Scenario.new(world, models, title, files)
+    return s.rule(*script(title)["rules"]).script(defaults=False)
+
+
 @pytest.fixture
 def crash_bot(world: World, models: RunningModelServer) -> Iterator[Bot]:
     redis = RedisServer()
@@ -67,10 +81,10 @@ def crash_bot(world: World, models: RunningModelServer) -> Iterator[Bot]:
     redis.stop()
 
 
-def kill_and_restart(bot: Bot, name: str) -> None:
+async def kill_and_restart(bot: Bot, name: str) -> None:
     bot.procs[name].kill()
     bot.procs[name].wait(10)
-    time.sleep(0.3)
+    await asyncio.sleep(0.3)
     bot.start(name)
 
 
@@ -79,19 +93,17 @@ async def test_run_survives_sigkill_of_worker_and_runner(
     world: World, crash_bot: Bot, models: RunningModelServer, seed: int
 ) -> None:
     rng = random.Random(seed)
-    repo = world.new_repo()
-    title = f"Crash seed {seed}"
-    issue = world.new_issue(repo, title)
-    models.set_script(script(title))
-    await world.deliver_label(crash_bot, repo, issue.number)
+    s = crashing(world, models, f"Crash seed {seed}")
+    repo, issue = s.repo, s.issue
+    await s.label(crash_bot)
     started = time.monotonic()
     for victim in rng.sample(["worker", "runner", "worker", "runner-1"], 3):
-        time.sleep(rng.uniform(0.5, 3.0))
-        kill_and_restart(crash_bot, victim)
+        await asyncio.sleep(rng.uniform(0.5, 3.0))
+        await kill_and_restart(crash_bot, victim)
     elapsed = time.monotonic() - started
 
     what = f"the run to finish (kills within {elapsed:.1f}s)"
-    state = wait_run(world, crash_bot, repo, issue.number, timeout=90, what=what)
+    state = await s.ended(crash_bot, timeout=90, what=what)
     assert state["state"] == "done", {k: v["state"] for k, v in state["stories"].items()}
     subjects = [e.split("\x00")[0] for e in git_log(world, repo, state["branch"])]
     assert sorted(subjects[:3]) == ["S1: Hello file", "S2: World file", "S3: Both file"]
@@ -122,32 +134,28 @@ async def test_a_worker_killed_during_the_intake_does_not_lose_the_trigger(
     world: World, crash_bot: Bot, models: RunningModelServer
 ) -> None:
     """arq would re-run the intake only after half an hour; the reaper resumes it."""
-    repo = world.new_repo()
-    issue = world.new_issue(repo, "Crash during intake")
-    models.set_script(script("Crash during intake"))
+    s = crashing(world, models, "Crash during intake")
     stall = world.state.faults.add(method="GET", path=r"/permission$", delay=30)
-    await world.deliver_label(crash_bot, repo, issue.number)
-    wait_for(lambda: stall.hits == 1, 30, "the intake to ask for the sender's permission")
-    kill_and_restart(crash_bot, "worker")
+    await s.label(crash_bot)
+    await wait_for(lambda: stall.hits == 1, 30, "the intake to ask for the sender's permission")
+    await kill_and_restart(crash_bot, "worker")
 
-    state = wait_run(world, crash_bot, repo, issue.number, timeout=90)
-    assert_one_of_everything(world, repo, issue.number, state)
+    state = await s.ended(crash_bot, timeout=90)
+    assert_one_of_everything(world, s.repo, s.number, state)
 
 
 async def test_a_worker_killed_while_opening_the_pull_request_opens_exactly_one(
     world: World, crash_bot: Bot, models: RunningModelServer
 ) -> None:
-    repo = world.new_repo()
-    issue = world.new_issue(repo, "Crash while opening the PR")
-    models.set_script(script("Crash while opening the PR"))
+    s = crashing(world, models, "Crash while opening the PR")
     stall = world.state.faults.add(method="POST", path=r"/pulls$", delay=6)
-    await world.deliver_label(crash_bot, repo, issue.number)
-    wait_for(lambda: stall.hits == 1, 60, "the worker to open the pull request")
-    kill_and_restart(crash_bot, "worker")  # the stalled request still creates the PR
+    await s.label(crash_bot)
+    await wait_for(lambda: stall.hits == 1, 60, "the worker to open the pull request")
+    await kill_and_restart(crash_bot, "worker")  # the stalled request still creates the PR
 
-    state = wait_run(world, crash_bot, repo, issue.number, timeout=90)
-    assert_one_of_everything(world, repo, issue.number, state)
-    assert state["pr_number"] == world.state.pulls(repo)[0].number
+    state = await s.ended(crash_bot, timeout=90)
+    assert_one_of_everything(world, s.repo, s.number, state)
+    assert state["pr_number"] == world.state.pulls(s.repo)[0].number
 
 
 async def test_a_runner_killed_while_verifying_is_replaced(
@@ -155,12 +163,13 @@ async def test_a_runner_killed_while_verifying_is_replaced(
 ) -> None:
     # Slow only on the integrated branch (the stories' own checks run before S3 is committed).
     slow_on_branch = "git log -1 --format=%s | grep -q '^S3:' && sleep 8; true"
-    repo = world.new_repo(
-        {"README.md": "# x\n", ".github/baro.yml": f'verify:\n  - "{slow_on_branch}"\n'}
-    )
-    issue = world.new_issue(repo, "Crash while verifying")
-    models.set_script(script("Crash while verifying"))
-    await world.deliver_label(crash_bot, repo, issue.number)
+    files: dict[str, str | bytes] = {
+        "README.md": "# x\n",
+        ".github/baro.yml": f'verify:\n  - "{slow_on_branch}"\n',
+    }
+    s = crashing(world, models, "Crash while verifying", files)
+    repo, issue = s.repo, s.issue
+    await s.label(crash_bot)
     redis = Redis.from_url(crash_bot.env["BARO_REDIS_URL"])
 
     def verifier() -> str | None:
@@ -171,18 +180,18 @@ async def test_a_runner_killed_while_verifying_is_replaced(
         text = holder.decode() if holder else ""
         return text if ":verify:" in text else None
 
-    holder = wait_for(verifier, 60, "a runner to verify the integrated branch")
+    holder = await wait_for(verifier, 60, "a runner to verify the integrated branch")
     pid = int(holder.split(":")[0].rsplit("-", 2)[1])  # runner id: host-pid-random
     victim = next(name for name, proc in crash_bot.procs.items() if proc.pid == pid)
     dead = Path(crash_bot.env["BARO_RUNNER_DATA_DIR"]) / "worktrees" / holder.split(":")[0]
-    wait_for(lambda: dead.is_dir() and any(dead.iterdir()), 20, "the verifier's worktree")
-    kill_and_restart(crash_bot, victim)
+    await wait_for(lambda: dead.is_dir() and any(dead.iterdir()), 20, "the verifier's worktree")
+    await kill_and_restart(crash_bot, victim)
 
-    state = wait_run(world, crash_bot, repo, issue.number, timeout=90)
+    state = await s.ended(crash_bot, timeout=90)
     assert_one_of_everything(world, repo, issue.number, state)
     assert [v["passed"] for v in state["verification"]] == [True]
     events = [e["kind"] for e in run_events(crash_bot, state["id"])]
     assert events.count("verified") == 1, events  # the dead runner never recorded a result
     # The restarted runner's housekeeping removed the checkouts the dead one left behind.
-    wait_for(lambda: not dead.exists(), 20, "the dead runner's worktrees to be swept")
+    await wait_for(lambda: not dead.exists(), 20, "the dead runner's worktrees to be swept")
     assert not dead.with_name(f"{dead.name}.lock").exists()

@@ -12,9 +12,10 @@ import pytest
 
 from testbed.models.harness import RunningModelServer
 from testbed.registry import Registry, build_image
+from testbed.waiting import wait_for as await_until
 from tests.conftest import RedisServer
 from tests.e2e.conftest import DEFAULT_SCRIPT
-from tests.e2e.harness import Bot, World, bot_env, new_bot, tracking, wait_for, wait_run
+from tests.e2e.harness import Bot, World, await_run, bot_env, new_bot, tracking
 
 PLAN: dict[str, Any] = {
     "summary": "One file.",
@@ -118,7 +119,7 @@ async def test_an_image_and_setup_serve_every_command_of_the_run(
 ) -> None:
     image = f"{registry.host}/test/tools:1"
     repo, issue = await start(world, env_bot, models, baro_yml(image), "Note in the image")
-    state = wait_run(world, env_bot, repo, issue.number)
+    state = await await_run(world, env_bot, repo, issue.number)
     assert state["state"] == "done", json.dumps(state["stories"], default=str)[:3000]
     env = state["environment"]
     assert env["state"] == "ready" and env["digest"].startswith("sha256:")
@@ -127,7 +128,7 @@ async def test_an_image_and_setup_serve_every_command_of_the_run(
     # What setup made is never committed; the story's file is.
     assert world.state.read_file(repo, state["branch"], "note.txt") == b"note\n"
     assert world.state.read_file(repo, state["branch"], "deps/state") is None
-    comment = wait_for(
+    comment = await await_until(
         lambda: (c := tracking(world, repo, issue.number)) and "/pull/" in c.body and c,
         20,
         "the final comment",
@@ -151,10 +152,10 @@ async def test_an_unusable_image_ends_the_run_saying_why(
     template, said = CASES[case]
     image = template.format(host=registry.host)
     repo, issue = await start(world, env_bot, models, baro_yml(image), f"Image case {case}")
-    state = wait_run(world, env_bot, repo, issue.number)
+    state = await await_run(world, env_bot, repo, issue.number)
     assert state["state"] == "failed"
     assert all(s["state"] == "pending" and s["attempts"] == 0 for s in state["stories"].values())
-    body = wait_for(
+    body = await await_until(
         lambda: (
             (c := tracking(world, repo, issue.number))
             and "could not be prepared" in c.body
@@ -165,7 +166,7 @@ async def test_an_unusable_image_ends_the_run_saying_why(
     )
     assert said in body, body
     assert f"image `{image}`" in body and "/baro retry" in body
-    wait_for(
+    await await_until(
         lambda: world.state.labels(repo, issue.number) == ["baro", "baro:failed"],
         20,
         "the failed label",
@@ -179,9 +180,9 @@ async def test_a_failed_setup_ends_the_run_with_its_output(
         f"{registry.host}/test/tools:1", "echo resolving deps; echo E404 left-pad >&2; exit 7"
     )
     repo, issue = await start(world, env_bot, models, yml, "Setup that fails")
-    state = wait_run(world, env_bot, repo, issue.number)
+    state = await await_run(world, env_bot, repo, issue.number)
     assert state["state"] == "failed" and state["environment"]["error_kind"] == "setup"
-    body = wait_for(
+    body = await await_until(
         lambda: (
             (c := tracking(world, repo, issue.number))
             and "could not be prepared" in c.body
@@ -199,9 +200,9 @@ async def test_an_unreachable_registry_fails_and_a_retry_works_once_it_is_back(
 ) -> None:
     image = f"{LATE.host}/test/tools:1"
     repo, issue = await start(world, env_bot, models, baro_yml(image), "Registry comes back")
-    state = wait_run(world, env_bot, repo, issue.number)
+    state = await await_run(world, env_bot, repo, issue.number)
     assert state["state"] == "failed"
-    body = wait_for(
+    body = await await_until(
         lambda: (c := tracking(world, repo, issue.number)) and "unreachable" in c.body and c.body,
         20,
         "the unreachable registry in the tracking comment",
@@ -211,7 +212,7 @@ async def test_an_unreachable_registry_fails_and_a_retry_works_once_it_is_back(
     LATE.start()
     LATE.push(build_image(tmp_path, files={"etc/baro-image": b"yes\n"}), "test/tools", "1")
     await world.deliver_comment(env_bot, repo, issue.number, "/baro retry")
-    state = wait_run(
+    state = await await_run(
         world, env_bot, repo, issue.number, check=lambda s: s["state"] == "done", what="retry"
     )
     assert state["environment"]["generation"] == 2 and state["environment"]["state"] == "ready"

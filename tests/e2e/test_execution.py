@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,20 +12,11 @@ from redis import Redis
 from testbed.models.harness import RunningModelServer
 from tests.conftest import RedisServer
 from tests.e2e.conftest import DEFAULT_SCRIPT
-from tests.e2e.harness import Bot, World, bot_env, new_bot, tracking, wait_for, wait_run
+from tests.e2e.harness import Bot, World, bot_env, new_bot
+from tests.e2e.scenario import Scenario, story
+from tests.e2e.scenario import git_log as branch_log
 
-
-def story(sid: str, title: str, deps: list[str], path: str, check: str) -> dict[str, Any]:
-    return {
-        "id": sid,
-        "title": title,
-        "description": f"Create {path}.",
-        "depends_on": deps,
-        "writes": [path],
-        "acceptance": [f"{path} exists"],
-        "tests": [check],
-        "tier": "light",
-    }
+__all__ = ["story"]  # imported from here by other modules
 
 
 PLAN = {
@@ -59,32 +49,34 @@ def writes(path: str, text: str) -> list[dict[str, Any]]:
     ]
 
 
+def greeting_rules(title: str) -> list[dict[str, Any]]:
+    """The planner submits PLAN for `title`; each story writes its greeting."""
+    return [
+        {
+            "name": "plan",
+            "match": {"system": "baro's planner", "first_user": title},
+            "turns": [{"tool_calls": [{"name": "submit_plan", "arguments": PLAN}]}],
+        },
+        {
+            "name": "S1",
+            "match": {"first_user": "Implement story S1"},
+            "turns": writes("hello.txt", "hello\n"),
+        },
+        {
+            "name": "S2",
+            "match": {"first_user": "Implement story S2"},
+            "turns": writes("world.txt", "world\n"),
+        },
+        {
+            "name": "S3",
+            "match": {"first_user": "Implement story S3"},
+            "turns": writes("both.txt", "hello world\n"),
+        },
+    ]
+
+
 def script(title: str) -> dict[str, Any]:
-    return {
-        "rules": [
-            {
-                "name": "plan",
-                "match": {"system": "baro's planner", "first_user": title},
-                "turns": [{"tool_calls": [{"name": "submit_plan", "arguments": PLAN}]}],
-            },
-            {
-                "name": "S1",
-                "match": {"first_user": "Implement story S1"},
-                "turns": writes("hello.txt", "hello\n"),
-            },
-            {
-                "name": "S2",
-                "match": {"first_user": "Implement story S2"},
-                "turns": writes("world.txt", "world\n"),
-            },
-            {
-                "name": "S3",
-                "match": {"first_user": "Implement story S3"},
-                "turns": writes("both.txt", "hello world\n"),
-            },
-            *DEFAULT_SCRIPT["rules"],
-        ]
-    }
+    return {"rules": [*greeting_rules(title), *DEFAULT_SCRIPT["rules"]]}
 
 
 @pytest.fixture(scope="module")
@@ -96,29 +88,23 @@ def runners_bot(world: World, e2e_redis: RedisServer, models: RunningModelServer
 
 
 def git_log(world: World, repo: Any, branch: str) -> list[str]:
-    out = subprocess.run(
-        ["git", "--git-dir", str(repo.git_dir), "log", "--format=%s%x00%b%x1e", branch],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return [entry.strip() for entry in out.split("\x1e") if entry.strip()]
+    """`tests.e2e.scenario.git_log` under its older signature."""
+    return branch_log(repo, branch)
 
 
 async def test_label_to_landed_commits(
     world: World, runners_bot: Bot, models: RunningModelServer
 ) -> None:
-    repo = world.new_repo(
-        {
-            "README.md": "# Greetings\n",
-            ".github/baro.yml": "verify:\n  - test -f README.md && test ! -e broken.flag\n",
-        }
-    )
-    issue = world.new_issue(repo, "Greet the world")
-    models.set_script(script("Greet the world"))
-    await world.deliver_label(runners_bot, repo, issue.number)
+    files: dict[str, str | bytes] = {
+        "README.md": "# Greetings\n",
+        ".github/baro.yml": "verify:\n  - test -f README.md && test ! -e broken.flag\n",
+    }
+    s = Scenario.new(world, models, "Greet the world", files)
+    s.rule(*greeting_rules(s.title)).script()
+    repo, issue = s.repo, s.issue
+    await s.label(runners_bot)
 
-    state = wait_run(world, runners_bot, repo, issue.number, what="the run to finish")
+    state = await s.ended(runners_bot, what="the run to finish")
     assert state["state"] == "done", json.dumps(
         {k: state[k] for k in ("state", "failure", "stories", "verification")}, indent=1
     )[:3000]
@@ -139,11 +125,7 @@ async def test_label_to_landed_commits(
     assert world.state.read_file(repo, branch, "both.txt") == b"hello world\n"
     assert state["stories"]["S1"]["sha"]
     assert state["stories"]["S1"]["input_tokens"] == 1700 + 800
-    comment = wait_for(
-        lambda: (c := tracking(world, repo, issue.number)) and "- [x] **S3**" in c.body and c,
-        10,
-        "the final checklist",
-    )
+    comment = await s.comment_says("- [x] **S3**", timeout=10)
     assert "- [x] **S1**" in comment.body and "- [x] **S2**" in comment.body
 
     pulls = world.state.pulls(repo)
@@ -155,11 +137,7 @@ async def test_label_to_landed_commits(
     assert "test ! -e broken.flag" in pull.issue.body  # the verification result
     assert [u.login for u in pull.requested_reviewers] == ["maintainer"]
     assert state["verification"][0]["passed"] is True
-    final = wait_for(
-        lambda: (c := tracking(world, repo, issue.number)) and "/pull/" in c.body and c,
-        10,
-        "the final comment",
-    )
+    final = await s.comment_says("/pull/", timeout=10)
     assert f"/pull/{pull.number}" in final.body
     labels = world.state.labels(repo, issue.number)
     assert "baro:done" in labels and "baro:running" not in labels
@@ -175,8 +153,11 @@ async def test_red_verification_gets_one_fix_story(
 ) -> None:
     # Each story alone passes; together they need combined.ok, which the fix story adds.
     verify = 'test "$(cat a.txt b.txt 2>/dev/null | wc -l)" -lt 2 -o -e combined.ok'
-    repo = world.new_repo({"README.md": "# x\n", ".github/baro.yml": f"verify:\n  - '{verify}'\n"})
-    issue = world.new_issue(repo, "Integration needs a fix")
+    files: dict[str, str | bytes] = {
+        "README.md": "# x\n",
+        ".github/baro.yml": f"verify:\n  - '{verify}'\n",
+    }
+    s = Scenario.new(world, models, "Integration needs a fix", files)
     plan = {
         "summary": "Two files.",
         "design_note": "Root files.",
@@ -185,35 +166,13 @@ async def test_red_verification_gets_one_fix_story(
             story("S2", "B file", [], "b.txt", "test -f b.txt"),
         ],
     }
-    models.set_script(
-        {
-            "rules": [
-                {
-                    "name": "plan",
-                    "match": {"first_user": "Integration needs a fix"},
-                    "turns": [{"tool_calls": [{"name": "submit_plan", "arguments": plan}]}],
-                },
-                {
-                    "name": "S1",
-                    "match": {"first_user": "Implement story S1"},
-                    "turns": writes("a.txt", "a\n"),
-                },
-                {
-                    "name": "S2",
-                    "match": {"first_user": "Implement story S2"},
-                    "turns": writes("b.txt", "b\n"),
-                },
-                {
-                    "name": "fix",
-                    "match": {"first_user": "Implement story S3"},
-                    "turns": writes("combined.ok", "ok\n"),
-                },
-            ]
-        }
-    )
-    await world.deliver_label(runners_bot, repo, issue.number)
+    s.plans(plan).agent("S1", "A file", writes("a.txt", "a\n"))
+    s.agent("S2", "B file", writes("b.txt", "b\n"))
+    s.agent("S3", "Make the verification pass", writes("combined.ok", "ok\n"), key="fix")
+    s.script(defaults=False)
+    await s.label(runners_bot)
 
-    state = wait_run(world, runners_bot, repo, issue.number, what="the run to finish")
+    state = await s.ended(runners_bot, what="the run to finish")
     assert state["state"] == "done", state["stories"]
     assert state["fix_story"] == "S3"
     assert state["stories"]["S3"]["state"] == "landed"
@@ -222,9 +181,10 @@ async def test_red_verification_gets_one_fix_story(
     assert fix["id"] == "S3"
     assert fix["tests"] == [verify]
     assert "(exit code 1)" in fix["description"]
-    subjects = [e.split("\x00")[0] for e in git_log(world, repo, state["branch"])]
-    assert subjects[0] == "S3: Make the verification pass on the integrated branch"
-    assert len(world.state.pulls(repo)) == 1
+    assert (
+        s.subjects(state["branch"])[0] == "S3: Make the verification pass on the integrated branch"
+    )
+    assert len(world.state.pulls(s.repo)) == 1
 
 
 def bash(command: str) -> dict[str, Any]:
@@ -239,44 +199,29 @@ async def test_a_refused_change_is_undone_by_the_agent_and_reported(
 ) -> None:
     """A story agent vendors a library as a nested repository: baro refuses it inside the
     attempt, the agent removes the `.git`, the story lands, and the PR says what was refused."""
-    repo = world.new_repo({"README.md": "# x\n"})
-    issue = world.new_issue(repo, "Vendor a helper")
+    s = Scenario.new(world, models, "Vendor a helper", {"README.md": "# x\n"})
     plan = {
         "summary": "Vendor one helper.",
         "design_note": "Plain files under vendor/.",
         "stories": [story("S1", "Vendored helper", [], "vendor/x.txt", "test -f vendor/x.txt")],
     }
     planting = "mkdir -p vendor && cd vendor && git init -q . && echo x > x.txt"
-    models.set_script(
-        {
-            "rules": [
-                {
-                    "name": "plan",
-                    "match": {"first_user": "Vendor a helper"},
-                    "turns": [{"tool_calls": [{"name": "submit_plan", "arguments": plan}]}],
-                },
-                {
-                    "name": "S1",
-                    "match": {"first_user": "Implement story S1"},
-                    "turns": [
-                        bash(planting),
-                        writes("vendor/x.txt", "x\n")[1],
-                        bash("rm -rf vendor/.git"),
-                        writes("vendor/x.txt", "x\n")[1],
-                    ],
-                },
-            ]
-        }
-    )
-    await world.deliver_label(runners_bot, repo, issue.number)
+    turns = [
+        bash(planting),
+        writes("vendor/x.txt", "x\n")[1],
+        bash("rm -rf vendor/.git"),
+        writes("vendor/x.txt", "x\n")[1],
+    ]
+    s.plans(plan).agent("S1", "Vendored helper", turns).script(defaults=False)
+    await s.label(runners_bot)
 
-    state = wait_run(world, runners_bot, repo, issue.number, what="the run to finish")
+    state = await s.ended(runners_bot, what="the run to finish")
     assert state["state"] == "done", state["stories"]
     refusals = state["stories"]["S1"]["refusals"]
     assert [line.split(":")[0] for line in refusals] == ["vendor/.git"], refusals
-    assert world.state.read_file(repo, state["branch"], "vendor/x.txt") == b"x\n"
-    assert world.state.read_file(repo, state["branch"], "vendor/.git/config") is None
-    body = world.state.pulls(repo)[0].issue.body or ""
+    assert world.state.read_file(s.repo, state["branch"], "vendor/x.txt") == b"x\n"
+    assert world.state.read_file(s.repo, state["branch"], "vendor/.git/config") is None
+    body = world.state.pulls(s.repo)[0].issue.body or ""
     assert "## Refused changes" in body and "**S1** vendor/.git: a nested git repository" in body
 
 

@@ -13,8 +13,9 @@ import pytest
 from testbed.github.delivery import github_headers, issue_labeled_payload, sign
 from testbed.github.entities import RequestRecord
 from testbed.github.gitops import branch_ahead
+from testbed.waiting import wait_for, wait_until
 from tests.conftest import FIXTURES, RedisServer
-from tests.e2e.harness import Bot, World, bot_env, new_bot, wait_for
+from tests.e2e.harness import Bot, World, bot_env, new_bot
 
 pytestmark = pytest.mark.usefixtures("default_script")
 
@@ -29,7 +30,7 @@ async def test_label_delivery_reacts_and_posts_one_tracking_comment(world: World
     resp = await world.deliver_label(bot, repo, issue.number)
     assert resp.status_code == 202, resp.text
 
-    comments = wait_for(
+    comments = await wait_for(
         lambda: tracking_comments(world, repo, issue.number), what="tracking comment"
     )
     assert len(comments) == 1
@@ -45,11 +46,13 @@ async def test_same_delivery_twice_gives_one_comment_and_one_run(world: World, b
     second = await world.deliver_label(bot, repo, issue.number, delivery_id=delivery)
     assert (first.status_code, second.status_code) == (202, 200)
     assert second.json() == {"duplicate": delivery}
-    wait_for(lambda: tracking_comments(world, repo, issue.number), what="tracking comment")
+    await wait_for(lambda: tracking_comments(world, repo, issue.number), what="tracking comment")
     # A new delivery id for the same label (GitHub sends one per label event) → one active run.
     third = await world.deliver_label(bot, repo, issue.number)
     assert third.status_code == 202
-    wait_for(lambda: len(world.bot_comments(repo, issue.number)) >= 2, what="already-running reply")
+    await wait_for(
+        lambda: len(world.bot_comments(repo, issue.number)) >= 2, what="already-running reply"
+    )
     assert len(tracking_comments(world, repo, issue.number)) == 1
 
 
@@ -91,7 +94,7 @@ async def test_reader_gets_one_polite_reply_and_no_run(world: World, bot: Bot) -
     issue = world.new_issue(repo)
     resp = await world.deliver_comment(bot, repo, issue.number, "/baro", commenter="reader")
     assert resp.status_code == 202
-    replies = wait_for(lambda: world.bot_comments(repo, issue.number), what="reply")
+    replies = await wait_for(lambda: world.bot_comments(repo, issue.number), what="reply")
     assert len(replies) == 1
     assert "only starts for people with write access" in replies[0].body
     assert "@reader" in replies[0].body
@@ -99,7 +102,7 @@ async def test_reader_gets_one_polite_reply_and_no_run(world: World, bot: Bot) -
     # A triager can add labels without write access: the labelling sender is checked.
     world.state.set_permission(repo, "triager", "triage")
     await world.deliver_label(bot, repo, issue.number, sender="triager")
-    wait_for(lambda: len(world.bot_comments(repo, issue.number)) == 2, what="second reply")
+    await wait_for(lambda: len(world.bot_comments(repo, issue.number)) == 2, what="second reply")
     assert tracking_comments(world, repo, issue.number) == []
 
 
@@ -111,7 +114,7 @@ async def test_comment_by_the_app_itself_is_ignored(world: World, bot: Bot) -> N
     assert "ignored" in resp.json()
     # A marker delivery afterwards proves the worker is alive and processed the queue.
     await world.deliver_comment(bot, repo, issue.number, "/baro help")
-    wait_for(lambda: len(world.bot_comments(repo, issue.number)) == 2, what="help reply")
+    await wait_for(lambda: len(world.bot_comments(repo, issue.number)) == 2, what="help reply")
     assert tracking_comments(world, repo, issue.number) == []
 
 
@@ -159,7 +162,7 @@ async def test_secondary_rate_limit_on_comment_creation_is_waited_out(
         method="POST", path=rf"/repos/.*/{repo.name}/issues/{issue.number}/comments$", retry_after=1
     )
     await world.deliver_label(bot, repo, issue.number)
-    wait_for(lambda: tracking_comments(world, repo, issue.number), what="tracking comment")
+    await wait_for(lambda: tracking_comments(world, repo, issue.number), what="tracking comment")
 
     def comment_posts() -> list[RequestRecord]:
         return world.state.request_log(
@@ -168,7 +171,7 @@ async def test_secondary_rate_limit_on_comment_creation_is_waited_out(
 
     # The comment exists before its request is logged (the log is written after the
     # response), so wait for the log rather than read it once.
-    wait_for(lambda: len(comment_posts()) >= 2, what="both comment requests logged")
+    await wait_for(lambda: len(comment_posts()) >= 2, what="both comment requests logged")
     log = comment_posts()
     statuses = [r.status for r in log]
     assert statuses[:2] == [403, 201], statuses
@@ -195,13 +198,15 @@ async def test_redis_outage_gives_503_then_recovers(
         assert health.status_code == 503 and health.json()["status"] == "unhealthy"
 
         redis.start()
-        wait_for(lambda: httpx.get(running.web_url + "/healthz").status_code == 200, what="healthy")
+        await wait_for(
+            lambda: httpx.get(running.web_url + "/healthz").status_code == 200, what="healthy"
+        )
         # GitHub redelivers with the same id: it must be processed now, not deduplicated.
         delivery = resp.request.headers["X-GitHub-Delivery"]
         again = await world.deliver_label(running, repo, issue.number, delivery_id=delivery)
         assert again.status_code == 202
         try:
-            wait_for(lambda: tracking_comments(world, repo, issue.number), 30, what="comment")
+            await wait_for(lambda: tracking_comments(world, repo, issue.number), 30, what="comment")
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{running.logs()}") from None
     finally:
@@ -217,13 +222,13 @@ async def test_run_trigger_on_a_pull_request_explains_instead_of_planning(
     pull = world.state.create_pull(repo, title="A PR", head="feature", base="main")
     resp = await world.deliver_comment(bot, repo, pull.number, "/baro make it faster")
     assert resp.status_code == 202
-    replies = wait_for(lambda: world.bot_comments(repo, pull.number), what="reply")
+    replies = await wait_for(lambda: world.bot_comments(repo, pull.number), what="reply")
     assert "starts runs from issues" in replies[0].body
     assert tracking_comments(world, repo, pull.number) == []
 
 
 def test_healthz_reports_queue_heartbeats(bot: Bot) -> None:
-    health = wait_for(
+    health = wait_until(
         lambda: (
             (h := httpx.get(bot.web_url + "/healthz").json())["worker"].find("j_complete") >= 0
             and h

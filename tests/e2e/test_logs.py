@@ -14,8 +14,9 @@ import pytest
 
 from testbed.models.harness import RunningModelServer
 from tests.conftest import RedisServer
-from tests.e2e.harness import PLANNER_KEY, World, bot_env, new_bot, wait_run
-from tests.e2e.test_execution import script
+from tests.e2e.harness import PLANNER_KEY, World, bot_env, new_bot
+from tests.e2e.scenario import Scenario
+from tests.e2e.test_execution import greeting_rules
 
 MIN_SECRET_LENGTH = 8  # app.logs does not redact shorter values by value; nor do we look
 
@@ -57,13 +58,13 @@ async def test_a_run_logs_json_with_context_and_no_secrets(
     )
     try:
         bot.start_all(runners=2)
-        repo = world.new_repo({"README.md": "# Logs\n"})
-        issue = world.new_issue(repo, "Log the greeting")
-        models.set_script(script("Log the greeting"))
+        s = Scenario.new(world, models, "Log the greeting", {"README.md": "# Logs\n"})
+        s.rule(*greeting_rules(s.title)).script()
+        repo = s.repo
         delivery = str(uuid.uuid4())
-        response = await world.deliver_label(bot, repo, issue.number, delivery_id=delivery)
+        response = await s.label(bot, delivery_id=delivery)
         assert response.status_code == 202, response.text
-        state = wait_run(world, bot, repo, issue.number, what="the run to finish")
+        state = await s.ended(bot, what="the run to finish")
         assert state["state"] == "done", state["stories"]
     finally:
         names = sorted(bot.procs)

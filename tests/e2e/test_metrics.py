@@ -10,9 +10,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from testbed.models.harness import RunningModelServer
+from testbed.waiting import wait_for
 from tests.conftest import RedisServer
-from tests.e2e.harness import PLANNER_MODEL, Bot, World, bot_env, new_bot, wait_for, wait_run
-from tests.e2e.test_execution import PLAN, script
+from tests.e2e.harness import PLANNER_MODEL, Bot, World, bot_env, new_bot
+from tests.e2e.scenario import Scenario
+from tests.e2e.test_execution import PLAN, greeting_rules
 
 RUNNERS = 2
 TOKEN = "e2e-metrics-token-42"
@@ -67,7 +69,7 @@ async def test_a_run_shows_up_in_metrics(
     world: World, metrics_bot: Bot, models: RunningModelServer
 ) -> None:
     assert httpx.get(metrics_bot.web_url + "/metrics", timeout=10).status_code == 401
-    runners = wait_for(
+    runners = await wait_for(
         lambda: (got := scrape(metrics_bot))[("baro_runners", ())] == RUNNERS and got,
         60,
         "every runner to announce itself",
@@ -75,16 +77,15 @@ async def test_a_run_shows_up_in_metrics(
     assert runners[("baro_runner_slots", ())] == RUNNERS * 2  # BARO_RUNNER_CONCURRENCY
     assert runners[("baro_runners_busy", ())] == 0
 
-    repo = world.new_repo({"README.md": "# Metrics\n"})
-    issue = world.new_issue(repo, "Count the greetings")
-    models.set_script(script("Count the greetings"))
-    await world.deliver_label(metrics_bot, repo, issue.number)
-    state = wait_run(world, metrics_bot, repo, issue.number, what="the run to finish")
+    s = Scenario.new(world, models, "Count the greetings", {"README.md": "# Metrics\n"})
+    s.rule(*greeting_rules(s.title)).script()
+    await s.label(metrics_bot)
+    state = await s.ended(metrics_bot, what="the run to finish")
     assert state["state"] == "done", state["stories"]
     stories = len(PLAN["stories"])
 
     # The final write's metrics follow its CAS by a moment.
-    got = wait_for(
+    got = await wait_for(
         lambda: (
             (s := scrape(metrics_bot))
             and total(s, "baro_runs_finished_total", state="done") == 1

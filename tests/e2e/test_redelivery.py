@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import time
+import asyncio
 import uuid
 from typing import Any
 
 import pytest
 
 from testbed.models.harness import RunningModelServer
+from testbed.waiting import wait_for
 from tests.conftest import RedisServer
-from tests.e2e.harness import World, bot_env, new_bot, run_state, wait_for
+from tests.e2e.harness import World, bot_env, new_bot, run_state
 
 pytestmark = pytest.mark.usefixtures("default_script")
 
@@ -43,7 +44,9 @@ async def test_trigger_answered_503_is_redelivered_and_runs_once(
         answered_issue = mine.new_issue(repo, "Answered at once")
         answered = await mine.deliver_label(bot, repo, answered_issue.number)
         assert answered.status_code == 202, answered.text
-        wait_for(lambda: tracking_comments(mine, repo, answered_issue.number), 30, "first run")
+        await wait_for(
+            lambda: tracking_comments(mine, repo, answered_issue.number), 30, "first run"
+        )
 
         issue = mine.new_issue(repo, "Labelled during the outage")
         redis.stop()
@@ -55,10 +58,10 @@ async def test_trigger_answered_503_is_redelivered_and_runs_once(
 
         redis.start()
         try:
-            attempts = wait_for(
+            attempts = await wait_for(
                 lambda: len(a := state.hooks.attempts(guid)) >= 2 and a, 60, "a redelivery"
             )
-            comments = wait_for(
+            comments = await wait_for(
                 lambda: tracking_comments(mine, repo, issue.number), 30, "the run's comment"
             )
         except AssertionError as exc:
@@ -70,8 +73,10 @@ async def test_trigger_answered_503_is_redelivered_and_runs_once(
 
         # Later passes (every second) leave both events alone.
         listed = app_requests("GET", r"^/app/hook/deliveries$")
-        wait_for(lambda: app_requests("GET", r"^/app/hook/deliveries$") >= listed + 3, 30, "passes")
-        time.sleep(0.5)
+        await wait_for(
+            lambda: app_requests("GET", r"^/app/hook/deliveries$") >= listed + 3, 30, "passes"
+        )
+        await asyncio.sleep(0.5)
         assert len(state.hooks.attempts(guid)) == 2
         assert len(state.hooks.attempts(answered.request.headers["X-GitHub-Delivery"])) == 1
         assert app_requests("POST", r"^/app/hook/deliveries/\d+/attempts$") == 1

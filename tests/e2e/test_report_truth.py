@@ -13,8 +13,8 @@ from redis import Redis
 from app import keys
 from testbed.models.harness import RunningModelServer
 from tests.conftest import RedisServer
-from tests.e2e.conftest import DEFAULT_SCRIPT
-from tests.e2e.harness import Bot, World, bot_env, new_bot, wait_run
+from tests.e2e.harness import Bot, World, bot_env, new_bot
+from tests.e2e.scenario import Scenario
 
 
 @pytest.fixture(scope="module")
@@ -63,35 +63,20 @@ def start(
     agents: dict[str, list[dict[str, Any]]],
     files: dict[str, str | bytes] | None = None,
     first: list[dict[str, Any]] | None = None,
-) -> tuple[Any, Any, str]:
+) -> Scenario:
     """A repository, an issue and a script: the plan, each story's agent, and `first`
     (rules that win over the agents', as the first matching rule does)."""
-    title = f"Truth {uuid.uuid4().hex[:6]}"
-    repo = world.new_repo(
-        {"README.md": "# x\n", ".github/baro.yml": "review: false\n", **(files or {})}
+    s = Scenario.new(
+        world,
+        models,
+        f"Truth {uuid.uuid4().hex[:6]}",
+        {"README.md": "# x\n", ".github/baro.yml": "review: false\n", **(files or {})},
     )
-    issue = world.new_issue(repo, title)
-    plan = {"summary": "s", "design_note": "d", "stories": stories}
-    titles = {s["id"]: s["title"] for s in stories}
-    rules = [
-        *(first or []),
-        {
-            "name": f"plan {title}",
-            "match": {"system": "baro's planner", "first_user": title},
-            "turns": [{"tool_calls": [{"name": "submit_plan", "arguments": plan}]}],
-        },
-        *(
-            {
-                "name": f"{sid} {title}",
-                "match": {"first_user": f"Implement story {sid}: {titles[sid]}"},
-                "turns": turns,
-            }
-            for sid, turns in agents.items()
-        ),
-        *DEFAULT_SCRIPT["rules"],
-    ]
-    models.set_script({"rules": rules})
-    return repo, issue, title
+    s.plans({"summary": "s", "design_note": "d", "stories": stories})
+    titles = {story["id"]: story["title"] for story in stories}
+    for sid, turns in agents.items():
+        s.agent(sid, titles[sid], list(turns))
+    return s.script(*(first or []))
 
 
 async def test_every_attempt_counts_in_the_times_and_the_timeline(
@@ -99,7 +84,7 @@ async def test_every_attempt_counts_in_the_times_and_the_timeline(
 ) -> None:
     t = uuid.uuid4().hex[:6]
     title = f"Right file {t}"
-    repo, issue, _ = start(
+    s = start(
         world,
         models,
         [story("S1", title, "a.txt", "grep -q right a.txt")],
@@ -117,17 +102,17 @@ async def test_every_attempt_counts_in_the_times_and_the_timeline(
             }
         ],
     )
-    await world.deliver_label(truth_bot, repo, issue.number)
+    await s.label(truth_bot)
 
-    state = wait_run(world, truth_bot, repo, issue.number, timeout=120, what="the retried run")
+    state = await s.ended(truth_bot, timeout=120, what="the retried run")
     assert state["state"] == "done", state["stories"]
     record = state["stories"]["S1"]
     spans = record["spans"]
-    assert [s["attempt"] for s in spans] == [1, 2]
+    assert [span["attempt"] for span in spans] == [1, 2]
     assert spans[0]["outcome"] == "verification" and spans[1]["outcome"] == "landed"
-    first, second = (duration(s) for s in spans)
+    first, second = (duration(span) for span in spans)
     assert first >= 4.0 and second >= 2.0  # four and two model calls of a second each
-    body = world.state.pulls(repo)[0].issue.body or ""
+    body = world.state.pulls(s.repo)[0].issue.body or ""
     assert f"Right file {t} (attempt 1) :crit, s1a1" in body
     assert f"Right file {t} (attempt 2) :done, s1a2" in body
     sequential = body.split("sequential ", 1)[1].split(" ", 1)[0]
@@ -138,7 +123,7 @@ async def test_refused_edits_go_back_to_the_agent_and_into_the_pr(
     world: World, truth_bot: Bot, models: RunningModelServer
 ) -> None:
     t = uuid.uuid4().hex[:6]
-    repo, issue, _ = start(
+    s = start(
         world,
         models,
         [
@@ -163,9 +148,9 @@ async def test_refused_edits_go_back_to_the_agent_and_into_the_pr(
             ],
         },
     )
-    await world.deliver_label(truth_bot, repo, issue.number)
+    await s.label(truth_bot)
 
-    state = wait_run(world, truth_bot, repo, issue.number, what="the run")
+    state = await s.ended(truth_bot, what="the run")
     assert state["state"] == "done", state["stories"]
     for sid in ("S1", "S2"):
         assert state["stories"][sid]["state"] == "landed"
@@ -173,8 +158,8 @@ async def test_refused_edits_go_back_to_the_agent_and_into_the_pr(
         assert any(
             r.startswith(".github/workflows/ci.yml: ") for r in state["stories"][sid]["refusals"]
         )
-    assert world.state.read_file(repo, state["branch"], ".github/workflows/ci.yml") is None
-    body = world.state.pulls(repo)[0].issue.body or ""
+    assert world.state.read_file(s.repo, state["branch"], ".github/workflows/ci.yml") is None
+    body = world.state.pulls(s.repo)[0].issue.body or ""
     assert "## Refused changes" in body
     assert "**S1** .github/workflows/ci.yml: baro cannot push changes" in body
     assert "**S2** .github/workflows/ci.yml: baro's GitHub App has no workflows permission" in body
@@ -184,7 +169,7 @@ async def test_the_transcript_is_saved_after_landing_with_its_conflict_rounds(
     world: World, truth_bot: Bot, models: RunningModelServer
 ) -> None:
     t = uuid.uuid4().hex[:6]
-    repo, issue, _ = start(
+    s = start(
         world,
         models,
         [
@@ -203,11 +188,11 @@ async def test_the_transcript_is_saved_after_landing_with_its_conflict_rounds(
         },
         files={"a.py": "x = 0\n"},
     )
-    await world.deliver_label(truth_bot, repo, issue.number)
+    await s.label(truth_bot)
 
-    state = wait_run(world, truth_bot, repo, issue.number, what="the run")
+    state = await s.ended(truth_bot, what="the run")
     assert state["state"] == "done", state["stories"]
-    assert world.state.read_file(repo, state["branch"], "a.py") == b"x = 'first'\ny = 'second'\n"
+    assert world.state.read_file(s.repo, state["branch"], "a.py") == b"x = 'first'\ny = 'second'\n"
     client = Redis.from_url(truth_bot.env["BARO_REDIS_URL"])
     try:
         raw = client.get(keys.transcript(state["id"], "S2", 1))

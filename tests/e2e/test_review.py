@@ -10,8 +10,8 @@ import pytest
 
 from testbed.models.harness import RunningModelServer
 from tests.conftest import RedisServer
-from tests.e2e.conftest import DEFAULT_SCRIPT
-from tests.e2e.harness import Bot, World, bot_env, new_bot, wait_run
+from tests.e2e.harness import Bot, World, bot_env, new_bot
+from tests.e2e.scenario import Scenario
 
 
 @pytest.fixture(scope="module")
@@ -83,9 +83,8 @@ DUPLICATE = {
 async def test_a_duplicate_found_in_review_is_fixed_then_reviewed_again(
     world: World, review_bot: Bot, models: RunningModelServer
 ) -> None:
-    title = f"Table rows {uuid.uuid4().hex[:6]}"
-    repo = world.new_repo({"README.md": "# rows\n"})
-    issue = world.new_issue(repo, title)
+    s = rows(world, models, {"README.md": "# rows\n"})
+    repo, title = s.repo, s.title
     hint = {
         "severity": "warning",
         "file": "docs/a.md",
@@ -98,16 +97,10 @@ async def test_a_duplicate_found_in_review_is_fixed_then_reviewed_again(
         "match": {"first_user": "Implement story S3: Address the review of docs/b.md"},
         "turns": [call("bash", command="rm docs/b.md"), call("finish", summary="Removed it.")],
     }
-    set_script(
-        models,
-        title,
-        reviewer(repo, 1, [DUPLICATE]),
-        reviewer(repo, 2, [hint]),
-        fix,
-    )
-    await world.deliver_label(review_bot, repo, issue.number)
+    s.script(reviewer(repo, 1, [DUPLICATE]), reviewer(repo, 2, [hint]), fix)
+    await s.label(review_bot)
 
-    state = wait_run(world, review_bot, repo, issue.number, what="the reviewed run")
+    state = await s.ended(review_bot, what="the reviewed run")
     assert state["state"] == "done", state["stories"]
     rounds = state["reviews"]
     assert [len(r["findings"]) for r in rounds] == [1, 1]
@@ -134,13 +127,12 @@ async def test_a_duplicate_found_in_review_is_fixed_then_reviewed_again(
 async def test_a_clean_review_says_so_in_one_line(
     world: World, review_bot: Bot, models: RunningModelServer
 ) -> None:
-    title = f"Table rows {uuid.uuid4().hex[:6]}"
-    repo = world.new_repo({"README.md": "# rows\n"})
-    issue = world.new_issue(repo, title)
-    set_script(models, title, reviewer(repo, 1, []))
-    await world.deliver_label(review_bot, repo, issue.number)
+    s = rows(world, models, {"README.md": "# rows\n"})
+    repo = s.repo
+    s.script(reviewer(repo, 1, []))
+    await s.label(review_bot)
 
-    state = wait_run(world, review_bot, repo, issue.number, what="the reviewed run")
+    state = await s.ended(review_bot, what="the reviewed run")
     assert state["state"] == "done", state["stories"]
     assert [r["findings"] for r in state["reviews"]] == [[]]
     pull = world.state.pulls(repo)[0]
@@ -152,18 +144,17 @@ async def test_a_clean_review_says_so_in_one_line(
 async def test_a_failed_review_does_not_cost_the_pull_request(
     world: World, review_bot: Bot, models: RunningModelServer
 ) -> None:
-    title = f"Table rows {uuid.uuid4().hex[:6]}"
-    repo = world.new_repo({"README.md": "# rows\n"})
-    issue = world.new_issue(repo, title)
+    s = rows(world, models, {"README.md": "# rows\n"})
+    repo = s.repo
     broken = {
-        "name": f"review {title}",
+        "name": f"review {s.title}",
         "match": {"system": "baro's reviewer", "first_user": repo.full_name},
         "turns": [{"fault": {"kind": "http", "status": 401}}],
     }
-    set_script(models, title, broken)
-    await world.deliver_label(review_bot, repo, issue.number)
+    s.script(broken)
+    await s.label(review_bot)
 
-    state = wait_run(world, review_bot, repo, issue.number, what="the run")
+    state = await s.ended(review_bot, what="the run")
     assert state["state"] == "done", state["stories"]
     (round_,) = state["reviews"]
     assert round_["error"] and "review model failed" in round_["error"]
@@ -175,40 +166,23 @@ async def test_a_failed_review_does_not_cost_the_pull_request(
 async def test_review_false_in_baro_yml_skips_the_phase(
     world: World, review_bot: Bot, models: RunningModelServer
 ) -> None:
-    title = f"Table rows {uuid.uuid4().hex[:6]}"
-    repo = world.new_repo({"README.md": "# rows\n", ".github/baro.yml": "review: false\n"})
-    issue = world.new_issue(repo, title)
-    set_script(models, title, reviewer(repo, 1, [DUPLICATE]))
-    await world.deliver_label(review_bot, repo, issue.number)
+    s = rows(world, models, {"README.md": "# rows\n", ".github/baro.yml": "review: false\n"})
+    repo = s.repo
+    s.script(reviewer(repo, 1, [DUPLICATE]))
+    await s.label(review_bot)
 
-    state = wait_run(world, review_bot, repo, issue.number, what="the run")
+    state = await s.ended(review_bot, what="the run")
     assert state["state"] == "done" and state["reviews"] == []
     assert not [r for r in models.requests if r.rule == f"review 1 {repo.name}"]
 
 
-def set_script(models: RunningModelServer, title: str, *extra: dict[str, Any]) -> None:
+def rows(world: World, models: RunningModelServer, files: dict[str, str | bytes]) -> Scenario:
+    """A repository and an issue whose plan adds the b row twice (docs/a.md and docs/b.md)."""
+    s = Scenario.new(world, models, f"Table rows {uuid.uuid4().hex[:6]}", files)
     plan = {
         "summary": "Add the b row.",
         "design_note": "The b row lives in docs/a.md only.",
         "stories": [story("S1", "Row in a", "docs/a.md"), story("S2", "Row in b", "docs/b.md")],
     }
-    rules = [
-        *extra,
-        {
-            "name": f"plan {title}",
-            "match": {"system": "baro's planner", "first_user": title},
-            "turns": [{"tool_calls": [{"name": "submit_plan", "arguments": plan}]}],
-        },
-        {
-            "name": f"S1 {title}",
-            "match": {"first_user": "Implement story S1: Row in a"},
-            "turns": writes("docs/a.md", "| b | 2 |\n"),
-        },
-        {
-            "name": f"S2 {title}",
-            "match": {"first_user": "Implement story S2: Row in b"},
-            "turns": writes("docs/b.md", "| b | 2 |\n"),
-        },
-        *DEFAULT_SCRIPT["rules"],
-    ]
-    models.set_script({"rules": rules})
+    s.plans(plan).agent("S1", "Row in a", writes("docs/a.md", "| b | 2 |\n"))
+    return s.agent("S2", "Row in b", writes("docs/b.md", "| b | 2 |\n"))

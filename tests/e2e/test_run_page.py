@@ -27,11 +27,11 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 
 from app.run_links import DERIVATION_LABEL, RunLinks
 from testbed.models.harness import RunningModelServer
+from testbed.waiting import wait_until
 from tests.app.web.test_run_page import store_run
-from tests.e2e.harness import Bot, World, tracking, wait_for, wait_run
+from tests.e2e.harness import Bot, World, tracking, wait_run
+from tests.e2e.scenario import Scenario, always_wrong, create, finish, story, tag
 from tests.e2e.test_check_run import linked_bot
-from tests.e2e.test_execution import story
-from tests.e2e.test_failures import agent, always_wrong, create, finish, planner, tag, use
 
 __all__ = ["linked_bot"]  # web, worker and two runners with a public URL (test_check_run.py)
 
@@ -86,7 +86,7 @@ class Watched:
 
 
 def page_link(world: World, repo: Any, number: int) -> str:
-    comment = wait_for(
+    comment = wait_until(
         lambda: (c := tracking(world, repo, number)) and LINK.search(c.body) and c,
         30,
         "the run page link in the tracking comment",
@@ -112,24 +112,20 @@ def six_stories() -> dict[str, Any]:
     }
 
 
-def script_six(models: RunningModelServer, title: str) -> None:
+def script_six(s: Scenario) -> None:
     """S3 fails its first attempt (its test stays red) and lands on the retry."""
     retry = {
         "name": "S3 retry",
         "match": {"first_user": "Implement story S3: Low-stock report.*A previous attempt"},
         "turns": [create("report.txt", "low\n", 0.8), finish()],
     }
-    use(
-        models,
-        planner(title, six_stories()),
-        agent("S1", "S1", "Foundation", [create("core.txt", "core\n", 1.2), finish()]),
-        agent("S2", "S2", "CSV export", [create("export.txt", "csv\n", 0.6), finish()]),
-        retry,
-        agent("S3", "S3", "Low-stock report", always_wrong("report.txt")),
-        agent("S4", "S4", "Refuse over-removal", [create("guard.txt", "no\n"), finish()]),
-        agent("S5", "S5", "Command line", [create("cli.txt", "cli\n", 1.0), finish()]),
-        agent("S6", "S6", "Document the CLI", [create("docs.txt", "docs\n"), finish()]),
-    )
+    s.plans(six_stories())
+    s.agent("S1", "Foundation", [create("core.txt", "core\n", 1.2), finish()])
+    s.agent("S2", "CSV export", [create("export.txt", "csv\n", 0.6), finish()]).rule(retry)
+    s.agent("S3", "Low-stock report", always_wrong("report.txt"))
+    s.agent("S4", "Refuse over-removal", [create("guard.txt", "no\n"), finish()])
+    s.agent("S5", "Command line", [create("cli.txt", "cli\n", 1.0), finish()])
+    s.agent("S6", "Document the CLI", [create("docs.txt", "docs\n"), finish()]).script()
 
 
 def classes(page: Page, sid: str) -> str:
@@ -139,11 +135,10 @@ def classes(page: Page, sid: str) -> str:
 def test_a_finished_run_shows_its_dag_timeline_and_replays(
     world: World, linked_bot: Bot, models: RunningModelServer, browser: Browser, tmp_path: Path
 ) -> None:
-    title = "Inventory tooling: an export, a low-stock report and a CLI"
-    script_six(models, title)
-    repo = world.new_repo()
-    issue = world.new_issue(repo, title)
-    in_thread(world.deliver_label(linked_bot, repo, issue.number))
+    s = Scenario.new(world, models, "Inventory tooling: an export, a low-stock report and a CLI")
+    script_six(s)
+    repo, issue = s.repo, s.issue
+    in_thread(s.label(linked_bot))
     state = wait_run(world, linked_bot, repo, issue.number, timeout=150)
     assert state["state"] == "done", state["failure"]
     url = page_link(world, repo, issue.number)
@@ -216,21 +211,17 @@ def test_a_running_run_updates_live_and_shows_hostile_titles_as_text(
             story("S2", f"Second {t}", ["S1"], "two.txt", "grep -q two two.txt"),
         ],
     }
-    use(
-        models,
-        planner(title, plan),
-        agent(f"S1 {t}", "S1", "", [create("one.txt", "one\n", 4), finish()]),
-        agent(f"S2 {t}", "S2", f"Second {t}", [create("two.txt", "two\n", 2), finish()]),
-    )
-    repo = world.new_repo()
-    issue = world.new_issue(repo, title)
-    in_thread(world.deliver_label(linked_bot, repo, issue.number))
+    s = Scenario.new(world, models, title).plans(plan)
+    s.agent("S1", "", [create("one.txt", "one\n", 4), finish()])
+    s.agent("S2", f"Second {t}", [create("two.txt", "two\n", 2), finish()]).script()
+    repo, issue = s.repo, s.issue
+    in_thread(s.label(linked_bot))
     wait_run(
         world,
         linked_bot,
         repo,
         issue.number,
-        check=lambda s: s["stories"].get("S1", {}).get("state") == "running",
+        check=lambda r: r["stories"].get("S1", {}).get("state") == "running",
         what="S1 to run",
     )
     url = page_link(world, repo, issue.number)

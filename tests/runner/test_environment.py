@@ -23,6 +23,7 @@ from app.llm.config import ModelConfig
 from app.llm.meter import turn_pricer
 from app.llm.prices import PriceTable
 from runner.agent import StoryAgent, StoryBrief, VerifyResult
+from runner.bwrap import Mount
 from runner.environment import CACHE_MOUNT, Environments
 from runner.images import ImageOptions, ImageStore, NoShell, Platform
 from runner.limits import Limits, MiB
@@ -205,7 +206,9 @@ async def test_setup_is_made_once_linked_into_worktrees_and_redone_on_a_lock_cha
     box = sandbox(data)
     setups = Setups(data)
     async with envs.use(run) as renv:
-        assert renv.setup_view().rw_binds == ((envs.cache_dir("Acme", "Shop"), CACHE_MOUNT),)
+        assert renv.setup_view().mounts == (
+            Mount(envs.cache_dir("Acme", "Shop"), CACHE_MOUNT, True),
+        )
         key = setup_key("acme/shop", "a" * 40, setup, None)
         made = await setups.ensure(key, base, setup, renv.sandbox(box, setup=True), renv.name)
         assert made.paths == ("node_modules",) and not (base / "node_modules").exists()

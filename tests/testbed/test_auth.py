@@ -9,8 +9,6 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from githubkit import AppAuthStrategy, GitHub
 from githubkit.cache import MemCacheStrategy
 from githubkit.exception import RequestFailed
@@ -22,15 +20,6 @@ BAD_CREDENTIALS = {
     "documentation_url": "https://docs.github.com/rest",
     "status": "401",
 }
-
-
-def other_key() -> str:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
 
 
 def make_jwt(key: str, iss: Any, iat: float, exp: float) -> str:
@@ -45,7 +34,8 @@ async def get(world: World, path: str, auth: str | None) -> httpx.Response:
         return await client.get(path, headers=headers)
 
 
-async def test_jwt_variants(world: World) -> None:
+async def test_jwt_variants(world: World, pem: str) -> None:
+    other_key = pem  # the session's key, not the App's
     now = time.time()
     key = world.app.private_key_pem
     ok_int = await get(world, "/app", f"Bearer {make_jwt(key, world.app.id, now - 60, now + 540)}")
@@ -54,7 +44,7 @@ async def test_jwt_variants(world: World) -> None:
     assert (await get(world, "/app", f"Bearer {by_client_id}")).status_code == 200
 
     wrong_key = await get(
-        world, "/app", f"Bearer {make_jwt(other_key(), str(world.app.id), now - 60, now + 540)}"
+        world, "/app", f"Bearer {make_jwt(other_key, str(world.app.id), now - 60, now + 540)}"
     )
     assert wrong_key.status_code == 401
     assert set(wrong_key.json()) == {"message", "documentation_url", "status"}
@@ -73,9 +63,9 @@ async def test_jwt_variants(world: World) -> None:
     assert garbage.status_code == 401
 
 
-async def test_githubkit_wrong_key_gets_401(world: World) -> None:
+async def test_githubkit_wrong_key_gets_401(world: World, pem: str) -> None:
     gh = GitHub(
-        AppAuthStrategy(str(world.app.id), other_key()),
+        AppAuthStrategy(str(world.app.id), pem),
         base_url=world.url,
         cache_strategy=MemCacheStrategy(),
         auto_retry=False,

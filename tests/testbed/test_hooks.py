@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -29,21 +29,10 @@ from testbed.github import delivery
 from testbed.github.hooks import HookDelivery as Recorded
 from testbed.github.routes_hooks import deliver_recorded
 from testbed.github.state import App, Installation
+from testbed.waiting import wait_for
 from tests.conftest import free_port
 from tests.testbed.conftest import World
 from tests.testbed.receiver import Receiver, running_receiver
-
-T = TypeVar("T")
-
-
-def wait_for(check: Callable[[], T | None], timeout: float = 10.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 @dataclass
@@ -201,7 +190,9 @@ async def test_redelivery_resends_the_same_event_freshly_signed_to_the_current_u
     resp = await hook_app.gh.rest.apps.async_redeliver_webhook_delivery(original.id)
     assert resp.status_code == 202
     assert resp.json() == {}
-    attempts = wait_for(lambda: len(a := world.state.hooks.attempts(original.guid)) == 2 and a)
+    attempts = await wait_for(
+        lambda: len(a := world.state.hooks.attempts(original.guid)) == 2 and a, 10
+    )
     again = attempts[1]
     assert again.id > original.id
     assert (again.redelivery, again.status, again.status_code) == (True, "OK", 202)
@@ -226,7 +217,9 @@ async def test_a_failing_redelivery_is_recorded_as_a_new_failed_attempt(
     await send(world, hook_app, receiver.url, labeled(world, hook_app), "guid-fails-twice")
     (original,) = world.state.hooks.attempts("guid-fails-twice")
     await hook_app.gh.rest.apps.async_redeliver_webhook_delivery(original.id)
-    attempts = wait_for(lambda: len(a := world.state.hooks.attempts(original.guid)) == 2 and a)
+    attempts = await wait_for(
+        lambda: len(a := world.state.hooks.attempts(original.guid)) == 2 and a, 10
+    )
     assert [(a.status, a.redelivery) for a in attempts] == [
         ("Invalid HTTP Response: 503", False),
         ("Invalid HTTP Response: 500", True),
@@ -248,7 +241,7 @@ async def test_deliveries_older_than_three_days_cannot_be_redelivered(
     with pytest.raises(RequestFailed) as unknown:
         await hook_app.gh.rest.apps.async_redeliver_webhook_delivery(original.id + 10**6)
     assert unknown.value.response.status_code == 404
-    time.sleep(0.2)
+    await asyncio.sleep(0.2)
     assert len(world.state.hooks.attempts("guid-too-old")) == 1
     assert len(receiver.received) == 1
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from app.core.final_comment import render_final_comment
 from app.core.markdown import COMMENT_LIMIT
@@ -17,21 +14,11 @@ from app.core.pr_body import PR_TITLE_LIMIT, render_pr_body, render_pr_title
 from app.core.report import find_run_id
 from app.core.run import Run, StoryRecord, VerifyResult
 from app.core.run_facts import is_checkpoint
+from tests.snapshots import snapshots
 
-SNAPSHOTS = Path(__file__).parent / "snapshots"
+assert_snapshot = snapshots(Path(__file__).parent / "snapshots")
 REPO_URL = "https://github.com/acme/stats"
 T0 = datetime(2025, 5, 1, 12, 0, 0, tzinfo=UTC)
-
-
-def assert_snapshot(name: str, text: str) -> None:
-    """Compare with a committed file; UPDATE_SNAPSHOTS=1 (re)writes it instead."""
-    path = SNAPSHOTS / name
-    if os.environ.get("UPDATE_SNAPSHOTS") == "1":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    if not path.exists():
-        pytest.fail(f"snapshot {path} is missing; run with UPDATE_SNAPSHOTS=1 and review it")
-    assert text == path.read_text(encoding="utf-8")
 
 
 _FENCE = re.compile(r"^(`{3,}|~{3,})(.*)$")

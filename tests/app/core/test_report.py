@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -29,19 +28,9 @@ from app.core.report import (
     render_plan,
     render_queued,
 )
+from tests.snapshots import snapshots
 
-SNAPSHOTS = Path(__file__).parent / "snapshots"
-
-
-def assert_snapshot(name: str, text: str) -> None:
-    """Compare with a committed file; UPDATE_SNAPSHOTS=1 (re)writes it instead."""
-    path = SNAPSHOTS / name
-    if os.environ.get("UPDATE_SNAPSHOTS") == "1":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    if not path.exists():
-        pytest.fail(f"snapshot {path} is missing; run with UPDATE_SNAPSHOTS=1 and review it")
-    assert text == path.read_text(encoding="utf-8")
+assert_snapshot = snapshots(Path(__file__).parent / "snapshots")
 
 
 def story(sid: str, title: str, deps: list[str], tier: str, **extra: Any) -> dict[str, Any]:

@@ -14,10 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
-import pytest
 import uvicorn
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
@@ -29,16 +26,6 @@ from tests.conftest import FIXTURES, RedisServer
 SECRET = "whsec-metrics-test"
 TOKEN = "metrics-token-0123456789"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-@pytest.fixture(scope="module")
-def pem() -> str:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
 
 
 def settings_for(pem: str, redis_url: str, **extra: Any) -> Settings:

@@ -8,8 +8,6 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from redis.asyncio import Redis
 
 from app.core.run import now
@@ -30,16 +28,6 @@ async def store_run(redis_url: str, run_id: str) -> None:
         data = {k: v for k, v in event.items() if k not in ("kind", "at")}
         await store.append_event(run_id, event["kind"], **data)
     await redis.aclose()
-
-
-@pytest.fixture(scope="module")
-def pem() -> str:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
 
 
 @pytest.fixture

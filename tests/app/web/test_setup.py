@@ -21,8 +21,6 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 import uvicorn
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from githubkit.cache import MemCacheStrategy
 from pydantic import SecretStr
 from starlette.applications import Starlette
@@ -42,6 +40,7 @@ from app.web.setup import (
 )
 from testbed.github.server import TestbedServer, bind_socket, running_testbed
 from testbed.github.state import GitHubState
+from testbed.keys import KeyPair
 
 ROOT = Path(__file__).resolve().parents[3]
 PUBLIC = "https://baro.example.test"
@@ -49,13 +48,9 @@ NASTY_SECRET = 'it\'s a "secret" $HOME `id` \\n ;|&'
 
 
 @pytest.fixture(scope="module")
-def pem() -> str:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    ).decode()
+def pem(app_key: KeyPair) -> str:
+    """The key as GitHub's manifest flow hands it out (PKCS#1)."""
+    return app_key.pkcs1_pem
 
 
 @pytest.fixture

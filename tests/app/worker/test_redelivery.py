@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
+import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -34,9 +34,9 @@ from app.worker.redelivery import (
 from testbed.github.routes_hooks import deliver_recorded
 from testbed.github.server import TestbedServer, running_testbed
 from testbed.github.state import App, GitHubState
+from testbed.waiting import wait_for
 from tests.testbed.receiver import Receiver, running_receiver
 
-T = TypeVar("T")
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
@@ -180,16 +180,6 @@ def test_cron_ticks_often_enough_for_the_interval(redis_url: str) -> None:
 # Passes against the testbed and Redis -------------------------------------------------------
 
 
-def wait_for(check: Callable[[], T | None], timeout: float = 10.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 @pytest.fixture(scope="module")
 def testbed() -> Iterator[TestbedServer]:
     with GitHubState() as state, running_testbed(state) as server:
@@ -222,22 +212,22 @@ class Setup:
     def attempts(self, guid: str) -> list[Any]:
         return self.state.hooks.attempts(guid)
 
-    def wait_attempts(self, guid: str, count: int) -> list[Any]:
-        return wait_for(lambda: len(a := self.attempts(guid)) == count and a)
+    async def wait_attempts(self, guid: str, count: int) -> list[Any]:
+        return await wait_for(lambda: len(a := self.attempts(guid)) == count and a, 10)
 
-    def requests(self, method: str, path: str, expected: int) -> int:
+    async def requests(self, method: str, path: str, expected: int) -> int:
         """How many such requests the testbed answered, once `expected` are in (it logs a
         request after answering it, so a count taken at once could miss the last one)."""
 
         def count() -> int:
             return len(self.state.request_log(method, path))
 
-        wait_for(lambda: count() >= expected or None, timeout=5)
-        time.sleep(0.05)
+        await wait_for(lambda: count() >= expected or None, timeout=5)
+        await asyncio.sleep(0.05)
         return count()
 
-    def redeliver_requests(self, expected: int) -> int:
-        return self.requests("POST", r"^/app/hook/deliveries/\d+/attempts$", expected)
+    async def redeliver_requests(self, expected: int) -> int:
+        return await self.requests("POST", r"^/app/hook/deliveries/\d+/attempts$", expected)
 
 
 @pytest.fixture
@@ -267,14 +257,14 @@ async def test_a_failed_delivery_is_redelivered_once_and_an_answered_one_never(
 
     first = await reconcile(setup.gh, setup.redis, spacing=0)
     assert (first.outcome, first.listed, first.redelivered) == ("done", 2, [failed])
-    attempts = setup.wait_attempts(failed, 2)
+    attempts = await setup.wait_attempts(failed, 2)
     assert (attempts[1].redelivery, attempts[1].status) == (True, "OK")
     assert setup.receiver.guids() == [failed, answered, failed]
     assert Asked.load(await setup.redis.get(keys.redelivery_asked(failed)) or b"").count == 1
 
     second = await reconcile(setup.gh, setup.redis, spacing=0)
     assert (second.outcome, second.redelivered, second.skipped) == ("done", [], {})
-    assert setup.redeliver_requests(1) == 1
+    assert await setup.redeliver_requests(1) == 1
     assert len(setup.attempts(answered)) == 1
 
 
@@ -286,14 +276,14 @@ async def test_requests_stop_after_max_per_guid(setup: Setup) -> None:
             setup.gh, setup.redis, spacing=0, max_per_guid=3, retry_base=timedelta(0)
         )
         assert result.redelivered == [guid]
-        setup.wait_attempts(guid, n + 1)
+        await setup.wait_attempts(guid, n + 1)
     spent = await reconcile(
         setup.gh, setup.redis, spacing=0, max_per_guid=3, retry_base=timedelta(0)
     )
     assert (spent.redelivered, spent.skipped) == ([], {guid: "exhausted"})
     asked = Asked.load(await setup.redis.get(keys.redelivery_asked(guid)) or b"")
     assert (asked.count, asked.gave_up) == (3, True)
-    assert setup.redeliver_requests(3) == 3
+    assert await setup.redeliver_requests(3) == 3
     ttl = await setup.redis.ttl(keys.redelivery_asked(guid))
     assert 3 * 24 * 3600 - 60 < ttl <= 3 * 24 * 3600
 
@@ -304,7 +294,7 @@ async def test_a_requested_redelivery_is_not_asked_for_again_until_the_backoff_e
     guid = await setup.deliver(503)
     setup.receiver.answer(default=503)
     assert (await reconcile(setup.gh, setup.redis, spacing=0)).redelivered == [guid]
-    setup.wait_attempts(guid, 2)
+    await setup.wait_attempts(guid, 2)
     again = await reconcile(setup.gh, setup.redis, spacing=0)
     assert (again.redelivered, again.skipped) == ([], {guid: "waiting"})
 
@@ -313,8 +303,8 @@ async def test_a_requested_redelivery_is_not_asked_for_again_until_the_backoff_e
 
     after_backoff = await reconcile(setup.gh, setup.redis, spacing=0, now=later)
     assert after_backoff.redelivered == [guid]
-    setup.wait_attempts(guid, 3)
-    assert setup.redeliver_requests(2) == 2
+    await setup.wait_attempts(guid, 3)
+    assert await setup.redeliver_requests(2) == 2
 
 
 async def test_github_errors_end_the_pass_without_raising(setup: Setup) -> None:
@@ -325,18 +315,18 @@ async def test_github_errors_end_the_pass_without_raising(setup: Setup) -> None:
     assert (await reconcile(setup.gh, setup.redis, spacing=0)).outcome == "error"
     faults.secondary_rate_limit(method="GET", path=r"^/app/hook/deliveries$")
     assert (await reconcile(setup.gh, setup.redis, spacing=0)).outcome == "error"
-    assert setup.redeliver_requests(0) == 0
+    assert await setup.redeliver_requests(0) == 0
 
     faults.server_error(method="POST", path=r"/attempts$", status=502)
     broken = await reconcile(setup.gh, setup.redis, spacing=0)
     assert (broken.outcome, broken.redelivered) == ("error", [])
-    assert setup.redeliver_requests(1) == 1  # the pass ended at the first failure
+    assert await setup.redeliver_requests(1) == 1  # the pass ended at the first failure
     assert await setup.redis.get(keys.redelivery_asked(first)) is None
 
     healed = await reconcile(setup.gh, setup.redis, spacing=0)
     assert (healed.outcome, healed.redelivered) == ("done", [first, second])
-    setup.wait_attempts(first, 2)
-    setup.wait_attempts(second, 2)
+    await setup.wait_attempts(first, 2)
+    await setup.wait_attempts(second, 2)
 
 
 async def test_old_or_refused_deliveries_are_not_asked_for_again(setup: Setup) -> None:
@@ -354,7 +344,7 @@ async def test_old_or_refused_deliveries_are_not_asked_for_again(setup: Setup) -
     )
     assert later.redelivered == []
     assert later.skipped[refused] == "exhausted"
-    assert setup.redeliver_requests(1) == 1
+    assert await setup.redeliver_requests(1) == 1
 
 
 async def test_one_pass_at_a_time(setup: Setup) -> None:
@@ -365,7 +355,7 @@ async def test_one_pass_at_a_time(setup: Setup) -> None:
         assert (await reconcile(setup.gh, setup.redis, spacing=0)).outcome == "locked"
     finally:
         await lock.release()
-    assert setup.redeliver_requests(0) == 0
+    assert await setup.redeliver_requests(0) == 0
     assert (await reconcile(setup.gh, setup.redis, spacing=0)).outcome == "done"
 
 
@@ -387,7 +377,7 @@ async def test_listing_pages_back_to_the_window_only(setup: Setup) -> None:
     found = await list_attempts(setup.gh, since, per_page=50)
     # 60 recent ones, newest first: page 2 ends in old ones, so page 3 is never asked for.
     assert [a.guid for a in found] == [f"g{n}" for n in reversed(range(20, 120))]
-    assert setup.requests("GET", r"^/app/hook/deliveries$", 2) == 2
+    assert await setup.requests("GET", r"^/app/hook/deliveries$", 2) == 2
     everything = await list_attempts(setup.gh, since - timedelta(days=2), per_page=50)
     assert len(everything) == 120
 
@@ -403,5 +393,5 @@ async def test_the_cron_job_runs_a_pass_when_due(setup: Setup, redis_url: str) -
         assert await redeliver_failed(ctx) == "not due"
     finally:
         await services.close()
-    setup.wait_attempts(guid, 2)
-    assert setup.redeliver_requests(1) == 1
+    await setup.wait_attempts(guid, 2)
+    assert await setup.redeliver_requests(1) == 1
