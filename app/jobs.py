@@ -43,6 +43,17 @@ class Jobs:
             _queue_name=RUNNER_QUEUE,
         )
 
+    async def prepare_run(self, run_id: str, generation: int) -> None:
+        """The run's image and `setup:` on a runner before any story (once per generation:
+        a retry after a failed preparation is a new one)."""
+        await self.redis.enqueue_job(
+            "prepare_run",
+            run_id,
+            generation,
+            _job_id=f"prepare:{run_id}:{generation}",
+            _queue_name=RUNNER_QUEUE,
+        )
+
     async def story_finished(self, run_id: str, story_id: str, attempt: int) -> None:
         await self.redis.enqueue_job(
             "story_finished",

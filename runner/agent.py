@@ -69,6 +69,9 @@ FailReason = Literal[
 ]
 StopCheck = Callable[[], Awaitable[bool]]
 PrecommitCheck = Callable[[], Awaitable[list[str]]]
+BeforeVerify = Callable[[], Awaitable[list["VerifyResult"]]]
+"""Runs before the checks (setup again after a lock file changed); failed results it
+returns are the verification's outcome."""
 """What in the worktree baro would refuse to commit, one line each (empty: all fine)."""
 
 EVIDENCE_ITEMS = 6
@@ -104,16 +107,18 @@ class VerifyResult(BaseModel):
     timed_out: bool = False
     duration_s: float = 0.0
     passed: bool
-    skipped: bool = False
-    """A story test entry that is not a runnable command (exit 127): recorded, not failed."""
     output_tail: str = ""
+    environment: str = ""
+    """Where it ran (`image node:22`, the default environment): named when a command is
+    not found there."""
 
     @property
     def status(self) -> str:
         if self.timed_out:
             return f"timed out after {self.duration_s:.0f} s"
-        if self.skipped:
-            return "not a runnable command (exit 127); skipped"
+        if self.exit_code == COMMAND_NOT_FOUND:
+            where = f" in {self.environment}" if self.environment else ""
+            return f"command not found{where} (exit 127): `{self.command}`"
         return f"exit code {self.exit_code} ({self.duration_s:.1f} s)"
 
 
@@ -181,6 +186,8 @@ class StoryAgent:
         should_stop: StopCheck | None = None,
         tools: StoryTools | None = None,
         precommit: PrecommitCheck | None = None,
+        environment: str = "",
+        before_verify: BeforeVerify | None = None,
     ) -> None:
         self.client = client
         self.brief = brief
@@ -189,6 +196,8 @@ class StoryAgent:
         self.budget = budget or StoryBudget()
         self.should_stop = should_stop
         self.precommit = precommit
+        self.environment = environment
+        self.before_verify = before_verify
         self.refusals: list[str] = []
         """Every refusal the agent was shown, undone or not: the report lists them."""
         self.tools = tools or StoryTools(worktree, sandbox)
@@ -355,7 +364,10 @@ class StoryAgent:
         for failure in failures:
             self._note(f"verification `{failure.command}`: {failure.status}", failure.output_tail)
         if not repairs.take():
-            names = ", ".join(f"`{f.command}`" for f in failures)
+            names = ", ".join(
+                f"`{f.command}`" + (f" ({f.status})" if f.exit_code == COMMAND_NOT_FOUND else "")
+                for f in failures
+            )
             raise _Failed(
                 "verification",
                 f"verification failed after {repairs.limit} repair rounds: {names}",
@@ -379,12 +391,17 @@ class StoryAgent:
             if command.strip() and command not in seen:
                 seen.add(command)
                 planned.append((command, "repository"))
+        if self.before_verify is not None:
+            failed = await self.before_verify()
+            if failed:
+                self._verify_results = failed
+                return failed
         results = []
         for command, source in planned:
             run = await self.sandbox.run(
                 command, cwd=self.worktree, timeout=self.budget.verify_timeout_s, network=False
             )
-            results.append(_verify_result(command, source, run))
+            results.append(_verify_result(command, source, run, self.environment))
         self._verify_results = results
         return results
 
@@ -458,9 +475,8 @@ def _describe_call(call: ToolCall) -> str:
 
 
 def _verify_result(
-    command: str, source: Literal["story", "repository"], run: CommandResult
+    command: str, source: Literal["story", "repository"], run: CommandResult, environment: str
 ) -> VerifyResult:
-    skipped = source == "story" and run.exit_code == COMMAND_NOT_FOUND
     output = run.output.rstrip("\n")
     if len(output) > VERIFY_TAIL_CHARS:
         output = "…" + output[-VERIFY_TAIL_CHARS:]
@@ -470,7 +486,7 @@ def _verify_result(
         exit_code=run.exit_code,
         timed_out=run.timed_out,
         duration_s=round(run.duration, 3),
-        passed=run.ok or skipped,
-        skipped=skipped,
+        passed=run.ok,
         output_tail=output,
+        environment=environment,
     )

@@ -4,7 +4,8 @@ Only the system toolchain (`/usr`, the `/lib*` and `/bin` links, a short list of
 entries) is bound, read-only; the worktree is the one writable host path. `/etc/passwd`,
 `/etc/group` and `/etc/hosts` are generated, and `/etc/resolv.conf` appears only with network.
 Everything else of the host (the runner's data directory, keys, config, `/root`, `/home`,
-`/var`, `/tmp`) is simply never mounted.
+`/var`, `/tmp`) is simply never mounted. With an image (`Layout.root`) the image's root file
+system replaces all of the host's system: nothing of the host is seen but DNS settings.
 
 Every writable file system other than the worktree is a tmpfs with a size (`/tmp`, HOME,
 `/dev/shm`): an unsized tmpfs may take half the machine's memory. `/dev` itself is
@@ -111,6 +112,10 @@ class Layout:
     tmp_size_bytes: int
     shm_size_bytes: int
     mounts: tuple[Mount, ...] = ()
+    root: Path | None = None
+    """An unpacked image's root file system, bound read-only as `/` (None: the host's
+    system directories, as listed above)."""
+    shell: str = "/bin/bash"
 
 
 def bwrap_argv(
@@ -143,7 +148,7 @@ def bwrap_argv(
     ]
     if info_fd is not None:
         args += ["--info-fd", str(info_fd)]
-    args += _system_binds(layout.network)
+    args += _system_binds(layout.network) if layout.root is None else _image_binds(layout)
     for dest, fd in data_fds.items():
         args += ["--perms", "0644", "--ro-bind-data", str(fd), dest]
     for path in layout.extra_ro_binds:
@@ -153,12 +158,26 @@ def bwrap_argv(
     args += ["--remount-ro", "/dev"]
     for tmpfs in (TMPDIR, HOME):
         args += ["--size", str(layout.tmp_size_bytes), "--tmpfs", tmpfs]
-    args += ["--dir", "/var", "--symlink", "../tmp", "/var/tmp"]  # noqa: S108 - sandbox-only
+    if layout.root is None:
+        args += ["--dir", "/var", "--symlink", "../tmp", "/var/tmp"]  # noqa: S108 - sandbox-only
+    else:  # the image has its own /var (read-only); /var/tmp is a mount point in it
+        args += ["--size", str(layout.tmp_size_bytes), "--tmpfs", "/var/tmp"]  # noqa: S108
     for mount in layout.mounts:
         args += ["--bind" if mount.writable else "--ro-bind", str(mount.source), mount.dest]
     args += ["--bind", str(layout.worktree), layout.workdir]
     args += ["--remount-ro", "/", "--chdir", layout.workdir, "--clearenv"]
     for name, value in env.items():
         args += ["--setenv", name, value]
-    args += ["--", "/bin/bash", "-c", command]
+    args += ["--", layout.shell, "-c", command]
+    return args
+
+
+def _image_binds(layout: Layout) -> list[str]:
+    """The image as the whole read-only root; of the host only DNS, when the network is on
+    (the image's mount points for it and for `/etc/passwd` and friends exist: the image
+    store made them when it unpacked it)."""
+    assert layout.root is not None
+    args = ["--ro-bind", str(layout.root), "/"]
+    if layout.network:
+        args += ["--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf"]
     return args

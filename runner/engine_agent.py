@@ -20,6 +20,7 @@ from app.llm.config import ModelConfig, engine_model_label
 from app.llm.types import AssistantTurn, Conversation, ToolSpec, UserMessage
 from runner.agent import (
     AgentResult,
+    BeforeVerify,
     FailReason,
     PrecommitCheck,
     StopCheck,
@@ -101,6 +102,8 @@ class EngineAgent(StoryAgent):
         budget: StoryBudget | None = None,
         should_stop: StopCheck | None = None,
         precommit: PrecommitCheck | None = None,
+        environment: str = "",
+        before_verify: BeforeVerify | None = None,
     ) -> None:
         super().__init__(
             _NoModel(session.config),
@@ -111,6 +114,8 @@ class EngineAgent(StoryAgent):
             budget=budget,
             should_stop=should_stop,
             precommit=precommit,
+            environment=environment,
+            before_verify=before_verify,
         )
         self.session = session
         self.conversation = Conversation(system="").user(engine_prompt(brief))

@@ -45,7 +45,7 @@ from runner.memwatch import DEFAULT_INTERVAL_SECONDS
 from runner.ownership import lend_tree
 from runner.pidns import SETTLE_TIMEOUT_SECONDS, SandboxProcessesAlive, abandon, require_quiet
 from runner.process import CommandResult, Spawn, run_process
-from runner.safe_env import command_env
+from runner.safe_env import DEFAULT_PATH, check_extra_env, command_env
 from runner.sandbox_check import SandboxUnavailable, check_bwrap, check_confinement
 from runner.supervise import CommandSupervisor, with_limit
 
@@ -59,6 +59,7 @@ __all__ = [
     "SandboxPolicy",
     "SandboxProcessesAlive",
     "SandboxUnavailable",
+    "SandboxView",
     "make_sandbox",
     "require_quiet",
 ]
@@ -129,6 +130,41 @@ class SandboxPolicy:
             _absolute(self.cgroup, "cgroup")
         elif self.cgroup not in ("auto", "none"):
             raise ValueError("cgroup must be 'auto', 'none' or an absolute path")
+
+
+@dataclass(frozen=True)
+class SandboxView:
+    """Where one run's commands run (`runner.environment` makes it): an unpacked image's
+    root file system as the read-only `/` (None: the runner's own system), the image's
+    environment variables under ours, the shell, and mounts of its own (the repository's
+    package caches, for `setup:`)."""
+
+    root: Path | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    shell: str = "/bin/bash"
+    mounts: tuple[Mount, ...] = ()
+    name: str = "the default environment"
+    """How messages name it (`image node:22`)."""
+
+
+# Set by the sandbox for every command; an image's value for these is ignored.
+_OURS = frozenset({"HOME", "TMPDIR", "PWD", "HOSTNAME", "USER", "LOGNAME", "SHELL", "TERM"})
+
+
+def view_env(view: SandboxView | None, extra: Mapping[str, str] | None) -> dict[str, str]:
+    """The image's variables (what looks like a credential, or is ours to set, left out),
+    then the caller's extras on top."""
+    merged: dict[str, str] = {}
+    for name, value in (view.env if view is not None else {}).items():
+        if name in _OURS:
+            continue
+        try:
+            check_extra_env({name: value})
+        except ValueError:
+            continue  # e.g. GPG_KEY in the python images: not needed to run anything
+        merged[name] = value
+    merged.update(extra or {})
+    return merged
 
 
 class CommandSandbox(Protocol):
@@ -253,25 +289,40 @@ class Sandbox:
         network: bool | None = None,
         env: Mapping[str, str] | None = None,
         mounts: Sequence[Mount] = (),
+        view: SandboxView | None = None,
     ) -> CommandResult:
         """Run `command` with `/bin/bash -c` in the worktree `cwd`, seen inside as /workspace.
 
         Commands on one worktree are serialised, since each lends the worktree to its uid.
-        `mounts` add host paths (writable ones are lent with the worktree). When this
-        returns or raises, no process of the command is alive.
+        `mounts` add host paths (writable ones are lent with the worktree). With a `view`,
+        in its image, with its environment, shell and mounts. When this returns or raises,
+        no process of the command is alive.
         """
         policy = self.policy
         worktree = _worktree(cwd, policy.hidden_paths)
-        mounts = _checked_mounts(mounts, worktree, policy.hidden_paths)
-        cmd_env = command_env(home=HOME, tmpdir=TMPDIR, extra_path=policy.extra_path, extra=env)
+        view_mounts = view.mounts if view is not None else ()
+        mounts = _checked_mounts((*view_mounts, *mounts), worktree, policy.hidden_paths)
+        image = view is not None and view.root is not None
+        if image:
+            # The image's PATH (or the usual one), none of the runner's own directories.
+            merged = view_env(view, env)
+            merged.setdefault("PATH", DEFAULT_PATH)
+            cmd_env = command_env(home=HOME, tmpdir=TMPDIR, extra=merged)
+        else:
+            cmd_env = command_env(
+                home=HOME, tmpdir=TMPDIR, extra_path=policy.extra_path, extra=view_env(view, env)
+            )
         layout = Layout(
             worktree=worktree,
             workdir=WORKDIR,
             network=policy.network if network is None else network,
-            extra_ro_binds=tuple(p.resolve() for p in policy.extra_ro_binds),
+            # With an image, the image is the whole system: nothing of the runner's is bound.
+            extra_ro_binds=() if image else tuple(p.resolve() for p in policy.extra_ro_binds),
             tmp_size_bytes=policy.tmp_size_bytes,
             shm_size_bytes=policy.shm_size_bytes,
             mounts=mounts,
+            root=view.root if view is not None else None,
+            shell=view.shell if view is not None else "/bin/bash",
         )
         parent, _ = await self.memory_cap()
         writable = tuple(m.source for m in mounts if m.writable)
@@ -435,13 +486,16 @@ class NoSandbox:
         network: bool | None = None,
         env: Mapping[str, str] | None = None,
         mounts: Sequence[Mount] = (),
+        view: SandboxView | None = None,
     ) -> CommandResult:
         """Run `command` with `/bin/bash -c` in `cwd`; `network` is ignored (never isolated).
-        Mounts cannot be honoured without a sandbox: a command that needs them is refused."""
+        Mounts cannot be honoured without a sandbox: a command that needs them is refused
+        (a view's image and cache mounts are simply not used: there is no other root)."""
         if mounts:
             raise SandboxUnavailable("mounts (agent engines) need the bubblewrap sandbox")
         policy = self.policy
         worktree = _worktree(cwd, policy.hidden_paths)
+        env = view_env(view, env) if view is not None and view.root is None else env
         home = Path(tempfile.mkdtemp(prefix="baro-home-"))
         try:
             cmd_env = command_env(

@@ -13,14 +13,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import httpx
 
 from app.core.plan import Story, Tier
-from app.core.run import FailureKind, Run, VerifyResult, now
+from app.core.run import DEFAULT_ENVIRONMENT, FailureKind, Run, VerifyResult, now
 from app.gitcmd import GitAuth, GitError
 from app.github import GitHubGateway
 from app.llm.catalog import CatalogError, ModelCatalog, build_client
@@ -31,20 +31,25 @@ from app.llm.prices import PriceTable
 from app.llm.types import Usage
 from app.settings import Settings
 from app.store import RunStore
-from runner.agent import AgentResult, StoryAgent, StoryBrief, StoryBudget
+from runner.agent import COMMAND_NOT_FOUND, AgentResult, StoryAgent, StoryBrief, StoryBudget
+from runner.agent import VerifyResult as CheckResult
 from runner.change import Refusal
 from runner.commit_message import CommitMessage
 from runner.engine_agent import EngineAgent
 from runner.engine_session import EngineSession
 from runner.engines import EngineMissing
 from runner.gateway import Budget
+from runner.images import ImageError
 from runner.landing import Conflict, LandError, OnRebased, Turn, land
 from runner.mirror import RepoRef
+from runner.sandbox import CommandSandbox, NoSandbox, Sandbox
+from runner.setup import SetupFailed
 from runner.workspace import Workspaces
 from runner.worktree import Worktree, inspect
 
 if TYPE_CHECKING:
-    from runner.sandbox import CommandSandbox
+    from runner.environment import RunEnvironment
+    from runner.prepare import Preparation
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +126,50 @@ class StoryRunner:
         default_factory=dict, init=False, repr=False
     )
     """Repository lookups of this process: every story of a run needs the same one."""
+    preparation: Preparation | None = None
+    """The run's image and `setup:` result (None: the runner's own system, no setup)."""
+
+    @contextlib.asynccontextmanager
+    async def _environment(self, run: Run) -> AsyncIterator[RunEnvironment | None]:
+        """The run's environment held for the block (an image that cannot be had is the
+        runner's trouble here: preparation already proved it works)."""
+        if self.preparation is None:
+            yield None
+            return
+        try:
+            async with self.preparation.environment(run) as renv:
+                yield renv
+        except ImageError as exc:
+            raise StoryFailed("infrastructure", f"the run's environment: {exc}") from exc
+
+    def _in(self, renv: RunEnvironment | None) -> CommandSandbox:
+        if renv is not None and isinstance(self.sandbox, Sandbox | NoSandbox):
+            return renv.sandbox(self.sandbox)
+        return self.sandbox
+
+    async def _provide(
+        self, run: Run, renv: RunEnvironment | None, wt: Worktree, auth: GitAuth
+    ) -> Callable[[], Awaitable[list[CheckResult]]] | None:
+        """Dependencies in the worktree; returns the check that sets them up again when a
+        lock file changes (None without `setup:`)."""
+        prep = self.preparation
+        if prep is None or renv is None or not (run.repo_config and run.repo_config.setup):
+            return None
+        try:
+            provided = await prep.provide(run, renv, wt, auth)
+            await prep.redo(run, renv, wt, auth, provided)
+        except SetupFailed as exc:
+            raise StoryFailed("infrastructure", str(exc), [exc.tail]) from exc
+
+        async def again() -> list[CheckResult]:
+            assert prep is not None and renv is not None
+            try:
+                await prep.redo(run, renv, wt, auth, provided)
+            except SetupFailed as exc:
+                return [setup_result(exc, renv.name)]
+            return []
+
+        return again
 
     async def run_story(self, run_id: str, story_id: str, attempt: int) -> str:
         run = await self.store.find(run_id)
@@ -167,7 +216,7 @@ class StoryRunner:
         assert run.plan is not None and run.branch is not None
         record = run.stories[story.id]
         model_name, model, secret = self._model(run, story, record.story_retries)
-        repo, auth = await self._access(run)
+        repo, auth = await self.access(run)
         try:
             sha = await self.workspaces.find_landed(repo, run.branch, auth, run.id, story.id)
         except GitError as exc:
@@ -210,14 +259,8 @@ class StoryRunner:
                     attempt=record.attempts,
                 )
             )
-            for command in config.setup if config else []:
-                setup = await self.sandbox.run(command, cwd=wt.path, timeout=900, network=True)
-                if not setup.ok:
-                    raise StoryFailed(
-                        "execution",
-                        f"setup command failed: {command}",
-                        [setup.output[-2000:]],
-                    )
+            renv = await cleanup.enter_async_context(self._environment(run))
+            again = await self._provide(run, renv, wt, auth)
             refused_now: list[Refusal] = []
 
             async def precommit() -> list[str]:
@@ -225,28 +268,35 @@ class StoryRunner:
                 return [r.line() for r in refused_now]
 
             agent: StoryAgent
+            environment = renv.name if renv is not None else DEFAULT_ENVIRONMENT
             if model.engine == "baro":
                 agent = StoryAgent(
                     self._client(model, secret),
                     brief,
                     wt.path,
-                    self.sandbox,
+                    self._in(renv),
                     pricer=turn_pricer(self.prices, model.price_key),
                     budget=budget,
                     should_stop=should_stop,
                     precommit=precommit,
+                    environment=environment,
+                    before_verify=again,
                 )
             else:
+                # The CLI itself runs on the runner's root (its binary needs it); baro's own
+                # checks of its work run in the run's environment.
                 session = await self._engine_session(model, secret, wt, budget)
                 cleanup.push_async_callback(self._close_session, session)
                 agent = EngineAgent(
                     session,
                     brief,
                     wt.path,
-                    self.sandbox,
+                    self._in(renv),
                     budget=budget,
                     should_stop=should_stop,
                     precommit=precommit,
+                    environment=environment,
+                    before_verify=again,
                 )
             # Saved when the attempt is over: after landing, so conflict rounds are in it.
             cleanup.push_async_callback(
@@ -322,7 +372,7 @@ class StoryRunner:
         except Exception:  # debugging aid only: never fail a story over it
             log.warning("could not save the transcript of %s/%s", run_id, story_id)
 
-    async def _access(self, run: Run) -> tuple[RepoRef, GitAuth]:
+    async def access(self, run: Run) -> tuple[RepoRef, GitAuth]:
         """The repository and a fresh token that may push to it (never stored)."""
         try:
             token = await self.gateway.repo_token(
@@ -368,20 +418,36 @@ class StoryRunner:
         config = run.repo_config
         results: list[VerifyResult] = []
         try:
-            repo, auth = await self._access(run)
-            async with self.workspaces.worktree(
-                repo, run.branch, auth, run_id=run.id, story_id="verify", attempt=1
-            ) as wt:
-                for command in config.setup if config else []:
-                    await self.sandbox.run(command, cwd=wt.path, timeout=900, network=True)
-                for command in config.verify if config else []:
-                    result = await self.sandbox.run(command, cwd=wt.path, timeout=VERIFY_TIMEOUT)
+            repo, auth = await self.access(run)
+            async with (
+                self._environment(run) as renv,
+                self.workspaces.worktree(
+                    repo, run.branch, auth, run_id=run.id, story_id="verify", attempt=1
+                ) as wt,
+            ):
+                again = await self._provide(run, renv, wt, auth)
+                for failed in await again() if again is not None else []:
+                    results.append(
+                        VerifyResult(
+                            command=failed.command,
+                            exit_code=failed.exit_code,
+                            passed=False,
+                            output_tail=failed.output_tail,
+                        )
+                    )
+                sandbox = self._in(renv)
+                name = renv.name if renv is not None else DEFAULT_ENVIRONMENT
+                for command in config.verify if config and not results else []:
+                    result = await sandbox.run(command, cwd=wt.path, timeout=VERIFY_TIMEOUT)
+                    tail = result.output[-4000:]
+                    if result.exit_code == COMMAND_NOT_FOUND:
+                        tail += f"\n(command not found in {name}: `{command}`)"
                     results.append(
                         VerifyResult(
                             command=command,
                             exit_code=result.exit_code,
                             passed=result.ok,
-                            output_tail=result.output[-4000:],
+                            output_tail=tail,
                             duration_s=round(result.duration, 2),
                         )
                     )
@@ -527,6 +593,18 @@ async def _land(
 ) -> str:
     landed = await land(wt, message, auth, on_conflict=resolve, on_rebased=recheck, turn=turn)
     return landed.sha
+
+
+def setup_result(exc: SetupFailed, environment: str) -> CheckResult:
+    """A failed `setup:` run again after a lock file changed, as a failed check."""
+    return CheckResult(
+        command=f"setup: {exc.command}",
+        source="repository",
+        exit_code=exc.exit_code,
+        passed=False,
+        output_tail=exc.tail,
+        environment=environment,
+    )
 
 
 def attempt_facts(story_id: str, attempt: int, outcome: Outcome) -> dict[str, object]:

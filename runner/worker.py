@@ -23,18 +23,26 @@ from app.logs import job_context
 from app.queue import HEALTH_CHECK_INTERVAL, RUNNER_QUEUE
 from app.services import SERVICES, Services, arq_worker, services_of
 from app.settings import Settings
+from runner.environment import Environments
 from runner.housekeeping import sweep
 from runner.images import ImageStore
 from runner.limits import MiB
+from runner.prepare import Preparation
 from runner.presence import RunnerPresence
 from runner.sandbox import SandboxPolicy, SandboxUnavailable, make_sandbox
+from runner.setup import Setups
 from runner.story import StoryRunner
 from runner.workspace import Workspaces
 
 log = logging.getLogger(__name__)
 
 STORY_TIMEOUT = 2 * 3600
+PREPARE_TIMEOUT = 3600
+"""An image pull and `setup:` (each command has its own 15-minute limit); also how long arq
+waits before it runs again a preparation whose runner died."""
 HOUSEKEEPING_EVERY_SECONDS = 600.0
+SETUP_IDLE_SECONDS = 6 * 3600.0
+"""A setup result nobody linked for this long goes (a run's stories use it within hours)."""
 
 
 @dataclass
@@ -43,6 +51,7 @@ class RunnerServices(Services):
 
     workspaces: Workspaces
     images: ImageStore
+    preparation: Preparation
     story_runner: StoryRunner
     presence: RunnerPresence
     housekeeping: asyncio.Task[None]
@@ -70,6 +79,15 @@ async def run_story(ctx: dict[str, Any], run_id: str, story_id: str, attempt: in
 
 
 @job_context(run="run_id")
+async def prepare_run(ctx: dict[str, Any], run_id: str, generation: int) -> str:
+    """Pull the run's image and run its `setup:` before any story starts."""
+    preparation = services_of(ctx, RunnerServices).preparation
+    outcome = await preparation.prepare_run(run_id, generation)
+    log.info("prepare_run %s (generation %d): %s", run_id, generation, outcome)
+    return outcome
+
+
+@job_context(run="run_id")
 async def verify_run(ctx: dict[str, Any], run_id: str, round_: int = 1) -> str:
     """Verify the integrated run branch before the PR opens."""
     runner = services_of(ctx, RunnerServices).story_runner
@@ -89,7 +107,9 @@ async def job_ended(ctx: dict[str, Any]) -> None:
         await services.presence.job_ended()
 
 
-async def housekeeping(settings: Settings, workspaces: Workspaces, images: ImageStore) -> None:
+async def housekeeping(
+    settings: Settings, workspaces: Workspaces, images: ImageStore, setups: Setups | None = None
+) -> None:
     """Free the disk that dead runners, unused checkouts, idle mirrors and images hold, now
     and every few minutes. In-process, not an arq cron: a queued job could run on another
     machine, and each machine must sweep its own data directory."""
@@ -100,6 +120,8 @@ async def housekeeping(settings: Settings, workspaces: Workspaces, images: Image
                 sweep, settings.runner_data_dir, max_idle_seconds=settings.mirror_idle_days * 86400
             )
             await asyncio.to_thread(images.sweep)
+            if setups is not None:
+                await asyncio.to_thread(setups.sweep, SETUP_IDLE_SECONDS)
         except Exception:
             log.exception("housekeeping of %s failed; trying again later", settings.runner_data_dir)
         await asyncio.sleep(HOUSEKEEPING_EVERY_SECONDS)
@@ -155,6 +177,17 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
             raise RunnerStartupError(
                 f"the sandbox does not work here, refusing to run stories: {exc}"
             ) from exc
+        setups = Setups(settings.runner_data_dir)
+        preparation = Preparation(
+            store=shared.store,
+            workspaces=workspaces,
+            environments=Environments(settings.runner_data_dir, images),
+            setups=setups,
+            sandbox=sandbox,
+            access=lambda run: story_runner.access(run),
+            refresh=shared.jobs.refresh,
+            runner_id=runner_id,
+        )
         story_runner = StoryRunner(
             settings=settings,
             store=shared.store,
@@ -166,6 +199,7 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
             notify=shared.jobs.story_finished,
             runner_id=runner_id,
             verified=shared.jobs.run_verified,
+            preparation=preparation,
         )
         presence = RunnerPresence(
             shared.metrics, runner_id, settings.runner_concurrency, HEALTH_CHECK_INTERVAL
@@ -176,9 +210,10 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
             **shared.shared(),
             workspaces=workspaces,
             images=images,
+            preparation=preparation,
             story_runner=story_runner,
             presence=presence,
-            housekeeping=asyncio.create_task(housekeeping(settings, workspaces, images)),
+            housekeeping=asyncio.create_task(housekeeping(settings, workspaces, images, setups)),
         )
 
     options: dict[str, Any] = {
@@ -197,6 +232,7 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
             func(runner_ping, name="runner_ping"),
             func(run_story, name="run_story", timeout=STORY_TIMEOUT, max_tries=3),
             func(verify_run, name="verify_run", timeout=STORY_TIMEOUT, max_tries=3),
+            func(prepare_run, name="prepare_run", timeout=PREPARE_TIMEOUT, max_tries=3),
         ],
         start=start,
         **options,

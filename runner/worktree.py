@@ -17,7 +17,7 @@ from pathlib import Path
 from app.gitcmd import GitError
 from runner.change import SYMLINK_MODE, Caps, Change, TreeEntry, compute_change
 from runner.checkout import materialise
-from runner.gitignore import IgnoreRules
+from runner.gitignore import DEFAULT_EXCLUDES, IgnoreRules
 from runner.mirror import Mirror, RepoRef
 from runner.objects import Identity, Tree, read_tree, stream_blobs, write_commit
 from runner.pidns import require_quiet
@@ -45,6 +45,8 @@ class Worktree:
     identity: Identity = field(default_factory=Identity)
     caps: Caps = field(default_factory=Caps)
     hashes: HashCache = field(default_factory=HashCache)
+    excludes: tuple[str, ...] = ()
+    """More ignore patterns (`/node_modules`: what `setup:` put there is never committed)."""
     _trees: dict[str, Tree] = field(default_factory=dict, repr=False)
 
     async def tree(self, rev: str | None = None) -> Tree:
@@ -67,7 +69,7 @@ async def inspect(worktree: Worktree) -> Change:
     require_quiet(worktree.path)
     base = await worktree.tree()
     listing = Listing(
-        ignore=IgnoreRules.root(),
+        ignore=IgnoreRules.root((*DEFAULT_EXCLUDES, *worktree.excludes)),
         tracked=frozenset(base.entries),
         max_file_bytes=worktree.caps.max_file_bytes,
     )

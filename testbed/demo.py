@@ -23,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -122,14 +123,19 @@ STORIES: list[dict[str, Any]] = [
 ]
 
 
-def story_turns(story: dict[str, Any]) -> list[dict[str, Any]]:
+def story_turns(
+    story: dict[str, Any],
+    before: dict[str, str | bytes] = REPO_FILES,
+    after: dict[str, str] = AFTER,
+    package: str = "inventory",
+) -> list[dict[str, Any]]:
     """A cheap model doing one story: look, write the files, run the test, finish."""
     files = story["writes"]
-    look = files[0] if files[0] in REPO_FILES else files[0].rsplit("/", 1)[0] or "."
-    if look not in REPO_FILES and look != ".":
-        look = "inventory"
+    look = files[0] if files[0] in before else files[0].rsplit("/", 1)[0] or "."
+    if look not in before and look != ".":
+        look = package
     writes = [
-        {"name": "editor", "arguments": {"command": "create", "path": f, "file_text": AFTER[f]}}
+        {"name": "editor", "arguments": {"command": "create", "path": f, "file_text": after[f]}}
         for f in files
     ]
     return [
@@ -416,11 +422,31 @@ class Progress:
         self.client.close()
 
 
-def run_demo(keep_logs: bool = False, json_path: Path | None = None) -> int:
+@dataclass(frozen=True)
+class Scenario:
+    """One demo repository: its files, the issue, the scripted models' conversations."""
+
+    repo: str
+    files: dict[str, str | bytes]
+    title: str
+    body: str
+    script: dict[str, Any]
+    env: dict[str, str] = field(default_factory=dict)
+    """More settings for the bot's processes."""
+    seed: Callable[[Path], None] | None = None
+    """Prepares the runners' data directory before they start (a warm package cache)."""
+
+
+PYTHON = Scenario("inventory", REPO_FILES, ISSUE_TITLE, ISSUE_BODY, MODEL_SCRIPT)
+
+
+def run_demo(
+    keep_logs: bool = False, json_path: Path | None = None, scenario: Scenario = PYTHON
+) -> int:
     started = time.monotonic()
     logs = Path(tempfile.mkdtemp(prefix="baro-demo-logs-"))
     real_models = "BARO_MODELS" in os.environ
-    models_cm = nullcontext(None) if real_models else running_model_server(MODEL_SCRIPT)
+    models_cm = nullcontext(None) if real_models else running_model_server(scenario.script)
     with (
         private_redis() as redis_url,
         GitHubState() as state,
@@ -429,13 +455,16 @@ def run_demo(keep_logs: bool = False, json_path: Path | None = None) -> int:
     ):
         app = state.create_app("baro-demo")
         installation = state.create_installation(app, "acme")
-        repo = state.create_repo("acme", "inventory", REPO_FILES, installation=installation)
+        repo = state.create_repo("acme", scenario.repo, scenario.files, installation=installation)
         state.set_permission(repo, "maintainer", "write")
-        issue = state.create_issue(repo, ISSUE_TITLE, ISSUE_BODY, "reporter")
-        _say(f"testbed GitHub  {github.url}  (repository acme/inventory, issue #{issue.number})")
+        issue = state.create_issue(repo, scenario.title, scenario.body, "reporter")
+        where = f"repository acme/{scenario.repo}, issue #{issue.number}"
+        _say(f"testbed GitHub  {github.url}  ({where})")
         _say("models          " + ("from BARO_MODELS (real)" if models is None else models.url))
 
         runner_dir = Path(tempfile.mkdtemp(prefix="baro-demo-runner-", dir="/var/tmp"))
+        if scenario.seed is not None:
+            scenario.seed(runner_dir)
         key_file = logs / "app.pem"
         key_file.write_text(app.private_key_pem)
         key_file.chmod(0o600)
@@ -453,6 +482,7 @@ def run_demo(keep_logs: bool = False, json_path: Path | None = None) -> int:
                 # Readable logs for --keep-logs; production defaults to JSON.
                 "BARO_LOG_FORMAT": os.environ.get("BARO_LOG_FORMAT", "text"),
                 **_model_env(None if models is None else models.url),
+                **scenario.env,
             }
         )
         web_port = _free_port()
@@ -616,8 +646,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs")
     parser.add_argument("--json", type=Path, default=None, help="write a summary to this file")
+    parser.add_argument(
+        "--typescript",
+        action="store_true",
+        help="a TypeScript service with Jest and a type-check, `npm ci` as setup",
+    )
+    parser.add_argument(
+        "--npm-cache",
+        type=Path,
+        default=None,
+        help="with --typescript: an npm cache (e.g. ~/.npm) to start the runners' cache from",
+    )
     args = parser.parse_args()
-    sys.exit(run_demo(keep_logs=args.keep_logs, json_path=args.json))
+    scenario = PYTHON
+    if args.typescript:
+        from testbed.demo_typescript import typescript_scenario
+
+        scenario = typescript_scenario(args.npm_cache)
+    sys.exit(run_demo(keep_logs=args.keep_logs, json_path=args.json, scenario=scenario))
 
 
 if __name__ == "__main__":

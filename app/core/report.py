@@ -25,14 +25,17 @@ from app.core.markdown import (
     untrusted_markdown,
 )
 from app.core.plan import Plan, PlanStats, RunState, Story, StoryProgress
+from app.core.run import RunEnvironment
 
 __all__ = [
     "COMMANDS",
     "checklist_line",
+    "environment_lines",
     "find_run_id",
     "marker",
     "mermaid_graph",
     "next_commands",
+    "render_environment_failed",
     "render_failed",
     "render_help",
     "render_plan",
@@ -232,6 +235,7 @@ def render_plan(
     weights: Mapping[str, int] = TIER_WEIGHTS,
     limit: int = COMMENT_LIMIT,
     page_url: str | None = None,
+    environment: Sequence[str] = (),
 ) -> str:
     """The tracking comment once a plan exists: checklist, numbers, graph, design note.
 
@@ -257,6 +261,7 @@ def render_plan(
         f"| {len(order)} | {len(levels(plan))} | {width(plan)} "
         f"| {' → '.join(path)} (weight {length}) | {tokens} | {cost} |",
         *run_page_line(page_url),
+        *environment,
         "",
         *(checklist_line(plan.story(sid), progress.get(sid)) for sid in order),
         "",
@@ -305,6 +310,69 @@ def render_failed(
             "</details>",
         ]
     step = next_step or "edit the issue or comment `/baro plan` to try again."
+    lines += ["", f"**What to do:** {step} `/baro help` lists all commands."]
+    return fit_comment("\n".join(lines), limit)
+
+
+def environment_lines(env: RunEnvironment | None, setup: Sequence[str] = ()) -> list[str]:
+    """The plan comment's line naming where the run's commands run (and its `setup:`)."""
+    if env is None:
+        return []
+    text = f"**Environment:** {_environment_md(env)}"
+    if setup:
+        shown = ", ".join(f"`{escape_inline(c, 120)}`" for c in setup[:5])
+        more = f" and {len(setup) - 5} more" if len(setup) > 5 else ""
+        text += f" · setup once per run: {shown}{more}"
+    lines = ["", text]
+    if env.note:
+        lines.append(f"> {escape_inline(env.note, 500)}")
+    return lines
+
+
+def _environment_md(env: RunEnvironment) -> str:
+    """The environment as Markdown: the image name in a code span (escaped if it cannot be)."""
+    if env.image is None:
+        return escape_inline(env.describe(), 300)
+    if "`" in env.image or len(env.image) > 300:
+        return f"image {escape_inline(env.image, 300)}"
+    where = " (from `.github/baro.yml`)" if env.source == "baro.yml" else " (from the devcontainer)"
+    return f"image `{env.image}`{where}"
+
+
+def render_environment_failed(run_id: str, env: RunEnvironment, limit: int = COMMENT_LIMIT) -> str:
+    """The run ended before any story started: its image or its `setup:` failed."""
+    if env.error_kind == "setup":
+        step = (
+            "Fix the `setup:` commands in `.github/baro.yml` on the default branch (or what "
+            "they install), then comment `/baro` to plan again; `/baro retry` tries the same "
+            "settings again (for a registry or network that was down)."
+        )
+    else:
+        step = (
+            "Fix `image:` in `.github/baro.yml` (or the devcontainer's image) on the default "
+            "branch and comment `/baro` to plan again, or ask the baro operator about "
+            "registry access; `/baro retry` tries the same image again (for a registry that "
+            "was down)."
+        )
+    where = _environment_md(env)
+    what = escape_inline(env.error or "the environment could not be prepared", 1500)
+    lines = [
+        marker(run_id),
+        "### ❌ The run's environment could not be prepared, so no story started",
+        "",
+        f"**Environment:** {where}",
+        "",
+        f"**What happened:** {what}",
+    ]
+    if env.output_tail and env.output_tail.strip():
+        lines += [
+            "",
+            "<details open><summary>The command's last output</summary>",
+            "",
+            code_block(env.output_tail),
+            "",
+            "</details>",
+        ]
     lines += ["", f"**What to do:** {step} `/baro help` lists all commands."]
     return fit_comment("\n".join(lines), limit)
 

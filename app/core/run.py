@@ -47,6 +47,50 @@ class VerifyResult(BaseModel):
     duration_s: float = 0.0
 
 
+EnvironmentState = Literal["pending", "ready", "failed"]
+DEFAULT_ENVIRONMENT = (
+    "the default environment (Python 3 with uv, Node LTS with npm, git, build tools)"
+)
+
+
+class RunEnvironment(BaseModel):
+    """Where every sandboxed command of a run runs, chosen once at planning from the default
+    branch, and how its preparation (image pull, `setup:`) went."""
+
+    image: str | None = None
+    """The image as the repository named it; None: the runner's default environment."""
+    source: Literal["baro.yml", "devcontainer", "default"] = "default"
+    note: str | None = None
+    """Why a devcontainer was passed over (shown in the plan comment)."""
+    digest: str | None = None
+    """The image digest the run was prepared with: every story uses exactly this one."""
+    state: EnvironmentState = "pending"
+    generation: int = 1
+    """Counts preparations (a retry after a failed one prepares again)."""
+    error: str | None = None
+    error_kind: str | None = None
+    """`bad-reference`, `not-found`, `unauthorized`, `unreachable`, `no-shell`, `setup`…"""
+    output_tail: str | None = None
+    """The failed setup command's last output."""
+    setup_seconds: float | None = None
+
+    def describe(self) -> str:
+        """`node:22` (from `.github/baro.yml`), or the default environment."""
+        if self.image is None:
+            return DEFAULT_ENVIRONMENT
+        where = {"baro.yml": "`.github/baro.yml`", "devcontainer": "the devcontainer"}
+        return f"image `{self.image}` (from {where.get(self.source, self.source)})"
+
+
+def needs_preparation(run: Run) -> bool:
+    """An image to pull or `setup:` to run before the first story (else stories start at once)."""
+    env = run.environment
+    if env is None or env.state == "ready":
+        return False
+    setup = run.repo_config.setup if run.repo_config else []
+    return env.image is not None or bool(setup)
+
+
 Severity = Literal["blocking", "warning", "note"]
 SEVERITIES: tuple[Severity, ...] = ("blocking", "warning", "note")
 
@@ -182,6 +226,8 @@ class Run(BaseModel):
     default_branch: str | None = None
     base_sha: str | None = None
     repo_config: RepoConfig | None = None
+    environment: RunEnvironment | None = None
+    """Chosen at planning; None for runs planned before environments existed."""
     plan: Plan | None = None
     plan_stats: PlanStats | None = None
     failure: str | None = None

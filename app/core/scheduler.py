@@ -152,6 +152,21 @@ def reset_for_retry(run: Run, only: tuple[str, ...] = ()) -> Run:
     unknown = [sid for sid in only if sid not in run.stories]
     if unknown:
         raise RetryRefused(f"no such story in this plan: {', '.join(unknown)}")
+    env = run.environment
+    if run.state == "failed" and env is not None and env.state == "failed":
+        # No story ever started: prepare the environment again, then run the plan.
+        again = env.model_copy(
+            update={
+                "state": "pending",
+                "generation": env.generation + 1,
+                "error": None,
+                "error_kind": None,
+                "output_tail": None,
+            }
+        )
+        return run.model_copy(
+            update={"state": "running", "environment": again, "failure": None, "finished_at": None}
+        )
     retryable = {"failed", "blocked", "cancelled"}
     if only:
         targets = set(only)

@@ -54,6 +54,7 @@ class WorkerServices(Services):
             jobs.refresh_later,
             jobs.replan,
             jobs.review,
+            jobs.prepare_run,
         )
         return cls(
             **shared.shared(),

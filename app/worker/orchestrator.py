@@ -19,9 +19,9 @@ from githubkit.exception import RequestError, RequestFailed
 from app.core.final_comment import render_final_comment
 from app.core.plan import RunState
 from app.core.pr_body import render_pr_body, render_pr_title
-from app.core.report import render_plan
+from app.core.report import environment_lines, render_environment_failed, render_plan
 from app.core.review import render_review, review_pending
-from app.core.run import Run, StoryRecord, now
+from app.core.run import Run, StoryRecord, needs_preparation, now
 from app.core.run_facts import is_checkpoint
 from app.core.scheduler import (
     RetryBudget,
@@ -84,6 +84,8 @@ class Orchestrator:
     defer_refresh: Callable[[str, float], Awaitable[None]]
     enqueue_plan: Callable[[str], Awaitable[None]]
     enqueue_review: Callable[[str, int], Awaitable[None]]
+    enqueue_prepare: Callable[[str, int], Awaitable[None]] | None = None
+    """(run_id, generation) → `prepare_run` on a runner: the image and `setup:` first."""
     budget: RetryBudget = field(default_factory=RetryBudget)
     links: RunLinks = field(init=False)
     checks: CheckRuns = field(init=False)
@@ -99,6 +101,8 @@ class Orchestrator:
             return f"skipped ({run.state})"
         await self.store.append_event(run_id, "running")
         await self.dispatch(run_id)  # before the label: its writes are spaced, stories are not
+        if needs_preparation(run) and (await self.store.get(run_id)).state != "running":
+            return "running"  # its preparation failed already: the failed label is written
         async with self.gateway.installation(run.installation_id).session() as gh:
             # a run can end before this spaced write's turn: its final label must stay
             if not (await self.store.get(run_id)).terminal:
@@ -108,6 +112,15 @@ class Orchestrator:
     async def dispatch(self, run_id: str) -> list[str]:
         chosen: list[str] = []
         run = await self.store.get(run_id)
+        if run.state == "running" and run.environment is not None:
+            if run.environment.state == "failed":
+                await self.environment_failed(run)
+                return []
+            if needs_preparation(run) and self.enqueue_prepare is not None:
+                # No story starts before its environment is known to work (`prepare_run`
+                # reports back through a refresh, which dispatches again).
+                await self.enqueue_prepare(run_id, run.environment.generation)
+                return []
         budget = float(self._budget(run))
         await self.store.update(run_id, lambda r: stop_for_budget(r, budget))
         held_back: list[bool] = []
@@ -139,6 +152,25 @@ class Orchestrator:
         elif finished(run) and run.state == "running":
             await self.finish(run_id)
         return chosen
+
+    async def environment_failed(self, run: Run) -> None:
+        """The image or `setup:` failed before any story: the run ends, saying why."""
+        env = run.environment
+        assert env is not None
+        reason = f"environment: {env.error}"
+
+        def failed(r: Run) -> Run | None:
+            if r.state != "running":
+                return None
+            return r.model_copy(update={"state": "failed", "failure": reason, "finished_at": now()})
+
+        ended = await self.store.update(run.id, failed)
+        if ended.state != "failed" or ended.failure != reason:
+            return
+        await self.store.append_event(run.id, "failed", reason=reason)
+        await self.write_tracking(ended)
+        async with self.gateway.installation(run.installation_id).session() as gh:
+            await gh.set_state_label(run.owner, run.repo, run.issue_number, LABEL_FAILED)
 
     async def story_finished(self, run_id: str, story_id: str) -> str:
         run = await self.store.get(run_id)
@@ -418,10 +450,14 @@ class Orchestrator:
 def tracking_body(run: Run, page_url: str | None = None) -> str:
     """The tracking comment for any state: the live checklist, or the final summary (so a
     late, debounced refresh can never replace the final word with a stale view)."""
+    env = run.environment
+    if run.terminal and env is not None and env.state == "failed" and run.state == "failed":
+        return render_environment_failed(run.id, env)
     if run.terminal:
         return render_final_comment(run, pr_url=run.pr_url, page_url=page_url)
     assert run.plan is not None
     progress = {sid: record.progress() for sid, record in run.stories.items()}
+    setup = run.repo_config.setup if run.repo_config else []
     return render_plan(
         run.id,
         run.plan,
@@ -430,6 +466,7 @@ def tracking_body(run: Run, page_url: str | None = None) -> str:
         auto_execute=True,
         progress=progress,
         page_url=page_url,
+        environment=environment_lines(run.environment, setup),
     )
 
 

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import httpx
 
+from app.core.environment import DEVCONTAINER_PATHS, choose_environment
 from app.core.plan import RunState
-from app.core.report import render_failed, render_plan
+from app.core.report import environment_lines, render_failed, render_plan
 from app.core.routing import RepoConfig, RepoConfigError, parse_repo_config
-from app.core.run import Run, StoryRecord, branch_name
+from app.core.run import Run, RunEnvironment, StoryRecord, branch_name
 from app.gitcmd import GitAuth, GitError, read_remote_file, run_git, shallow_clone
 from app.github import GitHubGateway, InstallationClient
 from app.llm.catalog import ModelCatalog
@@ -145,16 +146,19 @@ class Planning:
                 await shallow_clone(repository.clone_url, checkout, auth, source)
                 base_sha = (await run_git(["rev-parse", "HEAD"], cwd=checkout)).strip()
                 repo = ReadOnlyRepo(checkout)
-                config_text = (
-                    await read_remote_file(
-                        checkout, auth, repository.default_branch, REPO_CONFIG_PATH, CONFIG_LIMIT
-                    )
-                    if run.pr_branch
-                    else repo.read_optional(REPO_CONFIG_PATH, CONFIG_LIMIT)
-                )
+
+                async def default_branch_file(path: str) -> str | None:
+                    if run.pr_branch:
+                        return await read_remote_file(
+                            checkout, auth, repository.default_branch, path, CONFIG_LIMIT
+                        )
+                    return repo.read_optional(path, CONFIG_LIMIT)
+
+                config_text = await default_branch_file(REPO_CONFIG_PATH)
+                config = self._repo_config(config_text)
+                environment = await _environment(config, default_branch_file)
             except GitError as exc:
                 raise RunFailed(f"could not clone {repository.full_name}", [str(exc)]) from exc
-            config = self._repo_config(config_text)
             model_name, client = self._planner_client(config)
             docs = {name: text for name in AGENT_DOCS if (text := repo.read_optional(name))}
             request = PlanRequest(
@@ -208,6 +212,7 @@ class Planning:
                     "plan": outcome.plan,
                     "plan_stats": outcome.stats,
                     "repo_config": config,
+                    "environment": environment,
                     "default_branch": repository.default_branch,
                     "base_sha": base_sha,
                     "branch": branch,
@@ -228,6 +233,7 @@ class Planning:
             state=state,
             auto_execute=auto,
             page_url=RunLinks.from_settings(self.settings).url(run.id, run.created_at),
+            environment=environment_lines(environment, config.setup),
         )
         await gh.upsert_comment(
             run.owner, run.repo, run.issue_number, run.marker, self.settings.bot_login, body
@@ -298,6 +304,23 @@ class Planning:
             run.owner, run.repo, run.issue_number, run.marker, self.settings.bot_login, body
         )
         log.warning("run %s failed: %s", run.id, reason)
+
+
+async def _environment(
+    config: RepoConfig, read: Callable[[str], Awaitable[str | None]]
+) -> RunEnvironment:
+    """The run's environment from the default branch: `image:`, else the devcontainer's
+    image, else the default (a bad `image:` name is found by the runner's preparation)."""
+    if config.image:
+        chosen = choose_environment(config.image, None)
+    else:
+        chosen = choose_environment(None, None)
+        for path in DEVCONTAINER_PATHS:
+            text = await read(path)
+            if text is not None:
+                chosen = choose_environment(None, text, path)
+                break
+    return RunEnvironment(image=chosen.image, source=chosen.source, note=chosen.note)
 
 
 def _to_planning(run: Run) -> Run | None:

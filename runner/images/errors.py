@@ -6,6 +6,8 @@ network is at fault, the registry host, and never holds a credential or a runner
 
 from __future__ import annotations
 
+from app.core import image_ref as core_image_ref
+
 
 class ImageError(Exception):
     """An image could not be resolved, pulled or unpacked; nothing half-made is kept."""
@@ -13,7 +15,7 @@ class ImageError(Exception):
     kind = "image"
 
 
-class BadReference(ImageError):
+class BadReference(ImageError, core_image_ref.BadReference):
     kind = "bad-reference"
 
 

@@ -1,0 +1,8 @@
+import { Inventory } from "../src/inventory";
+
+test("adding twice sums the quantity", () => {
+  const inv = new Inventory();
+  inv.add({ sku: "A1", name: "Bolt", quantity: 2, reorderLevel: 1 });
+  inv.add({ sku: "A1", name: "Bolt", quantity: 3, reorderLevel: 1 });
+  expect(inv.get("A1")?.quantity).toBe(5);
+});
