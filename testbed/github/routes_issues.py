@@ -262,29 +262,26 @@ async def create_repo_label(request: Request) -> Response:
         return ok(shapes.label(state.base_url, repo, created), 201)
 
 
+def _reaction_routes(subject: str) -> list[Route]:
+    """List, add and delete reactions on one subject (an issue or an issue comment)."""
+    return [
+        Route(f"{subject}/reactions", list_reactions, methods=["GET"]),
+        Route(f"{subject}/reactions", create_reaction, methods=["POST"]),
+        Route(f"{subject}/reactions/{{reaction_id:int}}", delete_reaction, methods=["DELETE"]),
+    ]
+
+
 routes = [
     Route(f"{R}/issues", create_issue, methods=["POST"]),
     Route(f"{R}/issues/comments/{{comment_id:int}}", get_comment, methods=["GET"]),
     Route(f"{R}/issues/comments/{{comment_id:int}}", update_comment, methods=["PATCH"]),
     Route(f"{R}/issues/comments/{{comment_id:int}}", delete_comment, methods=["DELETE"]),
-    Route(f"{R}/issues/comments/{{comment_id:int}}/reactions", list_reactions, methods=["GET"]),
-    Route(f"{R}/issues/comments/{{comment_id:int}}/reactions", create_reaction, methods=["POST"]),
-    Route(
-        f"{R}/issues/comments/{{comment_id:int}}/reactions/{{reaction_id:int}}",
-        delete_reaction,
-        methods=["DELETE"],
-    ),
+    *_reaction_routes(f"{R}/issues/comments/{{comment_id:int}}"),
     Route(f"{R}/issues/{{number:int}}", get_issue, methods=["GET"]),
     Route(f"{R}/issues/{{number:int}}", update_issue, methods=["PATCH"]),
     Route(f"{R}/issues/{{number:int}}/comments", list_comments, methods=["GET"]),
     Route(f"{R}/issues/{{number:int}}/comments", create_comment, methods=["POST"]),
-    Route(f"{R}/issues/{{number:int}}/reactions", list_reactions, methods=["GET"]),
-    Route(f"{R}/issues/{{number:int}}/reactions", create_reaction, methods=["POST"]),
-    Route(
-        f"{R}/issues/{{number:int}}/reactions/{{reaction_id:int}}",
-        delete_reaction,
-        methods=["DELETE"],
-    ),
+    *_reaction_routes(f"{R}/issues/{{number:int}}"),
     Route(f"{R}/issues/{{number:int}}/labels", list_issue_labels, methods=["GET"]),
     Route(f"{R}/issues/{{number:int}}/labels", add_labels, methods=["POST"]),
     Route(f"{R}/issues/{{number:int}}/labels", set_labels, methods=["PUT"]),
