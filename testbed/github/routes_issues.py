@@ -110,11 +110,16 @@ async def list_comments(request: Request) -> Response:
         return ok([shapes.issue_comment(state.base_url, repo, c) for c in page], headers=headers)
 
 
+async def _comment_body(request: Request) -> str:
+    """The `body` a new or edited comment must have, within GitHub's size limit."""
+    body = required_text(await read_object(request), "IssueComment", "body")
+    body_too_long("IssueComment", body)
+    return body
+
+
 async def create_comment(request: Request) -> Response:
     state, repo, token = repo_access(request, ISSUE_PERMS, "write")
-    data = await read_object(request)
-    body = required_text(data, "IssueComment", "body")
-    body_too_long("IssueComment", body)
+    body = await _comment_body(request)
     with state.lock:
         comment = state.create_comment(repo, path_number(request), body, app=token.installation.app)
         data = shapes.issue_comment(state.base_url, repo, comment)
@@ -130,9 +135,7 @@ async def get_comment(request: Request) -> Response:
 
 async def update_comment(request: Request) -> Response:
     state, repo, _ = repo_access(request, ISSUE_PERMS, "write")
-    data = await read_object(request)
-    body = required_text(data, "IssueComment", "body")
-    body_too_long("IssueComment", body)
+    body = await _comment_body(request)
     with state.lock:
         comment = state.update_comment(repo, request.path_params["comment_id"], body)
         return ok(shapes.issue_comment(state.base_url, repo, comment))
