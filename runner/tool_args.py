@@ -6,18 +6,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from app.core.markdown import keep_ends
+
 MAX_OUTPUT = 12_000
 """Characters of any one tool result; longer output keeps its start and end."""
 
 
 def cap_text(text: str, limit: int = MAX_OUTPUT) -> str:
     """Keep the first third and the last two thirds of `limit`: errors sit at the end."""
-    if len(text) <= limit:
-        return text
-    head = limit // 3
-    tail = limit - head
-    dropped = len(text) - head - tail
-    return f"{text[:head]}\n[... {dropped} characters not shown ...]\n{text[-tail:]}"
+    return keep_ends(text, limit, lambda dropped: f"[... {dropped} characters not shown ...]")
 
 
 class ToolError(ValueError):

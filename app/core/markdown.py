@@ -63,6 +63,17 @@ def clip(text: str, max_len: int | None) -> str:
     return text
 
 
+def keep_ends(text: str, cap: int, gap: Callable[[int], str]) -> str:
+    """Keep the first third and the last two thirds of `cap`: errors and summaries sit at the
+    end. `gap(n)` is the line standing for the `n` characters left out."""
+    if len(text) <= cap:
+        return text
+    head = cap // 3
+    tail = cap - head
+    omitted = len(text) - head - tail
+    return f"{text[:head]}\n{gap(omitted)}\n{text[-tail:]}"
+
+
 _MD_INLINE = re.compile(r"([\\`*_\[\]<>|~&])")
 _MENTION = re.compile(r"(?<![\w`/@.])@(?=[A-Za-z0-9])")
 

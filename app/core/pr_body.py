@@ -24,6 +24,7 @@ from app.core.markdown import (
     fit_comment,
     format_cost,
     format_duration,
+    keep_ends,
     mermaid_label,
     run_page_line,
     untrusted_markdown,
@@ -100,13 +101,8 @@ def _commit(sha: str | None, repo_html_url: str) -> str:
 
 
 def _head_tail(text: str, cap: int) -> str:
-    """Keep the first third and the last two thirds of `cap`: the error and the summary."""
-    if len(text) <= cap:
-        return text
-    head = cap // 3
-    tail = cap - head
-    omitted = len(text) - head - tail
-    return f"{text[:head]}\n… {omitted:,} characters omitted …\n{text[-tail:]}"
+    """The error and the summary of long evidence."""
+    return keep_ends(text, cap, lambda omitted: f"… {omitted:,} characters omitted …")
 
 
 def _summary_tag(text: str) -> str:

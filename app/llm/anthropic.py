@@ -7,7 +7,6 @@ last block of the conversation, so each agent step re-reads the previous prefix.
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Sequence
 from datetime import datetime
@@ -27,6 +26,7 @@ from app.llm.types import (
     Usage,
     UserMessage,
 )
+from app.llm.wire_fields import as_dict, as_int, replayed_items
 
 PROTOCOL = "anthropic"
 API_VERSION = "2023-06-01"
@@ -106,9 +106,9 @@ def _tool_result(result: ToolResult) -> dict[str, Any]:
 
 
 def _assistant_content(turn: AssistantTurn) -> list[dict[str, Any]]:
-    state = turn.provider
-    if state is not None and state.protocol == PROTOCOL and state.items:
-        return copy.deepcopy(state.items)
+    replayed = replayed_items(turn, PROTOCOL)
+    if replayed is not None:
+        return replayed
     blocks: list[dict[str, Any]] = []
     if turn.text:
         blocks.append({"type": "text", "text": turn.text})
@@ -121,18 +121,14 @@ def _assistant_content(turn: AssistantTurn) -> list[dict[str, Any]]:
     return blocks
 
 
-def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
 def parse_usage(raw: object) -> Usage:
     """`input_tokens` already excludes cache reads and writes."""
-    usage = raw if isinstance(raw, dict) else {}
+    usage = as_dict(raw)
     return Usage(
-        uncached_input=_int(usage.get("input_tokens")),
-        cache_read=_int(usage.get("cache_read_input_tokens")),
-        cache_write=_int(usage.get("cache_creation_input_tokens")),
-        output=_int(usage.get("output_tokens")),
+        uncached_input=as_int(usage.get("input_tokens")),
+        cache_read=as_int(usage.get("cache_read_input_tokens")),
+        cache_write=as_int(usage.get("cache_creation_input_tokens")),
+        output=as_int(usage.get("output_tokens")),
     )
 
 

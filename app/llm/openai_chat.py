@@ -24,6 +24,7 @@ from app.llm.types import (
     Usage,
     UserMessage,
 )
+from app.llm.wire_fields import as_dict, as_int, bearer_headers
 
 PROTOCOL = "openai-chat"
 _STOP: dict[str, StopReason] = {
@@ -104,35 +105,27 @@ def _assistant_message(turn: AssistantTurn) -> dict[str, Any]:
     return message
 
 
-def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def _dict(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def parse_usage(raw: object) -> Usage:
     """`prompt_tokens` includes cached tokens; DeepSeek also reports hit/miss split."""
-    usage = _dict(raw)
-    prompt = _int(usage.get("prompt_tokens"))
-    details = _dict(usage.get("prompt_tokens_details"))
+    usage = as_dict(raw)
+    prompt = as_int(usage.get("prompt_tokens"))
+    details = as_dict(usage.get("prompt_tokens_details"))
     if "prompt_cache_hit_tokens" in usage or "prompt_cache_miss_tokens" in usage:
-        cached = _int(usage.get("prompt_cache_hit_tokens"))
+        cached = as_int(usage.get("prompt_cache_hit_tokens"))
         uncached = (
-            _int(usage.get("prompt_cache_miss_tokens"))
+            as_int(usage.get("prompt_cache_miss_tokens"))
             if "prompt_cache_miss_tokens" in usage
             else max(0, prompt - cached)
         )
     else:
-        cached = _int(details.get("cached_tokens"))
+        cached = as_int(details.get("cached_tokens"))
         uncached = max(0, prompt - cached)
-    completion = _dict(usage.get("completion_tokens_details"))
+    completion = as_dict(usage.get("completion_tokens_details"))
     return Usage(
         uncached_input=uncached,
         cache_read=cached,
-        output=_int(usage.get("completion_tokens")),
-        reasoning=_int(completion.get("reasoning_tokens")),
+        output=as_int(usage.get("completion_tokens")),
+        reasoning=as_int(completion.get("reasoning_tokens")),
     )
 
 
@@ -143,13 +136,13 @@ def parse_response(
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise FatalError("reply has no choices", model=str(body.get("model", "")))
     choice = choices[0]
-    message = _dict(choice.get("message"))
+    message = as_dict(choice.get("message"))
     content = message.get("content")
     text = content if isinstance(content, str) else _text_parts(content)
     calls: list[ToolCall] = []
     for index, raw_call in enumerate(message.get("tool_calls") or []):
-        call = _dict(raw_call)
-        function = _dict(call.get("function"))
+        call = as_dict(raw_call)
+        function = as_dict(call.get("function"))
         arguments = function.get("arguments")
         raw = arguments if isinstance(arguments, str) else ""
         call_id = str(call.get("id") or f"call_{index}")
@@ -195,7 +188,7 @@ def _text_parts(content: object) -> str:
 
 WIRE = Wire(
     path="/chat/completions",
-    headers=lambda key: {"Authorization": f"Bearer {key}"},
+    headers=bearer_headers,
     build_request=build_request,
     parse_response=parse_response,
 )

@@ -7,7 +7,6 @@ encrypted content included, are passed back as input on every request.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -27,6 +26,7 @@ from app.llm.types import (
     Usage,
     UserMessage,
 )
+from app.llm.wire_fields import as_dict, as_int, bearer_headers, replayed_items
 
 PROTOCOL = "openai-responses"
 _INCOMPLETE: dict[str, StopReason] = {
@@ -81,9 +81,9 @@ def build_request(
 
 
 def _assistant_items(turn: AssistantTurn) -> list[dict[str, Any]]:
-    state = turn.provider
-    if state is not None and state.protocol == PROTOCOL and state.items:
-        return copy.deepcopy(state.items)
+    replayed = replayed_items(turn, PROTOCOL)
+    if replayed is not None:
+        return replayed
     items: list[dict[str, Any]] = []
     if turn.text:
         items.append({"role": "assistant", "content": turn.text})
@@ -99,24 +99,16 @@ def _assistant_items(turn: AssistantTurn) -> list[dict[str, Any]]:
     return items
 
 
-def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def _dict(value: object) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def parse_usage(raw: object) -> Usage:
     """`input_tokens` includes cached tokens; `output_tokens` includes reasoning."""
-    usage = _dict(raw)
-    prompt = _int(usage.get("input_tokens"))
-    cached = _int(_dict(usage.get("input_tokens_details")).get("cached_tokens"))
+    usage = as_dict(raw)
+    prompt = as_int(usage.get("input_tokens"))
+    cached = as_int(as_dict(usage.get("input_tokens_details")).get("cached_tokens"))
     return Usage(
         uncached_input=max(0, prompt - cached),
         cache_read=cached,
-        output=_int(usage.get("output_tokens")),
-        reasoning=_int(_dict(usage.get("output_tokens_details")).get("reasoning_tokens")),
+        output=as_int(usage.get("output_tokens")),
+        reasoning=as_int(as_dict(usage.get("output_tokens_details")).get("reasoning_tokens")),
     )
 
 
@@ -126,7 +118,7 @@ def parse_response(
     model = str(body.get("model") or "")
     status = body.get("status")
     if status == "failed":
-        error = _dict(body.get("error"))
+        error = as_dict(body.get("error"))
         code = str(error.get("code") or "")
         message = str(error.get("message") or "response failed")
         cls = RetryableError if code in _RETRYABLE_FAILURES else FatalError
@@ -163,7 +155,7 @@ def parse_response(
     stop: StopReason
     raw_stop = str(status) if isinstance(status, str) else None
     if status == "incomplete":
-        reason = _dict(body.get("incomplete_details")).get("reason")
+        reason = as_dict(body.get("incomplete_details")).get("reason")
         raw_stop = f"incomplete:{reason}"
         stop = _INCOMPLETE.get(str(reason), "other")
     elif calls:
@@ -188,7 +180,7 @@ def parse_response(
 
 WIRE = Wire(
     path="/responses",
-    headers=lambda key: {"Authorization": f"Bearer {key}"},
+    headers=bearer_headers,
     build_request=build_request,
     parse_response=parse_response,
 )

@@ -201,22 +201,24 @@ async def add_comment(request: Request) -> Response:
         return ok(shapes.issue_comment(state.base_url, repo, comment), 201)
 
 
-async def issue_reactions(request: Request) -> Response:
+def _reactions(
+    request: Request, *, issue_number: int | None = None, comment_id: int | None = None
+) -> Response:
+    """The reactions on one issue or one comment, as GitHub shapes them."""
     state = get_state(request)
     with state.lock:
         items = state.reactions(
-            _repo(state, request), issue_number=int(request.path_params["number"])
+            _repo(state, request), issue_number=issue_number, comment_id=comment_id
         )
         return ok([shapes.reaction(state.base_url, r) for r in items])
+
+
+async def issue_reactions(request: Request) -> Response:
+    return _reactions(request, issue_number=int(request.path_params["number"]))
 
 
 async def comment_reactions(request: Request) -> Response:
-    state = get_state(request)
-    with state.lock:
-        items = state.reactions(
-            _repo(state, request), comment_id=int(request.path_params["comment_id"])
-        )
-        return ok([shapes.reaction(state.base_url, r) for r in items])
+    return _reactions(request, comment_id=int(request.path_params["comment_id"]))
 
 
 async def issue_labels(request: Request) -> Response:

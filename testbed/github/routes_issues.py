@@ -17,18 +17,15 @@ from testbed.github.web import (
     no_content,
     ok,
     paginate,
+    path_number,
     read_json,
     read_object,
     repo_access,
+    required_text,
 )
 
 ISSUE_PERMS = ("issues", "pull_requests")
 R = "/repos/{owner}/{repo}"
-
-
-def _number(request: Request) -> int:
-    value: int = request.path_params["number"]
-    return value
 
 
 def _label_names(raw: Any) -> list[str]:
@@ -54,16 +51,14 @@ def _label_names(raw: Any) -> list[str]:
 async def get_issue(request: Request) -> Response:
     state, repo, _ = repo_access(request, ISSUE_PERMS, "read")
     with state.lock:
-        item = state.get_issue(repo, _number(request))
+        item = state.get_issue(repo, path_number(request))
         return ok(shapes.issue(state.base_url, repo, item))
 
 
 async def create_issue(request: Request) -> Response:
     state, repo, token = repo_access(request, "issues", "write")
     data = await read_object(request)
-    title = data.get("title")
-    if not isinstance(title, str) or not title:
-        raise missing_field("Issue", "title")
+    title = required_text(data, "Issue", "title")
     body_too_long("Issue", data.get("body"))
     with state.lock:
         item = state.create_issue(
@@ -85,7 +80,7 @@ async def update_issue(request: Request) -> Response:
     with state.lock:
         item = state.update_issue(
             repo,
-            _number(request),
+            path_number(request),
             title=data.get("title"),
             body=data.get("body"),
             state=data.get("state"),
@@ -105,25 +100,28 @@ async def list_comments(request: Request) -> Response:
     since_raw = request.query_params.get("since")
     since = datetime.fromisoformat(since_raw.replace("Z", "+00:00")) if since_raw else None
     with state.lock:
-        state.get_issue(repo, _number(request))
+        state.get_issue(repo, path_number(request))
         items = [
             c
-            for c in state.comments(repo, _number(request))
+            for c in state.comments(repo, path_number(request))
             if since is None or c.updated_at >= since
         ]
         page, headers = paginate(request, items)
         return ok([shapes.issue_comment(state.base_url, repo, c) for c in page], headers=headers)
 
 
+async def _comment_body(request: Request) -> str:
+    """The `body` a new or edited comment must have, within GitHub's size limit."""
+    body = required_text(await read_object(request), "IssueComment", "body")
+    body_too_long("IssueComment", body)
+    return body
+
+
 async def create_comment(request: Request) -> Response:
     state, repo, token = repo_access(request, ISSUE_PERMS, "write")
-    data = await read_object(request)
-    body = data.get("body")
-    if not isinstance(body, str) or not body:
-        raise missing_field("IssueComment", "body")
-    body_too_long("IssueComment", body)
+    body = await _comment_body(request)
     with state.lock:
-        comment = state.create_comment(repo, _number(request), body, app=token.installation.app)
+        comment = state.create_comment(repo, path_number(request), body, app=token.installation.app)
         data = shapes.issue_comment(state.base_url, repo, comment)
         return ok(data, 201, headers={"location": data["url"]})
 
@@ -137,11 +135,7 @@ async def get_comment(request: Request) -> Response:
 
 async def update_comment(request: Request) -> Response:
     state, repo, _ = repo_access(request, ISSUE_PERMS, "write")
-    data = await read_object(request)
-    body = data.get("body")
-    if not isinstance(body, str) or not body:
-        raise missing_field("IssueComment", "body")
-    body_too_long("IssueComment", body)
+    body = await _comment_body(request)
     with state.lock:
         comment = state.update_comment(repo, request.path_params["comment_id"], body)
         return ok(shapes.issue_comment(state.base_url, repo, comment))
@@ -200,7 +194,7 @@ async def delete_reaction(request: Request) -> Response:
 async def list_issue_labels(request: Request) -> Response:
     state, repo, _ = repo_access(request, ISSUE_PERMS, "read")
     with state.lock:
-        item = state.get_issue(repo, _number(request))
+        item = state.get_issue(repo, path_number(request))
         return ok([shapes.label(state.base_url, repo, x) for x in item.labels])
 
 
@@ -208,7 +202,7 @@ async def add_labels(request: Request) -> Response:
     state, repo, _ = repo_access(request, ISSUE_PERMS, "write")
     names = _label_names(await read_json(request))
     with state.lock:
-        labels = state.add_labels(repo, _number(request), names)
+        labels = state.add_labels(repo, path_number(request), names)
         return ok([shapes.label(state.base_url, repo, x) for x in labels])
 
 
@@ -216,20 +210,20 @@ async def set_labels(request: Request) -> Response:
     state, repo, _ = repo_access(request, ISSUE_PERMS, "write")
     names = _label_names(await read_json(request))
     with state.lock:
-        item = state.update_issue(repo, _number(request), labels=names)
+        item = state.update_issue(repo, path_number(request), labels=names)
         return ok([shapes.label(state.base_url, repo, x) for x in item.labels])
 
 
 async def remove_label(request: Request) -> Response:
     state, repo, _ = repo_access(request, ISSUE_PERMS, "write")
     with state.lock:
-        labels = state.remove_label(repo, _number(request), request.path_params["name"])
+        labels = state.remove_label(repo, path_number(request), request.path_params["name"])
         return ok([shapes.label(state.base_url, repo, x) for x in labels])
 
 
 async def remove_all_labels(request: Request) -> Response:
     state, repo, _ = repo_access(request, ISSUE_PERMS, "write")
-    state.update_issue(repo, _number(request), labels=[])
+    state.update_issue(repo, path_number(request), labels=[])
     return no_content()
 
 
@@ -252,9 +246,7 @@ async def list_repo_labels(request: Request) -> Response:
 async def create_repo_label(request: Request) -> Response:
     state, repo, _ = repo_access(request, ISSUE_PERMS, "write")
     data = await read_object(request)
-    name = data.get("name")
-    if not isinstance(name, str) or not name:
-        raise missing_field("Label", "name")
+    name = required_text(data, "Label", "name")
     with state.lock:
         created = state.create_label(
             repo, name, str(data.get("color") or "ededed"), data.get("description")
@@ -262,29 +254,26 @@ async def create_repo_label(request: Request) -> Response:
         return ok(shapes.label(state.base_url, repo, created), 201)
 
 
+def _reaction_routes(subject: str) -> list[Route]:
+    """List, add and delete reactions on one subject (an issue or an issue comment)."""
+    return [
+        Route(f"{subject}/reactions", list_reactions, methods=["GET"]),
+        Route(f"{subject}/reactions", create_reaction, methods=["POST"]),
+        Route(f"{subject}/reactions/{{reaction_id:int}}", delete_reaction, methods=["DELETE"]),
+    ]
+
+
 routes = [
     Route(f"{R}/issues", create_issue, methods=["POST"]),
     Route(f"{R}/issues/comments/{{comment_id:int}}", get_comment, methods=["GET"]),
     Route(f"{R}/issues/comments/{{comment_id:int}}", update_comment, methods=["PATCH"]),
     Route(f"{R}/issues/comments/{{comment_id:int}}", delete_comment, methods=["DELETE"]),
-    Route(f"{R}/issues/comments/{{comment_id:int}}/reactions", list_reactions, methods=["GET"]),
-    Route(f"{R}/issues/comments/{{comment_id:int}}/reactions", create_reaction, methods=["POST"]),
-    Route(
-        f"{R}/issues/comments/{{comment_id:int}}/reactions/{{reaction_id:int}}",
-        delete_reaction,
-        methods=["DELETE"],
-    ),
+    *_reaction_routes(f"{R}/issues/comments/{{comment_id:int}}"),
     Route(f"{R}/issues/{{number:int}}", get_issue, methods=["GET"]),
     Route(f"{R}/issues/{{number:int}}", update_issue, methods=["PATCH"]),
     Route(f"{R}/issues/{{number:int}}/comments", list_comments, methods=["GET"]),
     Route(f"{R}/issues/{{number:int}}/comments", create_comment, methods=["POST"]),
-    Route(f"{R}/issues/{{number:int}}/reactions", list_reactions, methods=["GET"]),
-    Route(f"{R}/issues/{{number:int}}/reactions", create_reaction, methods=["POST"]),
-    Route(
-        f"{R}/issues/{{number:int}}/reactions/{{reaction_id:int}}",
-        delete_reaction,
-        methods=["DELETE"],
-    ),
+    *_reaction_routes(f"{R}/issues/{{number:int}}"),
     Route(f"{R}/issues/{{number:int}}/labels", list_issue_labels, methods=["GET"]),
     Route(f"{R}/issues/{{number:int}}/labels", add_labels, methods=["POST"]),
     Route(f"{R}/issues/{{number:int}}/labels", set_labels, methods=["PUT"]),

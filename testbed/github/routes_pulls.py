@@ -9,26 +9,27 @@ from starlette.routing import Route
 
 from testbed.github import shapes
 from testbed.github.state import Pull, Review
-from testbed.github.web import body_too_long, missing_field, ok, paginate, read_object, repo_access
+from testbed.github.web import (
+    body_too_long,
+    missing_field,
+    ok,
+    paginate,
+    path_number,
+    read_object,
+    repo_access,
+    required_text,
+)
 
 R = "/repos/{owner}/{repo}"
 REVIEW_EVENTS = ("COMMENT", "APPROVE", "REQUEST_CHANGES")
-
-
-def _number(request: Request) -> int:
-    value: int = request.path_params["number"]
-    return value
 
 
 async def create_pull(request: Request) -> Response:
     state, repo, token = repo_access(request, "pull_requests", "write")
     data = await read_object(request)
     for name in ("head", "base"):
-        if not isinstance(data.get(name), str) or not data[name]:
-            raise missing_field("PullRequest", name)
-    title = data.get("title")
-    if not isinstance(title, str) or not title:
-        raise missing_field("PullRequest", "title")
+        required_text(data, "PullRequest", name)
+    title = required_text(data, "PullRequest", "title")
     body_too_long("PullRequest", data.get("body"))
 
     def create() -> Pull:
@@ -71,7 +72,7 @@ async def list_pulls(request: Request) -> Response:
 
 async def get_pull(request: Request) -> Response:
     state, repo, _ = repo_access(request, "pull_requests", "read")
-    pull = state.get_pull(repo, _number(request))
+    pull = state.get_pull(repo, path_number(request))
     await run_in_threadpool(state.refresh_pull, repo, pull)
     with state.lock:
         return ok(shapes.pull_request(state.base_url, repo, pull))
@@ -85,7 +86,7 @@ async def update_pull(request: Request) -> Response:
     def update() -> Pull:
         pull = state.update_pull(
             repo,
-            _number(request),
+            path_number(request),
             title=data.get("title"),
             body=data.get("body"),
             state=data.get("state"),
@@ -103,14 +104,14 @@ async def request_reviewers(request: Request) -> Response:
     data = await read_object(request)
     reviewers = data.get("reviewers") or []
     with state.lock:
-        pull = state.request_reviewers(repo, _number(request), reviewers)
+        pull = state.request_reviewers(repo, path_number(request), reviewers)
         return ok(shapes.pull_request_simple(state.base_url, repo, pull), 201)
 
 
 async def list_requested_reviewers(request: Request) -> Response:
     state, repo, _ = repo_access(request, "pull_requests", "read")
     with state.lock:
-        pull = state.get_pull(repo, _number(request))
+        pull = state.get_pull(repo, path_number(request))
         return ok(
             {
                 "users": [shapes.simple_user(state.base_url, u) for u in pull.requested_reviewers],
@@ -130,7 +131,7 @@ async def create_review(request: Request) -> Response:
     comments = data.get("comments") or []
     if not isinstance(comments, list) or not all(isinstance(c, dict) for c in comments):
         raise missing_field("PullRequestReview", "comments")
-    number = _number(request)
+    number = path_number(request)
 
     def create() -> Review:
         return state.create_review(
@@ -151,7 +152,7 @@ async def create_review(request: Request) -> Response:
 
 async def list_reviews(request: Request) -> Response:
     state, repo, _ = repo_access(request, "pull_requests", "read")
-    pull = state.get_pull(repo, _number(request))
+    pull = state.get_pull(repo, path_number(request))
     page, headers = paginate(request, state.reviews(repo, pull.number))
     with state.lock:
         return ok(
@@ -161,7 +162,7 @@ async def list_reviews(request: Request) -> Response:
 
 async def list_review_comments(request: Request) -> Response:
     state, repo, _ = repo_access(request, "pull_requests", "read")
-    pull = state.get_pull(repo, _number(request))
+    pull = state.get_pull(repo, path_number(request))
     items = [c for r in state.reviews(repo, pull.number) for c in r.comments]
     page, headers = paginate(request, items)
     with state.lock:

@@ -32,6 +32,7 @@ from testbed.github.middleware import GitHubMiddleware
 from testbed.github.shapes import clone_url
 from testbed.github.state import GitHubState, InstallationToken, Repo
 from testbed.github.web import ok
+from testbed.serving import serve_in_thread
 
 
 async def _github_error(request: Request, exc: Exception) -> Response:
@@ -120,19 +121,13 @@ def start_testbed(
     sock = bind_socket(host, port)
     bound_port = int(sock.getsockname()[1])
     state.base_url = f"http://{host}:{bound_port}"
-    config = uvicorn.Config(
+    server, thread = serve_in_thread(
         create_app(state),
+        sock,
+        name="testbed-github",
         loop="asyncio",  # git http-backend's pipes misbehave under uvloop
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
         timeout_graceful_shutdown=2,
     )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="testbed-github", daemon=True
-    )
-    thread.start()
     deadline = time.monotonic() + 15
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:

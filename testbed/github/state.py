@@ -15,10 +15,10 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from testbed.github import gitops
 from testbed.github.entities import (
@@ -83,6 +83,17 @@ __all__ = [
     "node_id",
     "utcnow",
 ]
+
+
+_Found = TypeVar("_Found")
+
+
+def _found(table: Mapping[int, _Found], key: int) -> _Found:
+    """`table[key]`, or the 404 GitHub answers for an unknown number or id."""
+    value = table.get(key)
+    if value is None:
+        raise not_found()
+    return value
 
 
 def _generate_key() -> tuple[str, str]:
@@ -427,10 +438,7 @@ class GitHubState:
 
     def get_issue(self, repo: Repo | str, number: int) -> Issue:
         with self.lock:
-            issue = self.get_repo(repo).issues.get(number)
-            if issue is None:
-                raise not_found()
-            return issue
+            return _found(self.get_repo(repo).issues, number)
 
     def update_issue(
         self,
@@ -497,10 +505,7 @@ class GitHubState:
 
     def get_comment(self, repo: Repo | str, comment_id: int) -> Comment:
         with self.lock:
-            comment = self.get_repo(repo).comments.get(comment_id)
-            if comment is None:
-                raise not_found()
-            return comment
+            return _found(self.get_repo(repo).comments, comment_id)
 
     def update_comment(self, repo: Repo | str, comment_id: int, body: str) -> Comment:
         with self.lock:
@@ -707,10 +712,7 @@ class GitHubState:
 
     def get_pull(self, repo: Repo | str, number: int) -> Pull:
         with self.lock:
-            pull = self.get_repo(repo).pulls.get(number)
-            if pull is None:
-                raise not_found()
-            return pull
+            return _found(self.get_repo(repo).pulls, number)
 
     def refresh_pull(self, repo: Repo | str, pull: Pull) -> Pull:
         """Re-read head/base shas and diff stats from git (branches move under open PRs)."""
@@ -966,10 +968,7 @@ class GitHubState:
 
     def get_check_run(self, repo: Repo | str, run_id: int) -> CheckRun:
         with self.lock:
-            check = self.get_repo(repo).check_runs.get(run_id)
-            if check is None:
-                raise not_found()
-            return check
+            return _found(self.get_repo(repo).check_runs, run_id)
 
     def check_runs(self, repo: Repo | str, ref: str, name: str | None = None) -> list[CheckRun]:
         """Check runs on the commit `ref` names (a sha, or a branch), newest first."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from starlette.requests import Request
@@ -137,3 +137,17 @@ def missing_field(resource: str, field: str) -> GitHubError:
         "Validation Failed",
         errors=[{"resource": resource, "code": "missing_field", "field": field}],
     )
+
+
+def required_text(data: Mapping[str, Any], resource: str, field: str) -> str:
+    """`data[field]` as a non-empty string, or GitHub's 422 for a missing field."""
+    value = data.get(field)
+    if not isinstance(value, str) or not value:
+        raise missing_field(resource, field)
+    return value
+
+
+def path_number(request: Request) -> int:
+    """The `{number:int}` of an issue or pull route."""
+    value: int = request.path_params["number"]
+    return value

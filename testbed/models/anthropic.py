@@ -119,15 +119,13 @@ def read(body: Mapping[str, Any], headers: Mapping[str, str]) -> Seen:
         for block in blocks:
             if block.get("type") == "tool_result":
                 results.append(text_of(block.get("content")))
-    return Seen(
-        protocol=PROTOCOL,
-        model=model,
-        system="\n".join(s for s in system if s),
-        first_user=users[0] if users else "",
-        last_user=users[-1] if users else "",
-        last_tool_result=results[-1] if results else "",
-        assistants=assistants,
+    return Seen.of(
+        PROTOCOL,
+        model,
+        "\n".join(s for s in system if s),
         users=users,
+        tool_results=results,
+        assistants=assistants,
     )
 
 

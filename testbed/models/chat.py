@@ -87,15 +87,13 @@ def read(body: Mapping[str, Any], headers: Mapping[str, str]) -> Seen:
             raise invalid(f"messages[{index}].role: invalid value {role!r}")
     if pending:
         raise _missing_tool_results(pending)
-    return Seen(
-        protocol=PROTOCOL,
-        model=model,
-        system="\n".join(system),
-        first_user=users[0] if users else "",
-        last_user=users[-1] if users else "",
-        last_tool_result=tool_results[-1] if tool_results else "",
-        assistants=assistants,
+    return Seen.of(
+        PROTOCOL,
+        model,
+        "\n".join(system),
         users=users,
+        tool_results=tool_results,
+        assistants=assistants,
     )
 
 

@@ -9,10 +9,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
 from testbed.models.script import Script, load_script, script_from_data
 from testbed.models.server import ModelServer, RecordedRequest
+from testbed.serving import serve_in_thread
 
 
 class RunningModelServer:
@@ -55,19 +54,9 @@ def running_model_server(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        model_server.app,
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
-        ws="none",
-        timeout_graceful_shutdown=5,
+    server, thread = serve_in_thread(
+        model_server.app, sock, name="model-server", ws="none", timeout_graceful_shutdown=5
     )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="model-server", daemon=True
-    )
-    thread.start()
     try:
         while not server.started:
             if not thread.is_alive():

@@ -85,15 +85,13 @@ def read(body: Mapping[str, Any], headers: Mapping[str, str]) -> Seen:
     missing = calls - answered
     if missing:
         raise invalid(f"No tool output found for function call {sorted(missing)[0]}.")
-    return Seen(
-        protocol=PROTOCOL,
-        model=model,
-        system="\n".join(system),
-        first_user=users[0] if users else "",
-        last_user=users[-1] if users else "",
-        last_tool_result=results[-1] if results else "",
-        assistants=groups,
+    return Seen.of(
+        PROTOCOL,
+        model,
+        "\n".join(system),
         users=users,
+        tool_results=results,
+        assistants=groups,
     )
 
 

@@ -38,6 +38,29 @@ class Seen:
     users: list[str] = field(default_factory=list)
     """Every user message's text, in order (rules can match any of them)."""
 
+    @classmethod
+    def of(
+        cls,
+        protocol: str,
+        model: str,
+        system: str,
+        *,
+        users: list[str],
+        tool_results: list[str],
+        assistants: list[Any],
+    ) -> Seen:
+        """The reduction every wire format ends with, from what it collected in order."""
+        return cls(
+            protocol=protocol,
+            model=model,
+            system=system,
+            first_user=users[0] if users else "",
+            last_user=users[-1] if users else "",
+            last_tool_result=tool_results[-1] if tool_results else "",
+            assistants=assistants,
+            users=users,
+        )
+
     @property
     def turn_index(self) -> int:
         return len(self.assistants)
