@@ -218,7 +218,7 @@ class ImageStore:
         self._home = self.root / "home"
         self._tmp = self.root / "tmp"
         self._registries_conf = self.root / "registries.conf"
-        # An empty registries.d: no host-wide signature lookaside (root's default is
+        # The store's own registries.d: no host-wide signature lookaside (root's default is
         # /var/lib/containers/sigstore, unreadable in a user namespace and not ours to read).
         self._registries_d = self.root / "registries.d"
         self._prepared = False
@@ -518,6 +518,15 @@ class ImageStore:
         for private in (self._home, self._tmp, self._registries_d):
             private.mkdir(mode=0o700, exist_ok=True)
         _write_private(self._registries_conf, b"")  # no host-wide search lists or mirrors
+        # Signatures are looked up only in the store's own (empty) directory: without this,
+        # containers/image falls back to /var/lib/containers/sigstore for uid 0, which a
+        # runner in a user namespace may not read once a real root made /var/lib/containers.
+        lookaside = self._home / "sigstore"
+        lookaside.mkdir(mode=0o700, exist_ok=True)
+        _write_private(
+            self._registries_d / "default.yaml",
+            f"default-docker:\n  lookaside: file://{lookaside}\n".encode(),
+        )
         auths = {
             host: {"auth": base64.b64encode(secret.get_secret_value().encode()).decode()}
             for host, secret in self.options.credentials.items()
