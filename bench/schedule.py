@@ -151,39 +151,59 @@ def _story_key(_self: Any, run_id: str, story_id: str, *_: Any, **__: Any) -> tu
     return run_id, story_id
 
 
+# (process, module, attribute path, step name, keyed by the story's run/story arguments)
+PROBES: tuple[tuple[str, str, str, str, bool], ...] = (
+    ("worker", "app.worker.orchestrator", "Orchestrator.story_finished", "story_finished", True),
+    ("worker", "app.worker.orchestrator", "Orchestrator.dispatch", "dispatch", False),
+    ("worker", "app.worker.orchestrator", "Orchestrator.render", "render", False),
+    ("runner", "runner.story", "StoryRunner.run_story", "job", True),
+    ("runner", "runner.story", "StoryRunner.access", "access", False),
+    ("runner", "app.github", "GitHubGateway.repo_token", "mint", False),
+    ("runner", "runner.workspace", "Workspaces.find_landed", "find_landed", False),
+    ("runner", "runner.workspace", "Workspaces.prepare", "prepare", False),
+    ("runner", "runner.mirror", "Mirror.fetch", "fetch", False),
+    ("runner", "runner.agent", "StoryAgent.work", "agent", False),
+    ("runner", "runner.agent", "StoryAgent._complete", "model", False),
+    ("runner", "runner.agent", "StoryAgent.verify", "verify", False),
+    ("runner", "runner.story", "StoryRunner._save_transcript", "transcript", False),
+    ("runner", "runner.story", "_land", "land", False),
+    ("runner", "runner.landing", "_commit", "commit", False),
+    ("runner", "runner.landing", "_rebase", "rebase", False),
+    ("runner", "runner.workspace", "cleanup", "cleanup", False),
+    ("runner", "runner.story", "StoryRunner._record", "record", False),
+    ("runner", "app.jobs", "Jobs.story_finished", "notify", False),
+    ("runner", "app.store", "LandingTurn.acquire", "turn_wait", False),
+)
+
+
+def probe_targets(kind: str) -> list[tuple[Any, str, str, bool]]:
+    """(owner, attribute, step, keyed) for one process; raises when the code moved on."""
+    import importlib
+
+    out = []
+    for proc, module, path, step, keyed in PROBES:
+        if proc != kind:
+            continue
+        owner: Any = importlib.import_module(module)
+        *parents, name = path.split(".")
+        for parent in parents:
+            owner = getattr(owner, parent)
+        if not callable(getattr(owner, name, None)):
+            raise AttributeError(f"bench probe {module}.{path} no longer exists")
+        out.append((owner, name, step, keyed))
+    return out
+
+
 def _install_probes(kind: str) -> None:
     directory = os.environ.get(PROBE_DIR_ENV)
     if not directory or kind not in ("runner", "worker"):
         return
     log = _ProbeLog(Path(directory) / f"{kind}-{os.getpid()}.jsonl")
+    for owner, name, step, keyed in probe_targets(kind):
+        _timed(log, owner, name, step, _story_key if keyed else None)
     if kind == "worker":
-        from app.worker import orchestrator
-
-        cls = orchestrator.Orchestrator
-        _timed(log, cls, "story_finished", "story_finished", _story_key)
-        _timed(log, cls, "dispatch", "dispatch")
-        _timed(log, cls, "render", "render")
         return
-    from app import github, jobs, store
-    from runner import agent, landing, mirror, story, workspace
-
-    _timed(log, story.StoryRunner, "run_story", "job", _story_key)
-    _timed(log, story.StoryRunner, "_access", "access")
-    _timed(log, github.GitHubGateway, "repo_token", "mint")
-    _timed(log, workspace.Workspaces, "find_landed", "find_landed")
-    _timed(log, workspace.Workspaces, "prepare", "prepare")
-    _timed(log, mirror.Mirror, "fetch", "fetch")
-    _timed(log, agent.StoryAgent, "work", "agent")
-    _timed(log, agent.StoryAgent, "_complete", "model")
-    _timed(log, agent.StoryAgent, "verify", "verify")
-    _timed(log, story.StoryRunner, "_save_transcript", "transcript")
-    _timed(log, story, "_land", "land")
-    _timed(log, landing, "_commit", "commit")
-    _timed(log, landing, "_rebase", "rebase")
-    _timed(log, workspace, "cleanup", "cleanup")
-    _timed(log, story.StoryRunner, "_record", "record")
-    _timed(log, jobs.Jobs, "story_finished", "notify")
-    _timed(log, store.LandingTurn, "acquire", "turn_wait")
+    from runner import mirror
 
     locked = mirror.Mirror.locked
 
