@@ -71,6 +71,17 @@ def lease(run_id: str, scope: str) -> str:
     return f"baro:lease:{run_id}:{scope}"
 
 
+def attempt_started(run_id: str, story_id: str, attempt: int) -> str:
+    """Set by the first runner that starts an attempt: a later delivery of the same job knows
+    an earlier one may have pushed already."""
+    return f"baro:started:{run_id}:{story_id}:{attempt}"
+
+
+def branch_head(run_id: str) -> str:
+    """The run branch's head as the last landing turn pushed it."""
+    return f"baro:head:{run_id}"
+
+
 def landing_turn(run_id: str) -> str:
     """Held by the runner whose story is fetching, merging and pushing onto the run branch."""
     return f"baro:landing:{run_id}"

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
+import anyio.lowlevel
 import httpx
 from arq.connections import ArqRedis
 from arq.cron import CronJob
@@ -75,6 +76,12 @@ def services_of(ctx: dict[str, Any], kind: type[S]) -> S:
     return found
 
 
+async def warm_up() -> None:
+    """httpx's first request in a process imports anyio's event-loop backend (40-100 ms,
+    measured): done at start-up, not inside the first story's model call or token mint."""
+    await anyio.lowlevel.checkpoint()
+
+
 def arq_worker(
     settings: Settings,
     *,
@@ -90,6 +97,7 @@ def arq_worker(
     redis = connect(settings.redis_url)
 
     async def startup(ctx: dict[str, Any]) -> None:
+        await warm_up()
         ctx[SERVICES] = await start(Services.open(settings, redis))
 
     async def shutdown(ctx: dict[str, Any]) -> None:

@@ -30,20 +30,31 @@ RENDER_EDITS_TTL = 7 * 24 * 3600
 
 class LandingTurn:
     """A Redis lock that expires if its runner dies mid-landing (`LANDING_TURN_SECONDS`),
-    waited for in line by the other stories of the run."""
+    waited for in line by the other stories of the run. It hands on the head its holder
+    pushed, so the next holder need not fetch to learn it."""
 
-    def __init__(self, redis: Redis, key: str) -> None:
+    def __init__(self, redis: Redis, key: str, head_key: str) -> None:
+        self._redis = redis
+        self._head_key = head_key
         self._lock = redis.lock(
             key, timeout=LANDING_TURN_SECONDS, sleep=0.01, blocking_timeout=LANDING_WAIT_SECONDS
         )
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> str | None:
         if not await self._lock.acquire():
             raise TimeoutError(f"waited {LANDING_WAIT_SECONDS:.0f}s for the landing turn")
+        head: bytes | None = await self._redis.get(self._head_key)
+        return head.decode() if head else None
 
-    async def release(self) -> None:
+    async def release(self, pushed: str | None = None) -> None:
+        if pushed is not None and await self._lock.owned():
+            await self._redis.set(self._head_key, pushed, ex=BRANCH_HEAD_TTL)
         with contextlib.suppress(LockError):
             await self._lock.release()
+
+
+BRANCH_HEAD_TTL = 7 * 24 * 3600
+"""A hint only (a push from a wrong head is refused), kept as long as any run lasts."""
 
 
 LANDING_TURN_SECONDS = 120.0
@@ -54,6 +65,20 @@ LANDING_WAIT_SECONDS = 900.0
 class RunNotFound(KeyError):
     pass
 
+
+_START = """
+local current = redis.call('get', KEYS[1])
+if current == false or current == ARGV[1] or current == ARGV[2] then
+  redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  if redis.call('set', KEYS[2], ARGV[2], 'NX', 'EX', ARGV[4]) then
+    return 2
+  end
+  return 1
+end
+return 0
+"""
+ATTEMPT_MARK_TTL = 7 * 24 * 3600
+"""Outlives any run: the marker only has to be there while a job could be delivered again."""
 
 _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -231,7 +256,7 @@ class RunStore:
 
     def landing_turn(self, run_id: str) -> LandingTurn:
         """The run branch's landing queue: one story at a time fetches, merges, pushes."""
-        return LandingTurn(self.redis, keys.landing_turn(run_id))
+        return LandingTurn(self.redis, keys.landing_turn(run_id), keys.branch_head(run_id))
 
     async def check_ref(self, run_id: str) -> CheckRef | None:
         raw = await self.redis.get(keys.check_run(run_id))
@@ -291,6 +316,23 @@ class RunStore:
             _CLAIM, 1, key, expected, holder, str(int(ttl * 1000))
         )
         return bool(claimed)
+
+    async def start_attempt(
+        self, run_id: str, story_id: str, attempt: int, holder: str, ttl: float
+    ) -> tuple[bool, bool]:
+        """`claim_lease` of the dispatcher's `queued:<attempt>`; also says whether this is the
+        first delivery of the attempt to get that far (False: an earlier one may have pushed)."""
+        claimed = await self.redis.eval(  # type: ignore[misc]
+            _START,
+            2,
+            self._lease_key(run_id, story_id),
+            keys.attempt_started(run_id, story_id, attempt),
+            f"queued:{attempt}",
+            holder,
+            str(int(ttl * 1000)),
+            str(ATTEMPT_MARK_TTL),
+        )
+        return bool(claimed), claimed == 2
 
     async def renew_lease(self, run_id: str, story_id: str, holder: str, ttl: float) -> bool:
         """Extend our lease; False means it expired or someone else holds it now."""

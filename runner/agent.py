@@ -9,6 +9,7 @@ everything; model errors, cancellation and budget end the story with a typed rea
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shlex
 import time
@@ -24,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.llm.client import ModelClient
 from app.llm.errors import FatalError, ModelError, RetryableError
 from app.llm.meter import Pricer, UsageMeter
-from app.llm.types import AssistantTurn, Conversation, ToolCall, Usage
+from app.llm.types import AssistantTurn, Conversation, ToolCall, ToolSpec, Usage
 from runner.process import CommandResult
 from runner.prompts import (
     CheckFailure,
@@ -171,6 +172,26 @@ class _Meter(UsageMeter):
         return problem
 
 
+class Opening:
+    """A story's first model turn, asked for before its worktree exists.
+
+    The first prompt needs only the brief, so the token, the checkout, the run's environment
+    and its `setup:` links are prepared while the model thinks: none of it sits on the
+    critical path unless it takes longer than the model's first answer.
+    """
+
+    def __init__(self, client: ModelClient, brief: StoryBrief, specs: Sequence[ToolSpec]) -> None:
+        self.conversation = Conversation(system=system_prompt(brief)).user(first_message(brief))
+        self.task: asyncio.Task[AssistantTurn] = asyncio.ensure_future(
+            client.complete(self.conversation, specs)
+        )
+        # a story that ends before its agent starts never reads the turn: no warning then
+        self.task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    def cancel(self) -> None:
+        self.task.cancel()
+
+
 class StoryAgent:
     """One story attempt's agent; keeps its conversation across verification and conflicts."""
 
@@ -188,6 +209,7 @@ class StoryAgent:
         precommit: PrecommitCheck | None = None,
         environment: str = "",
         before_verify: BeforeVerify | None = None,
+        opening: Opening | None = None,
     ) -> None:
         self.client = client
         self.brief = brief
@@ -201,7 +223,12 @@ class StoryAgent:
         self.refusals: list[str] = []
         """Every refusal the agent was shown, undone or not: the report lists them."""
         self.tools = tools or StoryTools(worktree, sandbox)
-        self.conversation = Conversation(system=system_prompt(brief)).user(first_message(brief))
+        self._opening = opening
+        self.conversation = (
+            opening.conversation
+            if opening is not None
+            else Conversation(system=system_prompt(brief)).user(first_message(brief))
+        )
         self._meter = _Meter(self.budget, pricer, client.config.model_id)
         self._evidence: deque[str] = deque(maxlen=EVIDENCE_ITEMS)
         self._verify_results: list[VerifyResult] = []
@@ -268,7 +295,8 @@ class StoryAgent:
         phase_rounds = 0
         nudged = False
         while True:
-            await self._check_stop()
+            if self._opening is None:  # an opening turn is paid for already: read it first
+                await self._check_stop()
             turn = await self._complete()
             phase_rounds += 1
             self.conversation.assistant(turn)
@@ -301,8 +329,12 @@ class StoryAgent:
             raise _Failed("cancelled", "the story was cancelled")
 
     async def _complete(self) -> AssistantTurn:
+        opening, self._opening = self._opening, None
         try:
-            turn = await self.client.complete(self.conversation, self.tools.specs)
+            if opening is not None:
+                turn = await opening.task
+            else:
+                turn = await self.client.complete(self.conversation, self.tools.specs)
         except FatalError as exc:
             raise _Failed("model_fatal", f"the model failed: {exc}") from exc
         except RetryableError as exc:

@@ -77,18 +77,22 @@ class Turn(Protocol):
     against) each other. Released while the story's agent resolves a conflict or re-runs
     its checks, which can take minutes."""
 
-    async def acquire(self) -> None: ...
+    async def acquire(self) -> str | None:
+        """Wait for the turn; returns the head the previous holder pushed (None: unknown)."""
+        ...
 
-    async def release(self) -> None: ...
+    async def release(self, pushed: str | None = None) -> None:
+        """Hand the turn on, with the head this holder pushed."""
+        ...
 
 
 class NoTurn:
     """Landing without a queue (a lone runner, tests): races are still handled by retries."""
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> str | None:
         return None
 
-    async def release(self) -> None:
+    async def release(self, pushed: str | None = None) -> None:
         return None
 
 
@@ -141,11 +145,14 @@ async def land(
     text = message.render()
     sha = await _commit(worktree, text)
     rounds = _Rounds(max_conflict_rounds, on_rebased, turn, on_conflict)
-    await rounds.turn.acquire()
+    rounds.known_head = await rounds.turn.acquire()
+    pushed: str | None = None
     try:
-        return await _land_in_turn(worktree, message, auth, sha, text, rounds, max_push_attempts)
+        landed = await _land_in_turn(worktree, message, auth, sha, text, rounds, max_push_attempts)
+        pushed = landed.sha if landed.attempts else None
+        return landed
     finally:
-        await rounds.turn.release()
+        await rounds.turn.release(pushed)
 
 
 async def _land_in_turn(
@@ -161,11 +168,18 @@ async def _land_in_turn(
     rebased = False
     mirror = worktree.mirror
     # Siblings land while the agent works: catch up before the first push rather than
-    # after a rejected one (a fetch is cheaper than a refused push plus a fetch).
-    try:
-        head: str | None = await mirror.fetch(worktree.branch, auth)
-    except GitError:
-        head = None  # the push below reports what is wrong
+    # after a rejected one (a fetch is cheaper than a refused push plus a fetch). The head
+    # the previous turn pushed needs no fetch when it is here already; if the branch moved
+    # otherwise since, the push is refused and the loop below fetches.
+    known = rounds.known_head
+    head: str | None
+    if known is not None and await mirror.has_commit(known):
+        head = known
+    else:
+        try:
+            head = await mirror.fetch(worktree.branch, auth)
+        except GitError:
+            head = None  # the push below reports what is wrong
     if head is not None and head != worktree.base:
         landed = await _story_commit(worktree, head, message)
         if landed is not None:  # an earlier push of this story went through
@@ -258,6 +272,7 @@ class _Rounds:
         self.on_rebased = on_rebased
         self.on_conflict = on_conflict
         self.turn: Turn = turn or NoTurn()
+        self.known_head: str | None = None
 
     async def outside_turn(self, work: Awaitable[T]) -> T:
         """Agent work (a conflict, a re-check) without holding up the other stories."""

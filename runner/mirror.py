@@ -133,6 +133,16 @@ class Mirror:
             os.utime(self.lock_path)  # last use, for housekeeping's idle-mirror sweep
             return head
 
+    async def has_commit(self, sha: str) -> bool:
+        """Whether the commit is in this mirror already (pushed from it, or fetched)."""
+        if not (self.path / "HEAD").exists():
+            return False
+        try:
+            await self.git(["cat-file", "-e", f"{sha}^{{commit}}"])
+        except GitError:
+            return False
+        return True
+
     async def _ensure(self) -> None:
         """Create the mirror on first use: init in a temporary directory, then rename."""
         if (self.path / "HEAD").exists():

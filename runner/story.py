@@ -31,7 +31,14 @@ from app.llm.prices import PriceTable
 from app.llm.types import Usage
 from app.settings import Settings
 from app.store import RunStore
-from runner.agent import COMMAND_NOT_FOUND, AgentResult, StoryAgent, StoryBrief, StoryBudget
+from runner.agent import (
+    COMMAND_NOT_FOUND,
+    AgentResult,
+    Opening,
+    StoryAgent,
+    StoryBrief,
+    StoryBudget,
+)
 from runner.agent import VerifyResult as CheckResult
 from runner.change import Refusal
 from runner.commit_message import CommitMessage
@@ -44,6 +51,7 @@ from runner.landing import Conflict, LandError, OnRebased, Turn, land
 from runner.mirror import RepoRef
 from runner.sandbox import CommandSandbox, NoSandbox, Sandbox
 from runner.setup import SetupFailed
+from runner.tools import TOOL_SPECS
 from runner.workspace import Workspaces
 from runner.worktree import Worktree, inspect
 
@@ -182,8 +190,12 @@ class StoryRunner:
             return f"stale attempt {attempt} (story is {record.state}, attempt {record.attempts})"
         holder = f"{self.runner_id}:{attempt}"
         ttl = self.settings.story_lease_seconds
-        if not await self.store.claim_lease(run_id, story_id, f"queued:{attempt}", holder, ttl):
+        claimed, first = await self.store.start_attempt(run_id, story_id, attempt, holder, ttl)
+        if not claimed:
             return "another runner holds this story"
+        # An attempt that could have pushed before (this job delivered again, or a retry after
+        # an attempt whose runner died) checks the branch before asking the model anything.
+        fresh = first and attempt == 1
         if record.started_at is not None:  # dispatched → claimed: the wait for a runner
             wait = (now() - record.started_at).total_seconds()
             await self.store.metrics.story_started(run.plan.story(story_id).tier, wait)
@@ -196,7 +208,9 @@ class StoryRunner:
         async with contextlib.AsyncExitStack() as cleanup:
             async with self.store.heartbeat(run_id, story_id, holder, ttl) as lost:
                 try:
-                    outcome = await self._attempt(run, run.plan.story(story_id), lost, cleanup)
+                    outcome = await self._attempt(
+                        run, run.plan.story(story_id), lost, cleanup, fresh=fresh
+                    )
                 except StoryFailed as failed:
                     outcome = Outcome(
                         kind=failed.kind, message=failed.message, evidence=failed.evidence
@@ -211,28 +225,20 @@ class StoryRunner:
         return "landed" if outcome.landed_sha else f"failed ({outcome.kind})"
 
     async def _attempt(
-        self, run: Run, story: Story, lost: asyncio.Event, cleanup: contextlib.AsyncExitStack
+        self,
+        run: Run,
+        story: Story,
+        lost: asyncio.Event,
+        cleanup: contextlib.AsyncExitStack,
+        *,
+        fresh: bool,
     ) -> Outcome:
         assert run.plan is not None and run.branch is not None
         record = run.stories[story.id]
         model_name, model, secret = self._model(run, story, record.story_retries)
-        repo, auth = await self.access(run)
-        try:
-            sha = await self.workspaces.find_landed(repo, run.branch, auth, run.id, story.id)
-        except GitError as exc:
-            raise StoryFailed("transport", str(exc)) from exc
-        if sha is not None:
-            return Outcome(landed_sha=sha, summary="landed by an earlier delivery of this job")
-
-        async def should_stop() -> bool:
-            if lost.is_set():
-                return True
-            current = await self.store.find(run.id)
-            return current is None or current.state != "running"
-
         config = run.repo_config
         brief = StoryBrief(
-            repo_full_name=repo.full_name,
+            repo_full_name=f"{run.owner}/{run.repo}",
             run_id=run.id,
             story=story,
             design_note=run.plan.design_note,
@@ -245,6 +251,28 @@ class StoryRunner:
             verify_commands=list(config.verify) if config else [],
             previous_failure=record.previous_failure if record.attempts > 1 else None,
         )
+        client = self._client(model, secret) if model.engine == "baro" else None
+        opening: Opening | None = None
+        if fresh and client is not None:
+            # baro's loop asks for its first turn now and prepares while the model thinks (an
+            # engine CLI needs its worktree first)
+            opening = Opening(client, brief, TOOL_SPECS)
+            cleanup.callback(opening.cancel)  # unread when the attempt ends before the agent
+        repo, auth = await self.access(run)
+        if not fresh:
+            try:
+                sha = await self.workspaces.find_landed(repo, run.branch, auth, run.id, story.id)
+            except GitError as exc:
+                raise StoryFailed("transport", str(exc)) from exc
+            if sha is not None:
+                return Outcome(landed_sha=sha, summary="landed by an earlier delivery of this job")
+
+        async def should_stop() -> bool:
+            if lost.is_set():
+                return True
+            current = await self.store.find(run.id)
+            return current is None or current.state != "running"
+
         budget = StoryBudget(
             max_rounds=self.settings.story_max_rounds, max_cost_usd=self.settings.story_budget_usd
         )
@@ -270,8 +298,9 @@ class StoryRunner:
             agent: StoryAgent
             environment = renv.name if renv is not None else DEFAULT_ENVIRONMENT
             if model.engine == "baro":
+                assert client is not None
                 agent = StoryAgent(
-                    self._client(model, secret),
+                    client,
                     brief,
                     wt.path,
                     self._in(renv),
@@ -281,6 +310,7 @@ class StoryRunner:
                     precommit=precommit,
                     environment=environment,
                     before_verify=again,
+                    opening=opening,
                 )
             else:
                 # The CLI itself runs on the runner's root (its binary needs it); baro's own

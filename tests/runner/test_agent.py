@@ -21,6 +21,7 @@ from app.llm.prices import ModelPrice, PriceTable
 from app.llm.retry import RetryPolicy
 from app.llm.types import AssistantTurn, Protocol
 from runner.agent import (
+    Opening,
     PrecommitCheck,
     StoryAgent,
     StoryBrief,
@@ -32,6 +33,7 @@ from runner.gitignore import IgnoreRules
 from runner.prompts import system_prompt
 from runner.sandbox import Sandbox
 from runner.scan import Listing, scan
+from runner.tools import TOOL_SPECS
 from testbed.models.harness import RunningModelServer, running_model_server
 from tests.runner.conftest import Area
 
@@ -119,6 +121,7 @@ class Harness:
         story: Story = STORY,
         verify: list[str] | None = None,
         previous_failure: str | None = None,
+        opening: bool = False,
         **kwargs: Any,
     ) -> StoryAgent:
         config = ModelConfig(
@@ -140,6 +143,8 @@ class Harness:
             verify_commands=[VERIFY] if verify is None else verify,
             previous_failure=previous_failure,
         )
+        if opening:
+            kwargs["opening"] = Opening(client, brief, TOOL_SPECS)
         return StoryAgent(
             client,
             brief,
@@ -183,6 +188,25 @@ async def test_story_is_built_verified_and_finished(h: Harness, protocol: Protoc
     assert any("unittest" in item for item in result.evidence)
     # The bash call ran the tests in the sandbox and the model saw the outcome.
     assert "OK" in h.bodies()[3] and "[exit code 0;" in h.bodies()[3]
+
+
+async def test_the_opening_turn_is_asked_before_work_and_used_once(h: Harness) -> None:
+    """The runner asks for the first turn while it prepares the worktree; the agent reads
+    that answer instead of asking again, and counts its cost."""
+    h.script(create("greet.py", GREET_OK), create("test_greet.py", TEST_GREET), finish())
+    agent = h.agent(opening=True)
+    for _ in range(200):  # the request leaves without anyone awaiting the agent
+        if h.server.requests:
+            break
+        await asyncio.sleep(0.01)
+    assert len(h.server.requests) == 1
+    result = await agent.work()
+    assert result.status == "finished", result
+    assert result.rounds == 3 and len(h.server.requests) == 3
+    assert result.usage.uncached_input == 3000 and result.usage.output == 300
+    first = h.server.requests[0].body["messages"]
+    assert [m["role"] for m in first] == ["system", "user"]
+    assert "S1" in first[1]["content"] and "Greeting helper" in first[1]["content"]
 
 
 async def test_failed_verification_goes_back_and_the_fix_lands(h: Harness) -> None:

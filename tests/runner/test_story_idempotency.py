@@ -283,6 +283,23 @@ async def test_a_story_lands_once_however_often_its_job_runs(harness: Harness) -
     assert await h.store.lease_holder(RUN_ID, "S1") is None
 
 
+async def test_a_first_attempt_delivered_again_after_its_push_is_recorded_not_redone(
+    harness: Harness,
+) -> None:
+    """The first delivery of an attempt asks the model before looking at the branch; a
+    second delivery of the same attempt (its runner died after pushing) must look first."""
+    h = harness
+    assert await h.runner.run_story(RUN_ID, "S1", 1) == "landed"
+    commits = h.commits()
+    model_calls = h.model_calls()
+    await h.set_running(1)  # the outcome never reached the record; arq runs the job again
+    assert await h.runner.run_story(RUN_ID, "S1", 1) == "landed"
+    again = await h.record()
+    assert again.summary == "landed by an earlier delivery of this job"
+    assert h.commits() == commits
+    assert h.model_calls() == model_calls
+
+
 async def test_a_stale_attempt_is_a_no_op(harness: Harness) -> None:
     h = harness
     await h.set_running(2)  # attempt 2 was dispatched; attempt 1's job arrives late

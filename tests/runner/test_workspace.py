@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +13,7 @@ import pytest
 
 from app.gitcmd import GitAuth, GitError
 from runner import workspace
+from runner.landing import Landed
 from runner.objects import numstat
 from runner.workspace import (
     CommitMessage,
@@ -509,3 +510,66 @@ async def test_stories_that_finish_together_land_in_turn_without_lost_races(
     assert all(env.read(f"f{i}.py") == f"v = {i}\n" for i in (1, 2, 3))
     for wt in trees:
         await cleanup(wt)
+
+
+async def _in_turn(
+    env: Env, redis_url: str, stories: list[str], between: Callable[[], None] | None = None
+) -> list[Landed]:
+    """Each story prepared at the same base, then landed one after another in the run's turn
+    (a real Redis lock); `between()` runs after the first landing."""
+    from app.queue import connect
+    from app.store import RunStore
+
+    redis = connect(redis_url)
+    store = RunStore(redis)
+    results = []
+    try:
+        trees = [await env.prepare(s) for s in stories]
+        for i, wt in enumerate(trees):
+            (wt.path / f"g{i}.py").write_text(f"w = {i}\n")
+        for i, (sid, wt) in enumerate(zip(stories, trees, strict=True)):
+            if i == 1 and between is not None:
+                between()
+            results.append(await land(wt, message(sid), env.auth, turn=store.landing_turn(RUN)))
+    finally:
+        await redis.aclose(close_connection_pool=True)
+    for wt in trees:
+        await cleanup(wt)
+    return results
+
+
+def _upload_packs(env: Env) -> int:
+    log = env.hub.state.request_log("GET", rf"/{env.repo.full_name}\.git/info/refs$")
+    return sum("git-upload-pack" in r.query for r in log)
+
+
+async def test_the_next_in_turn_lands_on_the_pushed_head_without_fetching(
+    env: Env, redis_url: str
+) -> None:
+    """The turn hands on the head its holder pushed: the next story merges onto it and
+    pushes at once, without asking the server where the branch is."""
+    fetched: list[int] = []
+    results = await _in_turn(
+        env, redis_url, ["S1", "S2"], lambda: fetched.append(_upload_packs(env))
+    )
+    assert _upload_packs(env) == fetched[0]
+    assert [(r.attempts, r.rebased) for r in results] == [(1, False), (1, True)]
+    assert env.head() == results[1].sha and len(env.story_commits()) == 2
+
+
+async def test_a_branch_moved_outside_the_turn_is_fetched_not_overwritten(
+    env: Env, redis_url: str
+) -> None:
+    """Someone pushes to the run branch between two landings: the handed-on head is stale,
+    the push is refused, and the story merges onto what is really there."""
+
+    def human_push() -> None:
+        tree = env.git("rev-parse", f"refs/heads/{BRANCH}^{{tree}}").strip()
+        sha = env.git("commit-tree", tree, "-p", f"refs/heads/{BRANCH}", "-m", "by hand").strip()
+        env.git("update-ref", f"refs/heads/{BRANCH}", sha)
+
+    results = await _in_turn(env, redis_url, ["S1", "S2"], human_push)
+    assert [(r.attempts, r.rebased) for r in results] == [(1, False), (2, True)]
+    messages = env.story_commits()
+    assert len(messages) == 3 and "by hand" in messages
+    assert env.read("g0.py") == "w = 0\n" and env.read("g1.py") == "w = 1\n"
