@@ -9,6 +9,8 @@ githubkit's own mechanism, driven by `RetryPolicy`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -121,23 +123,65 @@ class RetryPolicy:
         return RetryOption(False)
 
 
+WRITE_BURST = 2
+"""Writes an installation's bucket holds: one ordinary, one spare for an urgent write."""
+
+
 @dataclass
 class SerializedWriter:
-    """Runs one installation's writes one at a time, `spacing` seconds apart."""
+    """Runs one installation's writes one at a time, `spacing` seconds apart on average.
+
+    A token bucket holding two writes: an ordinary write (labels, reactions, comment edits,
+    check runs) waits until both are there and takes one, so ordinary writes alone stay
+    `spacing` apart; an urgent one (the run branch, the pull request: what a run waits on)
+    goes before every waiting ordinary write and may take the last token. So the bucket's
+    spare write is kept for the writes on a run's critical path, and the rate never exceeds
+    one write per `spacing` over any stretch longer than two writes.
+    """
 
     spacing: float
-    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    _last: float = float("-inf")
+    _cond: asyncio.Condition = field(default_factory=asyncio.Condition)
+    _tokens: float = float(WRITE_BURST)
+    _stamp: float = field(default_factory=time.monotonic)
+    _busy: bool = False
+    _waiting: list[tuple[int, int]] = field(default_factory=list)
+    """(0 urgent / 1 ordinary, arrival): the smallest goes next."""
+    _arrivals: itertools.count[int] = field(default_factory=itertools.count)
 
-    async def run(self, call: Callable[[], Awaitable[T]]) -> T:
-        async with self._lock:
-            wait = self._last + self.spacing - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
+    async def run(self, call: Callable[[], Awaitable[T]], *, urgent: bool = False) -> T:
+        need = 1.0 if urgent else float(WRITE_BURST)
+        ticket = (0 if urgent else 1, next(self._arrivals))
+        async with self._cond:
+            self._waiting.append(ticket)
             try:
-                return await call()
+                while True:
+                    wait: float | None = None
+                    if not self._busy and min(self._waiting) == ticket:
+                        wait = self._wait_for(need)
+                        if wait <= 0:
+                            break
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._cond.wait(), wait)
+                self._tokens -= 1
+                self._busy = True
             finally:
-                self._last = time.monotonic()
+                self._waiting.remove(ticket)
+                self._cond.notify_all()
+        try:
+            return await call()
+        finally:
+            async with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+    def _wait_for(self, need: float) -> float:
+        if self.spacing <= 0:
+            self._tokens = float(WRITE_BURST)
+            return 0.0
+        now = time.monotonic()
+        self._tokens = min(float(WRITE_BURST), self._tokens + (now - self._stamp) / self.spacing)
+        self._stamp = now
+        return (need - self._tokens) * self.spacing
 
 
 class InstallationClient:
@@ -248,7 +292,7 @@ class InstallationClient:
                 raise
             return True
 
-        return await self.writer.run(call)
+        return await self.writer.run(call, urgent=True)  # every story of the run waits on it
 
     async def pull(self, owner: str, repo: str, number: int) -> PullRequest:
         resp = await self.gh.rest.pulls.async_get(owner, repo, number)
@@ -275,7 +319,8 @@ class InstallationClient:
                 base=base,
                 draft=draft,
                 maintainer_can_modify=True,
-            )
+            ),
+            urgent=True,  # the run's result; its labels and comment edits can wait
         )
         return resp.parsed_data
 

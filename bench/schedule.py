@@ -329,8 +329,9 @@ def run_shape(shape: Shape, ctx: Any, args: argparse.Namespace, index: int) -> O
     def all_finished() -> bool:
         if not all(any(e["kind"] == "finished" for e in _events(client, r)) for r in ids):
             return False
-        # the state label is the last write of a run
-        return all("baro:running" not in ctx["state"].labels(repo, i.number) for i in issues)
+        # the final state label is the last write of a run
+        labels = [set(ctx["state"].labels(repo, i.number)) for i in issues]
+        return all("baro:running" not in ls and ls & {"baro:done", "baro:failed"} for ls in labels)
 
     _wait(all_finished, budget, f"shape {shape.key} to finish")
     busy1, total1, bot1, tb1 = _cpu(pids)
@@ -601,6 +602,8 @@ def system(args: argparse.Namespace) -> Iterator[dict[str, Any]]:
             **tuned,
             **{PROBE_DIR_ENV: str(probe_dir)},
         )
+        if args.defaults:  # the test harness turns write spacing off; production does not
+            env.pop("BARO_GITHUB_WRITE_SPACING", None)
         plain = new_bot(env)
         bot = ProbedBot(env=plain.env, web_url=plain.web_url, log_dir=plain.log_dir)
         bot.start_all(runners=args.runners)

@@ -44,10 +44,11 @@ DEMO_REPO = Path(__file__).resolve().parent / "demo_repo"
 
 
 def _tree(root: Path) -> dict[str, str]:
+    """The fixture repository's files (bytecode left by running its tests is not one)."""
     return {
         path.relative_to(root).as_posix(): path.read_text()
         for path in sorted(root.rglob("*"))
-        if path.is_file()
+        if path.is_file() and "__pycache__" not in path.parts
     }
 
 

@@ -100,9 +100,13 @@ class Orchestrator:
         if run.state != "running":
             return f"skipped ({run.state})"
         await self.store.append_event(run_id, "running")
-        await self.dispatch(run_id)  # before the label: its writes are spaced, stories are not
-        if needs_preparation(run) and (await self.store.get(run_id)).state != "running":
-            return "running"  # its preparation failed already: the failed label is written
+        # before the label: its writes are spaced, stories are not
+        if not await self.dispatch(run_id):
+            current = await self.store.get(run_id)
+            if needs_preparation(run) and current.state != "running":
+                return "running"  # its preparation failed already: the failed label is written
+            # waiting for its environment or for capacity: the plan shows meanwhile
+            await self.render(current)
         async with self.gateway.installation(run.installation_id).session() as gh:
             # a run can end before this spaced write's turn: its final label must stay
             if not (await self.store.get(run_id)).terminal:

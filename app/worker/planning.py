@@ -226,6 +226,12 @@ class Planning:
         await self.store.append_event(
             run.id, "planned", stories=len(outcome.plan.stories), state=state
         )
+        log.info("run %s planned: %d stories", run.id, len(outcome.plan.stories))
+        if state == "ready":
+            # The run's first checklist shows the plan: one comment write, made as its
+            # stories are dispatched instead of a spaced write ahead of them.
+            await self.on_ready(run.id)
+            return state
         body = render_plan(
             run.id,
             outcome.plan,
@@ -238,9 +244,6 @@ class Planning:
         await gh.upsert_comment(
             run.owner, run.repo, run.issue_number, run.marker, self.settings.bot_login, body
         )
-        log.info("run %s planned: %d stories", run.id, len(outcome.plan.stories))
-        if state == "ready":
-            await self.on_ready(run.id)
         return state
 
     async def _plan_on_engine(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import httpx
@@ -102,3 +103,41 @@ async def test_serialized_writer_spaces_and_serialises() -> None:
     assert peak == 1
     gaps = [b - a for a, b in itertools.pairwise(stamps)]
     assert all(gap >= 0.045 for gap in gaps)
+
+
+async def test_an_urgent_write_goes_before_waiting_ones_without_waiting_its_turn() -> None:
+    """The run branch or the pull request is not queued behind label and comment writes,
+    and the average rate still holds."""
+    writer = SerializedWriter(spacing=0.2)
+    order: list[str] = []
+    stamps: list[float] = []
+
+    def call(name: str) -> Callable[[], Awaitable[None]]:
+        async def write() -> None:
+            order.append(name)
+            stamps.append(time.monotonic())
+
+        return write
+
+    await writer.run(call("label"))  # the bucket's ordinary write is spent
+    waiting = [asyncio.create_task(writer.run(call(f"edit{i}"))) for i in range(2)]
+    await asyncio.sleep(0.01)
+    start = time.monotonic()
+    await writer.run(call("pr"), urgent=True)
+    assert time.monotonic() - start < 0.1  # took the spare write, no spacing
+    await asyncio.gather(*waiting)
+    assert order == ["label", "pr", "edit0", "edit1"]
+    # four writes: the two after the burst are each a full spacing apart
+    assert stamps[2] - stamps[1] >= 0.18 and stamps[3] - stamps[2] >= 0.18
+
+
+async def test_urgent_writes_alone_are_still_spaced() -> None:
+    writer = SerializedWriter(spacing=0.1)
+    stamps: list[float] = []
+
+    async def write() -> None:
+        stamps.append(time.monotonic())
+
+    for _ in range(4):
+        await writer.run(write, urgent=True)
+    assert stamps[-1] - stamps[0] >= 0.18  # two from the bucket, then one per spacing

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -63,8 +64,15 @@ def world(testbed: TestbedServer) -> World:
 
 
 @pytest.fixture(scope="session")
-def e2e_redis(redis_server: RedisServer) -> RedisServer:
-    return redis_server
+def e2e_redis() -> Iterator[RedisServer]:
+    """The e2e bots' own Redis: in-process tests of the same worker share `redis_server`, and
+    what they cache there (installation tokens of another testbed's App 1001) must not reach
+    a bot."""
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(server.dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
