@@ -267,6 +267,7 @@ class Outcome:
     load_avg: float = 0.0
     github_writes: dict[str, int] = field(default_factory=dict)
     labels: list[list[str]] = field(default_factory=list)
+    write_times: list[tuple[float, str]] = field(default_factory=list)
 
 
 def _wait(check: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -349,6 +350,13 @@ def run_shape(shape: Shape, ctx: Any, args: argparse.Namespace, index: int) -> O
         outcome.events[r] = _events(client, r)
     client.close()
     outcome.github_writes = github_writes(ctx["state"], repo.full_name)
+    outcome.write_times = [
+        (round(r.started - delivered, 2), f"{r.method} {r.path.split('/', 4)[-1]}")
+        for r in ctx["state"].request_log()
+        if r.path.startswith(f"/repos/{repo.full_name}/")
+        and r.method != "GET"
+        and ".git/" not in r.path
+    ]
     outcome.labels = [ctx["state"].labels(repo, i.number) for i in issues]
     return outcome
 
@@ -540,6 +548,12 @@ def analyse(
         "github_writes": sum(outcome.github_writes.values()),
         "github_writes_by_kind": outcome.github_writes,
         "issue_labels": outcome.labels,
+        "github_write_times_s": outcome.write_times,
+        "run_phases_s": {
+            kind: round(min(at) - outcome.delivered_at, 2)
+            for kind in ("planned", "running", "dispatched", "finished")
+            if (at := [e["at"] for es in outcome.events.values() for e in es if e["kind"] == kind])
+        },
         "steps_mean_s": steps_mean,
         "critical_chain": chain,
     }

@@ -99,8 +99,6 @@ class Intake:
         pr_number: int | None = None,
         pr_url: str | None = None,
     ) -> IntakeResult:
-        if pr_branch is None:
-            await self._acknowledge(t)
         run = Run(
             id=run_id_for(t.delivery_id),
             delivery_id=t.delivery_id,
@@ -121,12 +119,20 @@ class Intake:
         await self._supersede_waiting_plan(run)
         holder = await self.store.claim_issue(run.issue_key, run.id)
         if holder != run.id:
+            if pr_branch is None:
+                await self._acknowledge(t)
             other = await self.store.get(holder)
             await self._reply(t, replies.already_running(other.id, await self._comment_url(other)))
             return IntakeResult("already-running", other.id)
 
         run, _created = await self.store.create(run)
         bind_log_context(run=run.id)  # the rest of this job is about the new run
+        # Planning first: the acknowledgement and the queued comment are spaced writes, and
+        # nothing the run does waits for them (the first checklist edits this comment).
+        if run.state == "queued":
+            await self.enqueue_plan(run.id)
+        if pr_branch is None:
+            await self._acknowledge(t)
         via = f"the {self.trigger_label} label" if t.kind == "label" else "a /baro comment"
         body = render_queued(
             run.id, requester=run.requester, trigger=via, instructions=run.instructions
@@ -140,8 +146,6 @@ class Intake:
                 run.id, lambda r: r.model_copy(update={"comment_id": comment_id})
             )
             await self.store.append_event(run.id, "comment", comment_id=comment_id)
-        if run.state == "queued":
-            await self.enqueue_plan(run.id)
         log.info("run %s queued for %s", run.id, run.issue_key)
         return IntakeResult("queued", run.id)
 

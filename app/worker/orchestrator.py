@@ -325,8 +325,11 @@ class Orchestrator:
                     update["failure"] = refusal
                 return r.model_copy(update=update)
 
+            opened = run.pr_number is None and pr_number is not None and run.pr_branch is None
             run = await self.store.update(run_id, conclude)
             await self.store.append_event(run_id, "finished", state=run.state, pr=pr_number)
+            if opened and pr_number is not None:  # the PR is out: the spaced writes follow it
+                await gh.request_review(run.owner, run.repo, pr_number, run.requester)
             await gh.set_state_label(
                 run.owner,
                 run.repo,
@@ -382,7 +385,6 @@ class Orchestrator:
                 base=run.default_branch or repository.default_branch,
                 draft=is_checkpoint(run),
             )
-            await gh.request_review(run.owner, run.repo, pull.number, run.requester)
             return pull.html_url, pull.number
         await gh.update_pull(run.owner, run.repo, existing.number, title=title, body=body)
         if existing.draft and not is_checkpoint(run):
