@@ -278,6 +278,24 @@ class InstallationClient:
             return existing
         return await self.update_comment(owner, repo, existing.id, body)
 
+    async def comment_once(
+        self, owner: str, repo: str, number: int, marker: str, author: str, body: str
+    ) -> IssueComment:
+        """The comment carrying `marker`, created with `body` if there is none, never
+        edited: looked up inside the write lock, so a newer comment already written (the
+        run's checklist, which replaces this one) is kept as it is."""
+
+        async def call() -> IssueComment:
+            existing = await self.find_comment(owner, repo, number, marker, author)
+            if existing is not None:
+                return existing
+            resp = await self.gh.rest.issues.async_create_comment(
+                owner, repo, number, body=truncate_body(body)
+            )
+            return resp.parsed_data
+
+        return await self.writer.run(call)
+
     async def ensure_branch(self, owner: str, repo: str, branch: str, sha: str) -> bool:
         """Create `branch` at `sha`; False when it already exists (kept as it is)."""
 

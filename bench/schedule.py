@@ -104,6 +104,7 @@ PROBE_DIR_ENV = "BENCH_PROBE_DIR"
 GOAL_FACTOR = 1.10
 GOAL_SLACK_S = 3.0
 SLOTS_PER_RUNNER = 2  # runner/worker.py: max_jobs
+SETTLE_S = 3.5  # longer than any gap between one run's spaced writes (2 × 1 s spacing)
 
 
 # --- probes (run inside the bot's worker and runner processes) ---------------------------
@@ -268,6 +269,7 @@ class Outcome:
     github_writes: dict[str, int] = field(default_factory=dict)
     labels: list[list[str]] = field(default_factory=list)
     write_times: list[tuple[float, str]] = field(default_factory=list)
+    check_runs: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _wait(check: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -335,6 +337,15 @@ def run_shape(shape: Shape, ctx: Any, args: argparse.Namespace, index: int) -> O
         return all("baro:running" not in ls and ls & {"baro:done", "baro:failed"} for ls in labels)
 
     _wait(all_finished, budget, f"shape {shape.key} to finish")
+
+    def settled() -> bool:
+        """The run's spaced writes (final comment, check run) are out: none for a while."""
+        name = f"/repos/{repo.full_name}/"
+        log = [r for r in ctx["state"].request_log() if r.path.startswith(name)]
+        writes = [r.started for r in log if r.method != "GET" and ".git/" not in r.path]
+        return not writes or time.time() - max(writes) > SETTLE_S
+
+    _wait(settled, 120, f"shape {shape.key}'s GitHub writes")
     busy1, total1, bot1, tb1 = _cpu(pids)
     outcome = Outcome(
         ids,
@@ -358,6 +369,10 @@ def run_shape(shape: Shape, ctx: Any, args: argparse.Namespace, index: int) -> O
         and ".git/" not in r.path
     ]
     outcome.labels = [ctx["state"].labels(repo, i.number) for i in issues]
+    outcome.check_runs = [
+        {"sha": c.head_sha[:8], "writes": [h.get("conclusion") or h.get("status") for h in c.history]}
+        for c in ctx["state"].get_repo(repo).check_runs.values()
+    ]
     return outcome
 
 
@@ -549,6 +564,7 @@ def analyse(
         "github_writes_by_kind": outcome.github_writes,
         "issue_labels": outcome.labels,
         "github_write_times_s": outcome.write_times,
+        "check_runs": outcome.check_runs,
         "run_phases_s": {
             kind: round(min(at) - outcome.delivered_at, 2)
             for kind in ("planned", "running", "dispatched", "finished")

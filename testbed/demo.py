@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
 
 DEMO_REPO = Path(__file__).resolve().parent / "demo_repo"
+FINAL_LABELS = {"baro:done", "baro:failed"}
 
 
 def _tree(root: Path) -> dict[str, str]:
@@ -531,11 +532,8 @@ def _drive(
                 return comment
         return None
 
-    _wait(lambda: state.reactions(repo, issue_number=issue.number), 30, "the reaction")
-    reactions = state.reactions(repo, issue_number=issue.number)
-    _say(f"\n👀 reactions on the issue: {[(r.content, r.user.login) for r in reactions]}")
     first = _wait(tracking, 30, "the tracking comment")
-    _say(f"tracking comment #{first.id} after {time.monotonic() - sent:.2f}s\n")
+    _say(f"\ntracking comment #{first.id} after {time.monotonic() - sent:.2f}s\n")
     _say(_indent(first.body))
     run_id = first.body.split("<!-- baro:run:", 1)[1].split(" -->", 1)[0]
 
@@ -553,8 +551,11 @@ def _drive(
         comment = tracking()
         if comment is None or "<!-- baro:run:" not in comment.body:
             return None
-        # the state label is the last thing a run writes
-        return None if "baro:running" in state.labels(repo, issue.number) else run
+        # the final state label comes after the PR (its writes are spaced)
+        labels = set(state.labels(repo, issue.number))
+        if run["state"] in ("done", "checkpoint", "failed") and not labels & FINAL_LABELS:
+            return None
+        return None if "baro:running" in labels else run
 
     run = _wait(finished, 900, "the run to finish")
     headline = {

@@ -23,7 +23,6 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "← 202" in out
-    assert "('eyes', 'baro-demo[bot]')" in out
     assert "baro is on it" in out
     assert "- [ ] **S4** Command-line interface · standard · deps: S2, S3" in out
     assert "```mermaid" in out

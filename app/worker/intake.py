@@ -41,6 +41,8 @@ class Intake:
     enqueue_start: Callable[[str], Awaitable[None]]
     refresh: Callable[[str], Awaitable[None]]
     """Re-dispatch and re-render a run after a command changed it."""
+    edit_window: tuple[float, float] = (0.0, 0.0)
+    """The tracking comment's debounce (base, cap): its creation counts as its first edit."""
 
     async def handle(self, trigger: Trigger) -> IntakeResult:
         t = trigger
@@ -120,7 +122,7 @@ class Intake:
         holder = await self.store.claim_issue(run.issue_key, run.id)
         if holder != run.id:
             if pr_branch is None:
-                await self._acknowledge(t)
+                await self._acknowledge(t)  # on a command comment only: the reply answers
             other = await self.store.get(holder)
             await self._reply(t, replies.already_running(other.id, await self._comment_url(other)))
             return IntakeResult("already-running", other.id)
@@ -137,9 +139,13 @@ class Intake:
         body = render_queued(
             run.id, requester=run.requester, trigger=via, instructions=run.instructions
         )
-        comment = await self.gh.upsert_comment(
+        comment = await self.gh.comment_once(
             t.owner, t.repo, t.issue_number, run.marker, self.bot_login, body
         )
+        base, cap = self.edit_window
+        if run.comment_id is None and base > 0:
+            # a checklist ready within the window edits this comment at the window's end
+            await self.store.open_render_window(run.id, base, max(base, cap))
         if run.comment_id != comment.id:
             comment_id = comment.id
             run = await self.store.update(
@@ -225,11 +231,11 @@ class Intake:
         return table.split("\n", 1)[1]
 
     async def _acknowledge(self, t: Trigger) -> None:
-        """👀 on the trigger comment, or on the issue for a label."""
+        """👀 on the trigger comment, marking which command was seen. A label gets none: the
+        comment the bot posts next answers it, and a reaction would be one more spaced write
+        of the installation's budget (GitHub: about one a second)."""
         if t.comment_id is not None:
             await self.gh.react_to_comment(t.owner, t.repo, t.comment_id, "eyes")
-        else:
-            await self.gh.react_to_issue(t.owner, t.repo, t.issue_number, "eyes")
 
     async def _reply(self, t: Trigger, text: str) -> None:
         marker = replies.reply_marker(t.delivery_id)

@@ -113,6 +113,7 @@ async def handle_trigger(ctx: dict[str, Any], payload: dict[str, Any]) -> str:
             enqueue_plan=jobs.plan,
             enqueue_start=jobs.start,
             refresh=jobs.refresh,
+            edit_window=(settings.comment_debounce_seconds, settings.comment_debounce_max_seconds),
         )
         result = await intake.handle(trigger)
     await triggers.finish(trigger.delivery_id)
