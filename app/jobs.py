@@ -99,5 +99,10 @@ class Jobs:
     async def refresh_later(self, run_id: str, delay: float) -> None:
         """One deferred refresh per run at a time (debounced comment edits)."""
         await self._enqueue(
-            ORCHESTRATOR_QUEUE, "refresh_run", run_id, job_id=f"refresh:{run_id}", defer_by=delay
+            ORCHESTRATOR_QUEUE,
+            "refresh_run",
+            run_id,
+            False,
+            job_id=f"refresh:{run_id}",
+            defer_by=delay,
         )

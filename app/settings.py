@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     comment_debounce_seconds: float = Field(default=3.0, ge=0)
     """The first window between tracking-comment edits; it doubles per edit up to the max."""
     comment_debounce_max_seconds: float = Field(default=30.0, ge=0)
+    check_run_after_seconds: float = Field(default=10.0, ge=0)
+    """A run's check run follows its head once it has run this long; a shorter run gets one
+    check run, with its result (two spaced writes fewer per head a short run passes)."""
     run_page_secret: SecretStr | None = None
     """Signs the run page links (`app/run_links.py`); unset: derived from the App's key."""
     run_page_days: float = Field(default=90.0, gt=0, le=3660)

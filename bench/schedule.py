@@ -370,7 +370,10 @@ def run_shape(shape: Shape, ctx: Any, args: argparse.Namespace, index: int) -> O
     ]
     outcome.labels = [ctx["state"].labels(repo, i.number) for i in issues]
     outcome.check_runs = [
-        {"sha": c.head_sha[:8], "writes": [h.get("conclusion") or h.get("status") for h in c.history]}
+        {
+            "sha": c.head_sha[:8],
+            "writes": [h.get("conclusion") or h.get("status") for h in c.history],
+        }
         for c in ctx["state"].get_repo(repo).check_runs.values()
     ]
     return outcome

@@ -151,10 +151,13 @@ async def story_finished(ctx: dict[str, Any], run_id: str, story_id: str) -> str
 
 
 @job_context(run="run_id")
-async def refresh_run(ctx: dict[str, Any], run_id: str) -> str:
+async def refresh_run(ctx: dict[str, Any], run_id: str, forced: bool = True) -> str:
+    """After a command (`forced`: shown at once), or at the end of a comment's edit window
+    (an edit like any other: it opens the next window, unless dispatching wrote one)."""
     orchestrator = _services(ctx).orchestrator
-    await orchestrator.dispatch(run_id)
-    await orchestrator.render(await orchestrator.store.get(run_id), force=True)
+    chosen = await orchestrator.dispatch(run_id)
+    if forced or not chosen:
+        await orchestrator.render(await orchestrator.store.get(run_id), force=forced)
     return "refreshed"
 
 

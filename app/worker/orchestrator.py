@@ -442,7 +442,10 @@ class Orchestrator:
             comment_url = await gh.upsert_latest(
                 run.owner, run.repo, run.issue_number, run.marker, self.settings.bot_login, latest
             )
-            await self.checks.sync(gh, run.id, comment_url)
+            started = run.started_at or now()
+            ran = (now() - started).total_seconds()
+            if run.terminal or ran >= self.settings.check_run_after_seconds:
+                await self.checks.sync(gh, run.id, comment_url)
 
     def _budget(self, run: Run) -> Decimal:
         configured = run.repo_config.budget_usd if run.repo_config else None

@@ -19,7 +19,12 @@ from tests.e2e.scenario import Scenario, always_wrong, create, finish, story, ta
 def linked_bot(world: World, e2e_redis: RedisServer, models: RunningModelServer) -> Iterator[Bot]:
     """Web, worker and two runners, with a public URL so comments and checks carry links."""
     env = bot_env(
-        world.testbed, world.app, e2e_redis.url, models.url, BARO_COMMENT_DEBOUNCE_SECONDS="0.5"
+        world.testbed,
+        world.app,
+        e2e_redis.url,
+        models.url,
+        BARO_COMMENT_DEBOUNCE_SECONDS="0.5",
+        BARO_CHECK_RUN_AFTER_SECONDS="0",  # these runs are short: follow the head at once
     )
     bot = new_bot(env)
     bot.env["BARO_PUBLIC_URL"] = bot.web_url
