@@ -289,7 +289,6 @@ class Orchestrator:
                 run = await self._conclude(run)
             except PullRequestDeferred as deferred:
                 return str(deferred)  # logged; the reaper tries again
-        await self.write_tracking(run)
         return run.state
 
     async def _conclude(self, run: Run) -> Run:
@@ -328,7 +327,10 @@ class Orchestrator:
             opened = run.pr_number is None and pr_number is not None and run.pr_branch is None
             run = await self.store.update(run_id, conclude)
             await self.store.append_event(run_id, "finished", state=run.state, pr=pr_number)
-            if opened and pr_number is not None:  # the PR is out: the spaced writes follow it
+            # The PR is out; the spaced writes follow it, the result first: the final comment
+            # and check run, then the review request and the state label.
+            await self._track(gh, run)
+            if opened and pr_number is not None:
                 await gh.request_review(run.owner, run.repo, pr_number, run.requester)
             await gh.set_state_label(
                 run.owner,
@@ -433,19 +435,21 @@ class Orchestrator:
     async def write_tracking(self, run: Run) -> None:
         """Write the tracking comment from the run's state as it is at the moment of writing,
         then the check run on the branch (which never fails this)."""
+        async with self.gateway.installation(run.installation_id).session() as gh:
+            await self._track(gh, run)
+
+    async def _track(self, gh: InstallationClient, run: Run) -> None:
         page = self.links.url(run.id, run.created_at)
 
         async def latest() -> str:
             return tracking_body(await self.store.get(run.id), page_url=page)
 
-        async with self.gateway.installation(run.installation_id).session() as gh:
-            comment_url = await gh.upsert_latest(
-                run.owner, run.repo, run.issue_number, run.marker, self.settings.bot_login, latest
-            )
-            started = run.started_at or now()
-            ran = (now() - started).total_seconds()
-            if run.terminal or ran >= self.settings.check_run_after_seconds:
-                await self.checks.sync(gh, run.id, comment_url)
+        comment_url = await gh.upsert_latest(
+            run.owner, run.repo, run.issue_number, run.marker, self.settings.bot_login, latest
+        )
+        ran = (now() - (run.started_at or now())).total_seconds()
+        if run.terminal or ran >= self.settings.check_run_after_seconds:
+            await self.checks.sync(gh, run.id, comment_url)
 
     def _budget(self, run: Run) -> Decimal:
         configured = run.repo_config.budget_usd if run.repo_config else None

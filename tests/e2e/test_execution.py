@@ -10,6 +10,7 @@ import pytest
 from redis import Redis
 
 from testbed.models.harness import RunningModelServer
+from testbed.waiting import wait_for
 from tests.conftest import RedisServer
 from tests.e2e.conftest import DEFAULT_SCRIPT
 from tests.e2e.harness import Bot, World, bot_env, new_bot
@@ -135,7 +136,13 @@ async def test_label_to_landed_commits(
     assert pull.issue.body.startswith(f"Closes #{issue.number}")
     assert "S3" in pull.issue.body and "```mermaid" in pull.issue.body
     assert "test ! -e broken.flag" in pull.issue.body  # the verification result
-    assert [u.login for u in pull.requested_reviewers] == ["maintainer"]
+    # the review request is a spaced write after the PR and the final comment
+    reviewers = await wait_for(
+        lambda: [u.login for u in world.state.get_pull(repo, pull.number).requested_reviewers],
+        10,
+        "the review request",
+    )
+    assert reviewers == ["maintainer"]
     assert state["verification"][0]["passed"] is True
     final = await s.comment_says("/pull/", timeout=10)
     assert f"/pull/{pull.number}" in final.body
