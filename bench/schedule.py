@@ -81,6 +81,7 @@ import argparse
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import json
 import os
@@ -88,6 +89,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -104,6 +106,7 @@ PROBE_DIR_ENV = "BENCH_PROBE_DIR"
 GOAL_FACTOR = 1.10
 GOAL_SLACK_S = 3.0
 SLOTS_PER_RUNNER = 2  # runner/worker.py: max_jobs
+DEFAULT_IN_FLIGHT = 16  # app/settings.py: max_stories_in_flight
 SETTLE_S = 3.5  # longer than any gap between one run's spaced writes (2 × 1 s spacing)
 
 
@@ -270,6 +273,7 @@ class Outcome:
     labels: list[list[str]] = field(default_factory=list)
     write_times: list[tuple[float, str]] = field(default_factory=list)
     check_runs: list[dict[str, Any]] = field(default_factory=list)
+    in_flight: dict[str, Any] = field(default_factory=dict)
 
 
 def _wait(check: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -290,6 +294,82 @@ def _events(client: Any, run_id: str) -> list[dict[str, Any]]:
     return out
 
 
+_IN_FLIGHT = """
+local out = {}
+for _, id in ipairs(redis.call('smembers', KEYS[1])) do
+  local raw = redis.call('get', 'baro:run:' .. id)
+  if raw then
+    local run = cjson.decode(raw)
+    local running, ready = 0, 0
+    for _, s in pairs(run['stories'] or {}) do
+      if s['state'] == 'running' then running = running + 1 end
+      if s['state'] == 'pending' then ready = ready + 1 end
+    end
+    table.insert(out, tostring(run['installation_id']) .. ':' .. run['state'] .. ':'
+      .. running .. ':' .. ready)
+  end
+end
+return out
+"""
+"""Stories in flight per run, read in one atomic step (a Lua script blocks every other
+command): what the scheduler's cap must hold at every instant, not only where it looks."""
+
+
+class InFlightSampler:
+    """Samples stories in flight, per installation, every `period` seconds in a thread."""
+
+    def __init__(self, redis_url: str, period: float = 0.05) -> None:
+        import redis
+
+        self.client = redis.Redis.from_url(redis_url)
+        self.script = self.client.register_script(_IN_FLIGHT)
+        self.period = period
+        self.samples: list[dict[int, tuple[int, int]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> InFlightSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.client.close()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.period):
+            per: dict[int, tuple[int, int]] = {}
+            for entry in self.script(keys=["baro:runs:active"]):
+                inst, state, running, ready = entry.decode().split(":")
+                if state in ("running", "finalizing", "ready", "planning", "queued"):
+                    r, w = per.get(int(inst), (0, 0))
+                    per[int(inst)] = (r + int(running), w + int(running) + int(ready))
+            self.samples.append(per)
+
+    def summary(self, cap: int, installations: int) -> dict[str, Any]:
+        """Peak in flight against the cap; while every installation has more work than its
+        share, how far each stays from the share (`BARO_MAX_STORIES_IN_FLIGHT` split evenly)."""
+        share = cap // max(1, installations)
+        peak = max((sum(r for r, _ in p.values()) for p in self.samples), default=0)
+        contended = [
+            p
+            for p in self.samples
+            if len(p) == installations and all(w >= share for _, w in p.values())
+        ]
+        off = [abs(r - share) for p in contended for r, _ in p.values()]
+        return {
+            "in_flight_cap": cap,
+            "in_flight_peak": peak,
+            "cap_held": peak <= cap,
+            "samples": len(self.samples),
+            "share": share,
+            "contended_samples": len(contended),
+            "share_max_deviation": max(off, default=None),
+            "share_within_one": (sum(1 for d in off if d <= 1) / len(off)) if off else None,
+        }
+
+
 def run_shape(shape: Shape, ctx: Any, args: argparse.Namespace, index: int) -> Outcome:
     import redis
 
@@ -300,11 +380,23 @@ def run_shape(shape: Shape, ctx: Any, args: argparse.Namespace, index: int) -> O
     if args.verify_seconds:
         config += f"verify:\n  - sleep {args.verify_seconds:g}\n"
     files = {"README.md": f"# Benchmark {shape.name}\n", ".github/baro.yml": config}
-    repo = world.new_repo(files)
+    worlds = [world] + [
+        dataclasses.replace(
+            world,
+            installation=ctx["state"].create_installation(world.app, f"bench-{index}-org{k}"),
+            owner=f"bench-{index}-org{k}",
+        )
+        for k in range(1, shape.installations)
+    ]
+    repos = [w.new_repo(files) for w in worlds]
     titles = [
         f"Bench {index} {shape.name} issue {i + 1} of {shape.runs}" for i in range(shape.runs)
     ]
-    issues = [world.new_issue(repo, t, "Scheduling benchmark.") for t in titles]
+    where = [(worlds[i % len(worlds)], repos[i % len(worlds)]) for i in range(shape.runs)]
+    issues = [
+        w.new_issue(r, t, "Scheduling benchmark.") for (w, r), t in zip(where, titles, strict=True)
+    ]
+    repo = repos[0]
     models.set_script(_script(shape, titles, args.story_seconds, args.heavy_factor, args.rounds))
     client = redis.Redis.from_url(bot.env["BARO_REDIS_URL"])
     pids = [p.pid for p in bot.procs.values()]
@@ -312,17 +404,20 @@ def run_shape(shape: Shape, ctx: Any, args: argparse.Namespace, index: int) -> O
     busy0, total0, bot0, tb0 = _cpu(pids)
 
     async def label_all() -> None:
-        for issue in issues:
-            resp = await world.deliver_label(bot, repo, issue.number)
+        for (w, r), issue in zip(where, issues, strict=True):
+            resp = await w.deliver_label(bot, r, issue.number)
             if resp.status_code >= 300:
                 raise SystemExit(f"bench: webhook refused: {resp.status_code} {resp.text}")
 
+    sampler = InFlightSampler(bot.env["BARO_REDIS_URL"]).__enter__()
     delivered = time.time()
     asyncio.run(label_all())
 
     def run_ids() -> list[str] | None:
-        name = repo.full_name.lower()
-        keys = [f"baro:issue:{name}#{i.number}:active" for i in issues]
+        keys = [
+            f"baro:issue:{r.full_name.lower()}#{i.number}:active"
+            for (_, r), i in zip(where, issues, strict=True)
+        ]
         values: list[bytes | None] = [client.get(k) for k in keys]  # type: ignore[misc]
         return [v.decode() for v in values if v] if all(values) else None
 
@@ -333,19 +428,22 @@ def run_shape(shape: Shape, ctx: Any, args: argparse.Namespace, index: int) -> O
         if not all(any(e["kind"] == "finished" for e in _events(client, r)) for r in ids):
             return False
         # the final state label is the last write of a run
-        labels = [set(ctx["state"].labels(repo, i.number)) for i in issues]
+        labels = [
+            set(ctx["state"].labels(r, i.number)) for (_, r), i in zip(where, issues, strict=True)
+        ]
         return all("baro:running" not in ls and ls & {"baro:done", "baro:failed"} for ls in labels)
 
     _wait(all_finished, budget, f"shape {shape.key} to finish")
+    sampler.__exit__()
 
     def settled() -> bool:
-        """The run's spaced writes (final comment, check run) are out: none for a while."""
-        name = f"/repos/{repo.full_name}/"
-        log = [r for r in ctx["state"].request_log() if r.path.startswith(name)]
+        """The runs' spaced writes (final comment, check run) are out: none for a while."""
+        names = tuple(f"/repos/{r.full_name}/" for r in repos)
+        log = [r for r in ctx["state"].request_log() if r.path.startswith(names)]
         writes = [r.started for r in log if r.method != "GET" and ".git/" not in r.path]
         return not writes or time.time() - max(writes) > SETTLE_S
 
-    _wait(settled, 120, f"shape {shape.key}'s GitHub writes")
+    _wait(settled, 300, f"shape {shape.key}'s GitHub writes")
     busy1, total1, bot1, tb1 = _cpu(pids)
     outcome = Outcome(
         ids,
@@ -360,7 +458,12 @@ def run_shape(shape: Shape, ctx: Any, args: argparse.Namespace, index: int) -> O
         outcome.records.append(json.loads(raw or b"{}"))
         outcome.events[r] = _events(client, r)
     client.close()
-    outcome.github_writes = github_writes(ctx["state"], repo.full_name)
+    outcome.github_writes = {}
+    for r in repos:
+        for kind, n in github_writes(ctx["state"], r.full_name).items():
+            outcome.github_writes[kind] = outcome.github_writes.get(kind, 0) + n
+    cap = int(bot.env.get("BARO_MAX_STORIES_IN_FLIGHT", DEFAULT_IN_FLIGHT))
+    outcome.in_flight = sampler.summary(cap, shape.installations)
     outcome.write_times = [
         (round(r.started - delivered, 2), f"{r.method} {r.path.split('/', 4)[-1]}")
         for r in ctx["state"].request_log()
@@ -368,7 +471,9 @@ def run_shape(shape: Shape, ctx: Any, args: argparse.Namespace, index: int) -> O
         and r.method != "GET"
         and ".git/" not in r.path
     ]
-    outcome.labels = [ctx["state"].labels(repo, i.number) for i in issues]
+    outcome.labels = [
+        ctx["state"].labels(r, i.number) for (_, r), i in zip(where, issues, strict=True)
+    ][:10]
     outcome.check_runs = [
         {
             "sha": c.head_sha[:8],
@@ -567,7 +672,11 @@ def analyse(
         "github_writes_by_kind": outcome.github_writes,
         "issue_labels": outcome.labels,
         "github_write_times_s": outcome.write_times,
-        "check_runs": outcome.check_runs,
+        "check_runs": outcome.check_runs[:12],
+        "in_flight": outcome.in_flight,
+        "github_writes_per_run": round(
+            sum(outcome.github_writes.values()) / len(outcome.run_ids), 1
+        ),
         "run_phases_s": {
             kind: round(min(at) - outcome.delivered_at, 2)
             for kind in ("planned", "running", "dispatched", "finished")

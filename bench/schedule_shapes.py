@@ -29,6 +29,8 @@ class Shape:
     nodes: tuple[Node, ...]
     runs: int = 1
     """How many issues get this plan at once (shape c: 4 × 25 stories)."""
+    installations: int = 1
+    """Installations the runs are spread over (one repository each), round-robin."""
 
 
 def _n(sid: str, title: str, *deps: str, heavy: bool = False) -> Node:
@@ -115,6 +117,7 @@ SHAPES: dict[str, Shape] = {
     "two5": Shape("two5", "two-levels-of-5", _two_levels(5)),
     "flat10": Shape("flat10", "flat-10", FLAT_TEN),
     "two12": Shape("two12", "two-levels-of-12", _two_levels(12)),
+    "fair": Shape("fair", "fair-50x10", _two_levels(5), runs=50, installations=5),
 }
 
 
