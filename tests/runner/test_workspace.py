@@ -565,7 +565,9 @@ async def test_a_branch_moved_outside_the_turn_is_fetched_not_overwritten(
 
     def human_push() -> None:
         tree = env.git("rev-parse", f"refs/heads/{BRANCH}^{{tree}}").strip()
-        sha = env.git("commit-tree", tree, "-p", f"refs/heads/{BRANCH}", "-m", "by hand").strip()
+        who = ("-c", "user.name=Human", "-c", "user.email=human@example.com")
+        parent = f"refs/heads/{BRANCH}"
+        sha = env.git(*who, "commit-tree", tree, "-p", parent, "-m", "by hand").strip()
         env.git("update-ref", f"refs/heads/{BRANCH}", sha)
 
     results = await _in_turn(env, redis_url, ["S1", "S2"], human_push)
