@@ -193,8 +193,9 @@ class StoryRunner:
         claimed, first = await self.store.start_attempt(run_id, story_id, attempt, holder, ttl)
         if not claimed:
             return "another runner holds this story"
-        # An attempt that could have pushed before (this job delivered again, or a retry after
-        # an attempt whose runner died) checks the branch before asking the model anything.
+        # An attempt that could have pushed before (this job delivered again, or any retry:
+        # an earlier attempt's runner may have died after its push) checks the branch before
+        # asking the model anything.
         fresh = first and attempt == 1
         if record.started_at is not None:  # dispatched → claimed: the wait for a runner
             wait = (now() - record.started_at).total_seconds()

@@ -328,8 +328,14 @@ class Orchestrator:
             run = await self.store.update(run_id, conclude)
             await self.store.append_event(run_id, "finished", state=run.state, pr=pr_number)
             # The PR is out; the spaced writes follow it, the result first: the final comment
-            # and check run, then the review request and the state label.
-            await self._track(gh, run)
+            # and check run, then the review request and the state label (written even when
+            # the comment could not be: the run's result is recorded already).
+            try:
+                await self._track(gh, run)
+            except Exception as exc:
+                log.warning(
+                    "final comment of run %s not written: %s", run_id, describe_failure(exc)
+                )
             if opened and pr_number is not None:
                 await gh.request_review(run.owner, run.repo, pr_number, run.requester)
             await gh.set_state_label(

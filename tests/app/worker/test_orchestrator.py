@@ -16,7 +16,7 @@ import pytest
 from app.core.plan import Plan
 from app.core.routing import RepoConfig, RoutingConfig
 from app.core.run import Run, StoryRecord
-from app.github import LABEL_FAILED, LABEL_RUNNING
+from app.github import LABEL_DONE, LABEL_FAILED, LABEL_RUNNING
 from app.worker.main import handle_trigger
 from testbed.github.gitops import branch_ahead
 from testbed.github.state import Issue, Repo
@@ -250,6 +250,41 @@ async def test_a_spent_budget_fails_the_story_blocks_its_dependents_and_checkpoi
     assert "### ⚠️ Checkpoint — 1/3 stories landed" in comment.body
     kinds = await event_kinds(bench, run.id)
     assert kinds.index("gave_up") < kinds.index("finalizing") < kinds.index("finished")
+
+
+async def test_a_final_comment_github_refuses_still_leaves_the_label_and_review_request(
+    bench: Bench,
+) -> None:
+    """The result goes out first (the final comment); when GitHub refuses that edit, the
+    review request and the state label still follow, and the run stays concluded."""
+    landed = StoryRecord(state="landed", attempts=1, sha="1" * 40)
+    repo = bench.new_repo()
+    issue = bench.new_issue(repo)
+    run = await new_run(
+        bench,
+        repo,
+        issue,
+        [story("S1"), story("S2")],
+        state="finalizing",
+        records={"S1": landed, "S2": landed},
+    )
+    refusal = bench.state.faults.add(
+        method="POST",
+        path=rf"^/repos/{OWNER}/{repo.name}/issues/{issue.number}/comments$",
+        status=403,
+        body={"message": "Resource not accessible by integration"},
+        times=None,
+    )
+    try:
+        assert await bench.services.orchestrator.open_pull_request(run.id) == "done"
+    finally:
+        bench.state.faults.remove(refusal)
+    after = await bench.run(run.id)
+    assert after.state == "done" and after.pr_number is not None
+    assert refusal.hits >= 1
+    assert LABEL_DONE in bench.state.labels(repo, issue.number)
+    pull = bench.state.get_pull(repo, after.pr_number)
+    assert [u.login for u in pull.requested_reviewers] == [run.requester]
 
 
 # --- cancellation ---------------------------------------------------------------------------
