@@ -19,7 +19,7 @@ from redis import Redis
 from testbed.models.harness import RunningModelServer
 from testbed.waiting import wait_for
 from tests.conftest import RedisServer
-from tests.e2e.harness import Bot, World, bot_env, current, new_bot
+from tests.e2e.harness import Bot, World, await_run, bot_env, new_bot
 from tests.e2e.scenario import Scenario
 from tests.e2e.test_execution import PLAN, git_log, writes
 
@@ -172,15 +172,17 @@ async def test_a_runner_killed_while_verifying_is_replaced(
     await s.label(crash_bot)
     redis = Redis.from_url(crash_bot.env["BARO_REDIS_URL"])
 
-    def verifier() -> str | None:
-        state = current(world, crash_bot, repo, issue.number)
-        if state is None:
-            return None
-        holder = redis.get(f"baro:lease:{state['id']}:verify")
-        text = holder.decode() if holder else ""
-        return text if ":verify:" in text else None
+    seen: list[str] = []
 
-    holder = await wait_for(verifier, 60, "a runner to verify the integrated branch")
+    def verifying(state: dict[str, Any]) -> bool:
+        held = redis.get(f"baro:lease:{state['id']}:verify")
+        text = held.decode() if held else ""
+        seen[:] = [text] if ":verify:" in text else []
+        return bool(seen)
+
+    # On timeout the error shows the run's state and every process's log.
+    await await_run(world, crash_bot, repo, issue.number, verifying, 120, "a runner to verify")
+    holder = seen[0]
     pid = int(holder.split(":")[0].rsplit("-", 2)[1])  # runner id: host-pid-random
     victim = next(name for name, proc in crash_bot.procs.items() if proc.pid == pid)
     dead = Path(crash_bot.env["BARO_RUNNER_DATA_DIR"]) / "worktrees" / holder.split(":")[0]
