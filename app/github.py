@@ -174,6 +174,15 @@ class SerializedWriter:
                 self._busy = False
                 self._cond.notify_all()
 
+    def backlog(self) -> float:
+        """Seconds an ordinary write arriving now would wait (an estimate: every write ahead
+        of it takes one spacing). Comment edits yield to a backlog instead of joining it."""
+        if self.spacing <= 0:
+            return 0.0
+        refilled = self._tokens + (time.monotonic() - self._stamp) / self.spacing
+        ahead = len(self._waiting) + (1 if self._busy else 0)
+        return (max(0.0, WRITE_BURST - refilled) + ahead) * self.spacing
+
     def _wait_for(self, need: float) -> float:
         if self.spacing <= 0:
             self._tokens = float(WRITE_BURST)

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ from app import keys
 from app.core.check_run import CheckRef
 from app.core.debounce import edit_window
 from app.core.run import Run, now
+from app.core.scheduler import RunLoad
 from app.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,10 @@ class RunNotFound(KeyError):
     pass
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 _START = """
 local current = redis.call('get', KEYS[1])
 if current == false or current == ARGV[1] or current == ARGV[2] then
@@ -102,11 +108,21 @@ return 0
 """
 
 
+def encode_load(load: RunLoad) -> str:
+    return f"{load.installation_id}:{load.state}:{load.running}:{load.pending}"
+
+
+def decode_load(run_id: str, text: str) -> RunLoad:
+    installation, state, running, pending = text.split(":")
+    return RunLoad(run_id, int(installation), state, int(running), int(pending))
+
+
 class RunStore:
     def __init__(self, redis: Redis, metrics: Metrics | None = None) -> None:
         self.redis = redis
         self.metrics = metrics if metrics is not None else Metrics(redis)
         """Told of every accepted write, so outcomes are counted once (see app/metrics.py)."""
+        self._dispatch_turn = asyncio.Lock()
 
     @staticmethod
     def _key(run_id: str) -> str:
@@ -120,6 +136,7 @@ class RunStore:
         """Store a new run; if it already exists, return the stored one and False."""
         created = await self.redis.set(self._key(run.id), run.model_dump_json(), nx=True)
         if created:
+            await self.redis.hset(keys.RUN_LOADS, run.id, encode_load(RunLoad.of(run)))  # type: ignore[misc]
             await self.redis.sadd(keys.ACTIVE_RUNS, run.id)  # type: ignore[misc]
             await self.append_event(run.id, "created", state=run.state)
             return run, True
@@ -158,6 +175,9 @@ class RunStore:
                     pipe.set(key, changed.model_dump_json())
                     if changed.terminal:
                         pipe.srem(keys.ACTIVE_RUNS, run_id)
+                        pipe.hdel(keys.RUN_LOADS, run_id)
+                    else:
+                        pipe.hset(keys.RUN_LOADS, run_id, encode_load(RunLoad.of(changed)))
                     await pipe.execute()
                     await self.metrics.run_changed(current, changed)
                     return changed
@@ -237,22 +257,49 @@ class RunStore:
     @contextlib.asynccontextmanager
     async def dispatch_lock(self, timeout: float = 10.0) -> AsyncIterator[None]:
         """One admission at a time across workers: the stories in flight that fair share
-        counts cannot change between reading them and marking new ones running."""
-        async with self.redis.lock(
-            keys.DISPATCH_LOCK, timeout=timeout, sleep=0.005, blocking_timeout=timeout
+        counts cannot change between reading them and marking new ones running. Within a
+        process the jobs queue on a local lock first, in order: only one of them polls
+        Redis (two hundred jobs polling every few milliseconds starve the event loop)."""
+        async with (
+            self._dispatch_turn,
+            self.redis.lock(
+                keys.DISPATCH_LOCK, timeout=timeout, sleep=0.005, blocking_timeout=timeout
+            ),
         ):
             yield
 
-    async def wait_for_capacity(self, run_id: str) -> None:
-        await self.redis.sadd(keys.WAITING_FOR_CAPACITY, run_id)  # type: ignore[misc]
-
-    async def take_waiting(self) -> list[str]:
-        """The runs waiting for a slot (the set is emptied: each is dispatched once now)."""
+    async def loads(self) -> list[RunLoad]:
+        """Stories in flight and to start, per active run, read in one step. A run stored
+        before loads were kept (an upgrade) is read once and its load filled in."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.smembers(keys.WAITING_FOR_CAPACITY)
-            pipe.delete(keys.WAITING_FOR_CAPACITY)
-            members, _ = await pipe.execute()
-        return sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+            pipe.smembers(keys.ACTIVE_RUNS)
+            pipe.hgetall(keys.RUN_LOADS)
+            members, table = await pipe.execute()
+        active = {_text(m) for m in members}
+        loads = {_text(k): _text(v) for k, v in table.items()}
+        found = [decode_load(run_id, text) for run_id, text in loads.items() if run_id in active]
+        for run_id in sorted(active - loads.keys()):
+            run = await self.find(run_id)
+            if run is not None and not run.terminal:
+                load = RunLoad.of(run)
+                # NX: an update since the read above wrote a newer load; it stays
+                await self.redis.hsetnx(keys.RUN_LOADS, run_id, encode_load(load))  # type: ignore[misc]
+                found.append(load)
+        if stale := loads.keys() - active:
+            await self.redis.hdel(keys.RUN_LOADS, *stale)  # type: ignore[misc]
+        return found
+
+    async def wait_for_capacity(self, run_id: str) -> None:
+        """Hold the run back for a slot (its first wait keeps its place in line)."""
+        await self.redis.zadd(keys.WAITING_FOR_CAPACITY, {run_id: time.time()}, nx=True)
+
+    async def waiting(self) -> list[str]:
+        """The runs held back for capacity, longest waiting first."""
+        members = await self.redis.zrange(keys.WAITING_FOR_CAPACITY, 0, -1)
+        return [_text(m) for m in members]
+
+    async def stop_waiting(self, run_id: str) -> None:
+        await self.redis.zrem(keys.WAITING_FOR_CAPACITY, run_id)
 
     def landing_turn(self, run_id: str) -> LandingTurn:
         """The run branch's landing queue: one story at a time fetches, merges, pushes."""

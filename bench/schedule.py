@@ -294,27 +294,6 @@ def _events(client: Any, run_id: str) -> list[dict[str, Any]]:
     return out
 
 
-_IN_FLIGHT = """
-local out = {}
-for _, id in ipairs(redis.call('smembers', KEYS[1])) do
-  local raw = redis.call('get', 'baro:run:' .. id)
-  if raw then
-    local run = cjson.decode(raw)
-    local running, ready = 0, 0
-    for _, s in pairs(run['stories'] or {}) do
-      if s['state'] == 'running' then running = running + 1 end
-      if s['state'] == 'pending' then ready = ready + 1 end
-    end
-    table.insert(out, tostring(run['installation_id']) .. ':' .. run['state'] .. ':'
-      .. running .. ':' .. ready)
-  end
-end
-return out
-"""
-"""Stories in flight per run, read in one atomic step (a Lua script blocks every other
-command): what the scheduler's cap must hold at every instant, not only where it looks."""
-
-
 class InFlightSampler:
     """Samples stories in flight, per installation, every `period` seconds in a thread."""
 
@@ -322,7 +301,6 @@ class InFlightSampler:
         import redis
 
         self.client = redis.Redis.from_url(redis_url)
-        self.script = self.client.register_script(_IN_FLIGHT)
         self.period = period
         self.samples: list[dict[int, tuple[int, int]]] = []
         self._stop = threading.Event()
@@ -340,8 +318,10 @@ class InFlightSampler:
     def _loop(self) -> None:
         while not self._stop.wait(self.period):
             per: dict[int, tuple[int, int]] = {}
-            for entry in self.script(keys=["baro:runs:active"]):
-                inst, state, running, ready = entry.decode().split(":")
+            # the store's load table: every active run's stories in flight, read in one
+            # command (what the scheduler's cap must hold at every instant)
+            for raw in self.client.hgetall("baro:runs:loads").values():
+                inst, state, running, ready = raw.decode().split(":")
                 if state in ("running", "finalizing", "ready", "planning", "queued"):
                     r, w = per.get(int(inst), (0, 0))
                     per[int(inst)] = (r + int(running), w + int(running) + int(ready))

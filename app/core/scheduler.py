@@ -229,14 +229,33 @@ def stop_for_budget(run: Run, budget_usd: float) -> Run | None:
     return run.model_copy(update={"stories": stories, "failure": reason})
 
 
-def fair_capacity(runs: list[Run], installation_id: int, global_cap: int) -> int:
+@dataclass(frozen=True)
+class RunLoad:
+    """What fair share needs of a run: whose it is, whether it executes, its stories in
+    flight and those still to start (read for every active run in one step:
+    `RunStore.loads`)."""
+
+    run_id: str
+    installation_id: int
+    state: str
+    running: int
+    pending: int = 0
+
+    @classmethod
+    def of(cls, run: Run) -> RunLoad:
+        states = [r.state for r in run.stories.values()]
+        return cls(
+            run.id, run.installation_id, run.state, states.count("running"), states.count("pending")
+        )
+
+
+def fair_capacity(loads: list[RunLoad], installation_id: int, global_cap: int) -> int:
     """Stories this installation may start now: the global cap on stories in flight, split
     evenly among installations with work, so one busy repository cannot starve the rest."""
-    running = {r.id: sum(1 for s in r.stories.values() if s.state == "running") for r in runs}
-    busy = {r.installation_id for r in runs if r.state == "running"} | {installation_id}
+    busy = {r.installation_id for r in loads if r.state == "running"} | {installation_id}
     share = max(1, global_cap // len(busy))
-    mine = sum(running[r.id] for r in runs if r.installation_id == installation_id)
-    total = sum(running.values())
+    mine = sum(r.running for r in loads if r.installation_id == installation_id)
+    total = sum(r.running for r in loads)
     return max(0, min(global_cap - total, share - mine))
 
 

@@ -31,6 +31,13 @@ JOB_TIMEOUT = 120
 PLAN_TIMEOUT = 1800
 PLAN_MAX_TRIES = 3
 RETRY_DEFER_SECONDS = 2
+REFRESH_MAX_TRIES = 100
+"""A progress edit put off for a write backlog comes back this often at most (the next
+story event, and the run's conclusion, write the comment anyway)."""
+WORKER_MAX_JOBS = 200
+"""Jobs at once: most of a job's time is spent waiting (for GitHub's write spacing, for a
+model), so a low limit lets jobs waiting on one installation's writes hold up the
+scheduling of every other run."""
 
 
 @dataclass
@@ -153,11 +160,12 @@ async def story_finished(ctx: dict[str, Any], run_id: str, story_id: str) -> str
 @job_context(run="run_id")
 async def refresh_run(ctx: dict[str, Any], run_id: str, forced: bool = True) -> str:
     """After a command (`forced`: shown at once), or at the end of a comment's edit window
-    (an edit like any other: it opens the next window, unless dispatching wrote one)."""
+    or of a write backlog (an edit like any other: it opens the next window)."""
     orchestrator = _services(ctx).orchestrator
-    chosen = await orchestrator.dispatch(run_id)
-    if forced or not chosen:
-        await orchestrator.render(await orchestrator.store.get(run_id), force=forced)
+    await orchestrator.dispatch(run_id, show=False)
+    put_off = await orchestrator.render(await orchestrator.store.get(run_id), force=forced)
+    if put_off:  # this job holds the refresh's job id: it comes back itself
+        raise Retry(defer=put_off)
     return "refreshed"
 
 
@@ -194,7 +202,7 @@ def build_worker(
         "job_completion_wait": 20,
         "max_tries": 5,
         "keep_result": 3600,
-        "max_jobs": 20,
+        "max_jobs": WORKER_MAX_JOBS,
         "poll_delay": 0.1,
         **overrides,
     }
@@ -206,7 +214,7 @@ def build_worker(
             func(plan_run, name="plan_run", max_tries=PLAN_MAX_TRIES, timeout=PLAN_TIMEOUT),
             func(start_run, name="start_run"),
             func(story_finished, name="story_finished"),
-            func(refresh_run, name="refresh_run", keep_result=0),
+            func(refresh_run, name="refresh_run", keep_result=0, max_tries=REFRESH_MAX_TRIES),
             func(run_verified, name="run_verified"),
             func(review_run, name="review_run", max_tries=3, timeout=PLAN_TIMEOUT),
         ],

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from githubkit.exception import RequestError, RequestFailed
@@ -25,6 +25,7 @@ from app.core.run import Run, StoryRecord, needs_preparation, now
 from app.core.run_facts import is_checkpoint
 from app.core.scheduler import (
     RetryBudget,
+    RunLoad,
     add_fix_story,
     admit,
     apply_failure,
@@ -113,7 +114,8 @@ class Orchestrator:
                 await gh.set_state_label(run.owner, run.repo, run.issue_number, LABEL_RUNNING)
         return "running"
 
-    async def dispatch(self, run_id: str) -> list[str]:
+    async def dispatch(self, run_id: str, *, show: bool = True) -> list[str]:
+        """Start what may start now; `show`: render the tracking comment if anything did."""
         chosen: list[str] = []
         run = await self.store.get(run_id)
         if run.state == "running" and run.environment is not None:
@@ -129,9 +131,9 @@ class Orchestrator:
         await self.store.update(run_id, lambda r: stop_for_budget(r, budget))
         held_back: list[bool] = []
 
-        def admit_some(run: Run, others: list[Run]) -> Run | None:
+        def admit_some(run: Run, others: list[RunLoad]) -> Run | None:
             capacity = fair_capacity(
-                [*others, run], run.installation_id, self.settings.max_stories_in_flight
+                [*others, RunLoad.of(run)], run.installation_id, self.settings.max_stories_in_flight
             )
             chosen.clear()
             chosen.extend(admit(run, self._max_parallel(run), capacity))
@@ -139,11 +141,13 @@ class Orchestrator:
             return mark_dispatched(run, chosen) if chosen else None
 
         async with self.store.dispatch_lock():
-            others = [r for r in await self.store.active_runs() if r.id != run_id]
+            others = [r for r in await self.store.loads() if r.run_id != run_id]
             run = await self.store.update(run_id, lambda r: admit_some(r, others))
             if held_back and held_back[0]:
                 # Inside the lock: a story finishing after this point finds the run waiting.
                 await self.store.wait_for_capacity(run_id)
+            else:
+                await self.store.stop_waiting(run_id)
         for sid in chosen:
             attempt = run.stories[sid].attempts
             # Enqueue first: a worker killed in between leaves no lease, so the reaper retries
@@ -151,9 +155,9 @@ class Orchestrator:
             await self.enqueue_story(run_id, sid, attempt)
             await self.store.acquire_lease(run_id, sid, f"queued:{attempt}", QUEUED_LEASE_SECONDS)
             await self.store.append_event(run_id, "dispatched", story=sid, attempt=attempt)
-        if chosen:
+        if chosen and show:
             await self.render(run)
-        elif finished(run) and run.state == "running":
+        elif not chosen and finished(run) and run.state == "running":
             await self.finish(run_id)
         return chosen
 
@@ -196,12 +200,31 @@ class Orchestrator:
                 run_id, "retry" if decision.retry else "gave_up", story=story_id, failure=kind
             )
         await self.dispatch(run_id)
-        for waiting in await self.store.take_waiting():
-            if waiting != run_id:  # a slot freed: runs held back for capacity go now
-                await self.dispatch(waiting)
+        await self.admit_waiting(run_id)
         run = await self.store.get(run_id)
         await self.render(run)
         return run.stories[story_id].state
+
+    async def admit_waiting(self, freed_by: str) -> None:
+        """A slot freed: runs held back for capacity go now, longest waiting first, as far
+        as their installation's share allows. A run whose installation has no room is not
+        dispatched (and not read): a freed slot wakes the runs it can serve, not all."""
+        waiting = [r for r in await self.store.waiting() if r != freed_by]
+        if not waiting:
+            return
+        cap = self.settings.max_stories_in_flight
+        loads = {load.run_id: load for load in await self.store.loads()}
+        for run_id in waiting:
+            load = loads.get(run_id)
+            if load is None or load.state != "running":
+                await self.store.stop_waiting(run_id)  # it ended or was stopped meanwhile
+                continue
+            if sum(r.running for r in loads.values()) >= cap:
+                return
+            if fair_capacity(list(loads.values()), load.installation_id, cap) <= 0:
+                continue
+            chosen = await self.dispatch(run_id)  # still held back: it keeps its place
+            loads[run_id] = replace(load, running=load.running + len(chosen))
 
     async def finish(self, run_id: str) -> str:
         """Nothing more can run: verify the integrated branch (on a runner), then the PR."""
@@ -422,21 +445,29 @@ class Orchestrator:
         log.error("gave up opening the pull request after %d tries: %s", attempts, detail)
         return f"GitHub refused to open the pull request after {attempts} tries: {detail}"
 
-    async def render(self, run: Run, *, force: bool = False) -> None:
+    async def render(self, run: Run, *, force: bool = False) -> float | None:
         """Re-render the tracking comment, at most once per debounce window per run (the
-        window grows as the run goes on: `app/core/debounce.py`); an edit skipped inside
-        the window is made by a deferred refresh at its end, so the last state always
-        shows."""
+        window grows as the run goes on: `app/core/debounce.py`) and never behind a backlog
+        of the installation's writes; an edit skipped is made by a deferred refresh later,
+        so the last state always shows (and the run's conclusion is always written). Returns
+        the seconds an edit was put off for a backlog (a refresh job retries itself then)."""
         if run.plan is None:
-            return
+            return None
         base = self.settings.comment_debounce_seconds
         if not force and base > 0:
+            # A progress edit never queues behind the installation's other writes (labels,
+            # branches, pull requests of its other runs): it goes later, with the state then.
+            backlog = self.gateway.installation(run.installation_id).writer.backlog()
+            if backlog > self.settings.github_write_spacing:
+                await self.defer_refresh(run.id, backlog + base)
+                return backlog + base
             cap = max(base, self.settings.comment_debounce_max_seconds)
             if await self.store.open_render_window(run.id, base, cap) is None:
                 # at the window's end; a refresh already waiting keeps its time
                 await self.defer_refresh(run.id, await self.store.render_wait(run.id) + 0.05)
-                return
+                return None
         await self.write_tracking(run)
+        return None
 
     async def write_tracking(self, run: Run) -> None:
         """Write the tracking comment from the run's state as it is at the moment of writing,

@@ -131,6 +131,24 @@ async def test_an_urgent_write_goes_before_waiting_ones_without_waiting_its_turn
     assert stamps[2] - stamps[1] >= 0.18 and stamps[3] - stamps[2] >= 0.18
 
 
+async def test_the_backlog_is_the_wait_an_ordinary_write_would_have() -> None:
+    writer = SerializedWriter(spacing=10)
+    assert writer.backlog() == 0  # a full bucket
+
+    async def write() -> None:
+        pass
+
+    await writer.run(write)
+    assert 9 < writer.backlog() <= 10  # one token to refill
+    waiting = asyncio.create_task(writer.run(write))
+    await asyncio.sleep(0.01)
+    assert 19 < writer.backlog() <= 20  # and one write ahead
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
+    assert 9 < writer.backlog() <= 10
+    assert SerializedWriter(spacing=0).backlog() == 0
+
+
 async def test_urgent_writes_alone_are_still_spaced() -> None:
     writer = SerializedWriter(spacing=0.1)
     stamps: list[float] = []

@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from app.core.run import Run, run_id_for
+from app.core.run import Run, StoryRecord, run_id_for
+from app.core.scheduler import RunLoad
 from app.store import RunNotFound, RunStore
 
 
@@ -138,3 +139,38 @@ async def test_the_render_window_grows_with_each_edit(store: RunStore) -> None:
     assert await store.render_wait("r1") == 0
     assert await store.open_render_window("r1", 0.05, 1.0) == 0.1
     assert await store.open_render_window("r2", 0.05, 1.0) == 0.05  # per run
+
+
+async def test_loads_are_kept_with_every_active_run(store: RunStore) -> None:
+    busy, _ = await store.create(make_run("d-load-1", 1))
+    quiet, _ = await store.create(make_run("d-load-2", 2).model_copy(update={"installation_id": 9}))
+    done, _ = await store.create(make_run("d-load-3", 3))
+
+    def running(r: Run) -> Run:
+        stories = {"S1": StoryRecord(state="running"), "S2": StoryRecord(), "S3": StoryRecord()}
+        return r.model_copy(update={"state": "running", "stories": stories})
+
+    busy = await store.update(busy.id, running)
+    await store.update(done.id, lambda r: r.model_copy(update={"state": "done"}))
+    loads = {load.run_id: load for load in await store.loads()}
+    assert loads[busy.id] == RunLoad(busy.id, 1, "running", 1, 2) == RunLoad.of(busy)
+    assert loads[quiet.id] == RunLoad(quiet.id, 9, "queued", 0, 0)
+    assert done.id not in loads  # a terminal run leaves the active set
+
+    # A run stored before loads were kept (an upgrade): read once, its load filled in.
+    await store.redis.hdel("baro:runs:loads", busy.id)  # type: ignore[misc]
+    assert RunLoad.of(busy) in await store.loads()
+    assert await store.redis.hget("baro:runs:loads", busy.id) == b"1:running:1:2"  # type: ignore[misc]
+
+
+async def test_runs_wait_for_capacity_in_the_order_they_were_held_back(store: RunStore) -> None:
+    for run_id in ("r-later", "r-first"):
+        await store.stop_waiting(run_id)
+    await store.wait_for_capacity("r-first")
+    await store.wait_for_capacity("r-later")
+    await store.wait_for_capacity("r-first")  # held back again: keeps its place
+    mine = [r for r in await store.waiting() if r in ("r-first", "r-later")]
+    assert mine == ["r-first", "r-later"]
+    await store.stop_waiting("r-first")
+    assert "r-first" not in await store.waiting()
+    await store.stop_waiting("r-later")

@@ -9,6 +9,7 @@ from app.core.run import Run, StoryRecord
 from app.core.scheduler import (
     RetryBudget,
     RetryRefused,
+    RunLoad,
     admit,
     apply_failure,
     cancel,
@@ -215,8 +216,9 @@ def test_budget_stops_new_stories() -> None:
 
 
 def test_fair_capacity_splits_the_global_cap() -> None:
-    busy = make_run(S1="running", S2="running", S5="running")
-    other = make_run().model_copy(update={"id": "r2", "installation_id": 2})
+    busy = RunLoad.of(make_run(S1="running", S2="running", S5="running"))
+    other = RunLoad.of(make_run().model_copy(update={"id": "r2", "installation_id": 2}))
+    assert (busy.running, busy.installation_id, other.running) == (3, 1, 0)
     # Installation 1 already uses 3 of 4 slots; installation 2 gets its fair half.
     assert fair_capacity([busy, other], installation_id=2, global_cap=4) == 1
     assert fair_capacity([busy, other], installation_id=1, global_cap=4) == 0

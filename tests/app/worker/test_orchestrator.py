@@ -7,17 +7,19 @@ checkpoint's draft pull request, and a cancelled run that starts nothing more.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from arq.worker import Retry
 
 from app.core.plan import Plan
 from app.core.routing import RepoConfig, RoutingConfig
 from app.core.run import Run, StoryRecord
 from app.github import LABEL_DONE, LABEL_FAILED, LABEL_RUNNING
-from app.worker.main import handle_trigger
+from app.worker.main import handle_trigger, refresh_run
 from testbed.github.gitops import branch_ahead
 from testbed.github.state import Issue, Repo
 from tests.app.worker.conftest import OWNER, Bench, Hub, open_bench
@@ -174,6 +176,97 @@ async def test_fair_share_holds_a_run_back_until_a_slot_frees(narrow: Bench) -> 
     assert (await narrow.run(busy.id)).state == "done"
     mine_jobs = [j for j in await narrow.runner_jobs() if j.startswith(f"story:{mine.id}:")]
     assert len(mine_jobs) == 2
+
+
+async def test_a_freed_slot_wakes_the_waiting_run_whose_installation_has_room(
+    narrow: Bench,
+) -> None:
+    """Runs held back wait in line; a freed slot goes to the first one whose installation is
+    below its share, and the others keep their places (they are not all dispatched again)."""
+    hub = narrow.hub
+    other_owner = f"other-{uuid.uuid4().hex[:6]}"
+    other = hub.state.create_installation(hub.app, other_owner)
+    theirs = hub.state.create_repo(
+        other_owner, "busy", {"README.md": "# busy\n"}, installation=other
+    )
+
+    async def their_run(records: dict[str, StoryRecord], state: str = "running") -> Run:
+        return await new_run(
+            narrow,
+            theirs,
+            narrow.new_issue(theirs),
+            [story(sid) for sid in records],
+            state=state,
+            records=records,
+            installation_id=other.id,
+            owner=other_owner,
+        )
+
+    orchestrator = narrow.services.orchestrator
+    busy = await their_run({"S1": StoryRecord(state="running", attempts=1)})
+    repo = narrow.new_repo()
+    mine = await new_run(narrow, repo, narrow.new_issue(repo), [story("S1"), story("S2")])
+    await orchestrator.start(mine.id)  # one slot each: one of its two stories waits
+    second = await their_run({"S1": StoryRecord()})
+    assert await orchestrator.dispatch(second.id) == []  # its installation's one slot is used
+    waiting = [r for r in await narrow.services.store.waiting() if r in (mine.id, second.id)]
+    assert waiting == [mine.id, second.id]
+
+    def landed(r: Run) -> Run:
+        record = r.stories["S1"].model_copy(update={"state": "landed", "sha": "0" * 40})
+        return r.model_copy(update={"stories": {"S1": record}})
+
+    await narrow.services.store.update(busy.id, landed)
+    await orchestrator.story_finished(busy.id, "S1")
+    assert states(await narrow.run(second.id)) == {"S1": "running"}
+    assert list(states(await narrow.run(mine.id)).values()).count("running") == 1
+    waiting = [r for r in await narrow.services.store.waiting() if r in (mine.id, second.id)]
+    assert waiting == [mine.id]
+
+
+# --- GitHub writes ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def spaced(hub: Hub, redis_url: str) -> AsyncIterator[Bench]:
+    """A worker whose writes are spaced as in production (shorter) and whose comment edits
+    are debounced."""
+    bench = await open_bench(hub, redis_url, github_write_spacing=0.3, comment_debounce_seconds=1)
+    yield bench
+    await bench.services.close()
+    await bench.redis.aclose(close_connection_pool=True)
+
+
+async def test_a_progress_edit_yields_to_a_write_backlog_and_comes_back_later(
+    spaced: Bench,
+) -> None:
+    """The tracking comment's edit does not queue behind the installation's other writes
+    (which would hold a scheduling job): it is put off to a refresh, which writes it once
+    the backlog is gone."""
+    repo, issue, run = await running_run(spaced, [story("S1")], {"S1": StoryRecord()})
+    orchestrator = spaced.services.orchestrator
+    gh = spaced.services.gateway.installation(run.installation_id)
+    others = [spaced.new_issue(repo, f"Other {i}") for i in range(4)]
+    backlog = [
+        asyncio.create_task(gh.add_labels(OWNER, repo.name, o.number, ["busy"])) for o in others
+    ]
+    await asyncio.sleep(0.05)
+    assert gh.writer.backlog() > 0.3
+
+    put_off = await orchestrator.render(run)
+    assert put_off is not None and put_off > 1
+    assert spaced.tracking_comments(repo, issue.number) == []
+    assert f"refresh:{run.id}" in await spaced.queued()
+    with pytest.raises(Retry):  # the refresh itself, still behind the backlog, comes back
+        await refresh_run(spaced.ctx, run.id, False)
+
+    await asyncio.gather(*backlog)
+    await asyncio.sleep(0.7)  # the bucket refills
+    assert gh.writer.backlog() == 0
+    assert await refresh_run(spaced.ctx, run.id, False) == "refreshed"
+    (comment,) = spaced.tracking_comments(repo, issue.number)
+    assert "**S1**" in comment.body
+    assert all("busy" in spaced.state.labels(repo, o.number) for o in others)
 
 
 # --- a failed story -------------------------------------------------------------------------
