@@ -100,6 +100,16 @@ if current == false or current == ARGV[1] or current == ARGV[2] then
 end
 return 0
 """
+_QUEUE = """
+local current = redis.call('get', KEYS[1])
+local older = current and string.sub(current, 1, 7) == 'queued:'
+  and (tonumber(string.sub(current, 8)) or 0) <= tonumber(ARGV[3])
+if current == false or older then
+  redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('del', KEYS[1])
@@ -353,6 +363,20 @@ class RunStore:
     async def acquire_lease(self, run_id: str, story_id: str, holder: str, ttl: float) -> bool:
         key = self._lease_key(run_id, story_id)
         return bool(await self.redis.set(key, holder, nx=True, px=int(ttl * 1000)))
+
+    async def queue_lease(self, run_id: str, story_id: str, attempt: int, ttl: float) -> bool:
+        """`queued:<attempt>` for a dispatched attempt; it replaces an earlier attempt's
+        queued lease (that job never started, and would keep the new one waiting for the
+        queued lease to lapse), never a later attempt's and never a runner's."""
+        queued = await self.redis.eval(  # type: ignore[misc]
+            _QUEUE,
+            1,
+            self._lease_key(run_id, story_id),
+            f"queued:{attempt}",
+            str(int(ttl * 1000)),
+            str(attempt),
+        )
+        return bool(queued)
 
     async def claim_lease(
         self, run_id: str, story_id: str, expected: str, holder: str, ttl: float

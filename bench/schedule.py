@@ -250,13 +250,16 @@ def _cpu(pids: list[int]) -> tuple[float, float, float, float]:
     children, scripted models)."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = fields[3] + fields[4]
-    hz = os.sysconf("SC_CLK_TCK")
-    bot = 0.0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            bot += sum(int(x) for x in stat[11:15]) / hz
+    bot = sum(_proc_cpu(pid) for pid in pids)
     return sum(fields) - idle, sum(fields), bot, sum(os.times()[:4])
+
+
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds of one process and its reaped children (0 once it is gone)."""
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return sum(int(x) for x in stat[11:15]) / os.sysconf("SC_CLK_TCK")
+    return 0.0
 
 
 @dataclass
@@ -269,6 +272,7 @@ class Outcome:
     bot_cpu_s: float = 0.0
     testbed_cpu_s: float = 0.0
     load_avg: float = 0.0
+    cpu_by_process: dict[str, float] = field(default_factory=dict)
     github_writes: dict[str, int] = field(default_factory=dict)
     labels: list[list[str]] = field(default_factory=list)
     write_times: list[tuple[float, str]] = field(default_factory=list)
@@ -382,6 +386,7 @@ def run_shape(shape: Shape, ctx: Any, args: argparse.Namespace, index: int) -> O
     pids = [p.pid for p in bot.procs.values()]
     load = os.getloadavg()[0]
     busy0, total0, bot0, tb0 = _cpu(pids)
+    per0 = {name: _proc_cpu(p.pid) for name, p in bot.procs.items()}
 
     async def label_all() -> None:
         for (w, r), issue in zip(where, issues, strict=True):
@@ -425,6 +430,7 @@ def run_shape(shape: Shape, ctx: Any, args: argparse.Namespace, index: int) -> O
 
     _wait(settled, 300, f"shape {shape.key}'s GitHub writes")
     busy1, total1, bot1, tb1 = _cpu(pids)
+    per1 = {name: _proc_cpu(p.pid) for name, p in bot.procs.items()}
     outcome = Outcome(
         ids,
         delivered,
@@ -432,6 +438,7 @@ def run_shape(shape: Shape, ctx: Any, args: argparse.Namespace, index: int) -> O
         bot_cpu_s=bot1 - bot0,
         testbed_cpu_s=tb1 - tb0,
         load_avg=load,
+        cpu_by_process={name: round(per1[name] - per0.get(name, 0.0), 1) for name in per1},
     )
     for r in ids:
         raw: bytes | None = client.get(f"baro:run:{r}")  # type: ignore[assignment]
@@ -645,6 +652,7 @@ def analyse(
         "goal_met_label": bool(wall_label is not None and wall_label <= goal),
         "machine_cpu_busy": round(outcome.machine_busy, 2),
         "bot_cpu_s": round(outcome.bot_cpu_s, 1),
+        "cpu_by_process_s": outcome.cpu_by_process,
         "testbed_cpu_s": round(outcome.testbed_cpu_s, 1),
         "cores": os.cpu_count(),
         "load_avg_1m_before": round(outcome.load_avg, 2),

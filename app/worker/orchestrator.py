@@ -90,6 +90,8 @@ class Orchestrator:
     budget: RetryBudget = field(default_factory=RetryBudget)
     links: RunLinks = field(init=False)
     checks: CheckRuns = field(init=False)
+    _admitting: bool = field(default=False, init=False)
+    _admit_again: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         self.links = RunLinks.from_settings(self.settings)
@@ -153,7 +155,7 @@ class Orchestrator:
             # Enqueue first: a worker killed in between leaves no lease, so the reaper retries
             # the story at once instead of waiting out a queued lease.
             await self.enqueue_story(run_id, sid, attempt)
-            await self.store.acquire_lease(run_id, sid, f"queued:{attempt}", QUEUED_LEASE_SECONDS)
+            await self.store.queue_lease(run_id, sid, attempt, QUEUED_LEASE_SECONDS)
             await self.store.append_event(run_id, "dispatched", story=sid, attempt=attempt)
         if chosen and show:
             await self.render(run)
@@ -205,10 +207,25 @@ class Orchestrator:
         await self.render(run)
         return run.stories[story_id].state
 
-    async def admit_waiting(self, freed_by: str) -> None:
+    async def admit_waiting(self, freed_by: str | None = None) -> None:
         """A slot freed: runs held back for capacity go now, longest waiting first, as far
-        as their installation's share allows. A run whose installation has no room is not
-        dispatched (and not read): a freed slot wakes the runs it can serve, not all."""
+        as their installation's share allows. One pass at a time per process: a call while
+        a pass runs asks it for one more round instead of reading the same loads and
+        queueing on the dispatch lock for slots another job is already filling."""
+        self._admit_again = True
+        if self._admitting:
+            return
+        self._admitting = True
+        try:
+            while self._admit_again:
+                self._admit_again = False
+                await self._admit_waiting_once(freed_by)
+        finally:
+            self._admitting = False
+
+    async def _admit_waiting_once(self, freed_by: str | None) -> None:
+        """A run whose installation has no room is not dispatched (and not read): a freed
+        slot wakes the runs it can serve, not all."""
         waiting = [r for r in await self.store.waiting() if r != freed_by]
         if not waiting:
             return
@@ -491,6 +508,11 @@ class Orchestrator:
     def _budget(self, run: Run) -> Decimal:
         configured = run.repo_config.budget_usd if run.repo_config else None
         return configured or self.settings.run_budget_usd
+
+    def could_dispatch(self, run: Run) -> bool:
+        """A dispatch would do something: stories are ready within the run's own limit
+        (capacity aside), or none is left to run and the run must be finished."""
+        return bool(admit(run, self._max_parallel(run))) or finished(run)
 
     def _max_parallel(self, run: Run) -> int:
         configured = run.repo_config.max_parallel if run.repo_config else None

@@ -53,6 +53,10 @@ was dropped by a dead worker and is queued again."""
 FINALIZE_RETRY_SECONDS = 15
 """A run stuck finalizing (a PR GitHub refused) is resumed at most this often."""
 LEASE_EXPIRED = "the runner stopped responding (lease expired)"
+DISPATCH_GRACE_SECONDS = 10.0
+"""A story is marked running a moment before its queued lease is set (enqueue first, then
+the lease); one without a lease is taken for lost only after this long (a loaded worker
+can take seconds between the two), so the reaper does not fail a story being dispatched."""
 
 
 @dataclass
@@ -69,6 +73,7 @@ class Recovery:
         """Stories whose lease expired (runner died, job lost) are failed as infrastructure
         failures, which re-dispatches them within their budget. Returns what was reaped."""
         reaped: list[str] = []
+        await self.orchestrator.admit_waiting()  # a wake-up lost with a dead worker
         for run in await self.store.active_runs():
             with log_context(run=run.id):
                 try:
@@ -84,10 +89,13 @@ class Recovery:
         if await self._stalled(run):
             return [f"{run.id}:stalled"]
         reaped += await self._resume(run)
-        if run.state == "running":
-            await self.orchestrator.dispatch(run.id)  # capacity freed elsewhere may admit stories
+        if run.state == "running" and self.orchestrator.could_dispatch(run):
+            await self.orchestrator.dispatch(run.id)  # what a lost job left undone
         for sid, record in run.stories.items():
             if record.state != "running":
+                continue
+            since = (now() - (record.started_at or now())).total_seconds()
+            if since < DISPATCH_GRACE_SECONDS:
                 continue
             if await self.store.lease_holder(run.id, sid) is not None:
                 continue

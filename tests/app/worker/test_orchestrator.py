@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from arq.worker import Retry
 
 from app.core.plan import Plan
 from app.core.routing import RepoConfig, RoutingConfig
-from app.core.run import Run, StoryRecord
+from app.core.run import Run, StoryRecord, now
 from app.github import LABEL_DONE, LABEL_FAILED, LABEL_RUNNING
 from app.worker.main import handle_trigger, refresh_run
 from testbed.github.gitops import branch_ahead
@@ -222,6 +223,37 @@ async def test_a_freed_slot_wakes_the_waiting_run_whose_installation_has_room(
     assert list(states(await narrow.run(mine.id)).values()).count("running") == 1
     waiting = [r for r in await narrow.services.store.waiting() if r in (mine.id, second.id)]
     assert waiting == [mine.id]
+
+
+async def test_a_story_being_dispatched_is_not_taken_for_lost(bench: Bench) -> None:
+    """A story is marked running a moment before its queued lease is set; the reaper leaves
+    it alone then. Lost for longer, it is retried, and the new attempt's queued lease
+    replaces the first one's (which would otherwise keep the new job waiting for 30 min)."""
+    just_now = StoryRecord(state="running", attempts=1, started_at=now())
+    _repo, _issue, run = await running_run(bench, [story("S1")], {"S1": just_now})
+    recovery, store = bench.services.recovery, bench.services.store
+
+    assert await recovery.reap_runs() == []
+    assert states(await bench.run(run.id)) == {"S1": "running"}
+    assert "story_failed" not in await event_kinds(bench, run.id)
+
+    def lost(r: Run) -> Run:
+        old = r.stories["S1"].model_copy(update={"started_at": now() - timedelta(minutes=1)})
+        return r.model_copy(update={"stories": {"S1": old}})
+
+    await store.update(run.id, lost)
+    assert f"{run.id}:S1" in await recovery.reap_runs()
+    retried = await bench.run(run.id)
+    assert (retried.stories["S1"].state, retried.stories["S1"].attempts) == ("running", 2)
+    assert await store.lease_holder(run.id, "S1") == "queued:2"
+    # The first dispatch's late lease write changes nothing; a runner's lease is never taken.
+    assert not await store.queue_lease(run.id, "S1", 1, 60)
+    assert await store.claim_lease(run.id, "S1", "queued:2", "runner-a", 60)
+    assert not await store.queue_lease(run.id, "S1", 3, 60)
+    assert await store.lease_holder(run.id, "S1") == "runner-a"
+    assert await store.queue_lease(run.id, "S9", 1, 60)
+    assert await store.queue_lease(run.id, "S9", 2, 60)  # over an earlier attempt's
+    assert await store.lease_holder(run.id, "S9") == "queued:2"
 
 
 # --- GitHub writes ---------------------------------------------------------------------------
