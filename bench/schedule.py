@@ -68,8 +68,11 @@ R runners give 2R story slots; every bound uses slots = 2R. Per shape one JSON l
 
 `critical_chain` is the realised chain (from the story that landed last, back through the
 dependency that released each story) with gap / queue / exec per link; `slot_busy` is the
-runners' job time over slots × wall; `bot_cpu_s`, `testbed_cpu_s`, `machine_cpu_busy` and
-`load_avg_1m_before` show whether CPU (ours or other processes') limited the run. The
+runners' job time over slots × wall; `bot_cpu_s` (per process in `cpu_by_process_s`),
+`testbed_cpu_s`, `machine_cpu_busy` and `load_avg_1m_before` show whether CPU (ours or other
+processes') limited the run. `in_flight` samples every active run's stories in flight from
+the store's load table (one command, so one instant) against `BARO_MAX_STORIES_IN_FLIGHT`,
+and how far each installation stays from its share while all of them have work. The
 runner/worker steps come from timing probes this script wraps around their methods when it
 starts those processes (`bench/schedule.py --probe runner|worker …` = `baro-bot
 runner|worker` with the probes); nothing in the app is changed.
