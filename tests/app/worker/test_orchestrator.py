@@ -225,6 +225,46 @@ async def test_a_freed_slot_wakes_the_waiting_run_whose_installation_has_room(
     assert waiting == [mine.id]
 
 
+async def test_slots_freed_together_are_all_handed_on(narrow: Bench) -> None:
+    """Stories ending at once each ask for an admission pass; a pass already running takes
+    the request as one more round, so no freed slot is left unused."""
+    hub = narrow.hub
+    other_owner = f"other-{uuid.uuid4().hex[:6]}"
+    other = hub.state.create_installation(hub.app, other_owner)
+    theirs = hub.state.create_repo(
+        other_owner, "busy", {"README.md": "# busy\n"}, installation=other
+    )
+    running = StoryRecord(state="running", attempts=1)
+    busy = await new_run(
+        narrow,
+        theirs,
+        narrow.new_issue(theirs),
+        [story("S1"), story("S2")],
+        state="running",
+        records={"S1": running, "S2": running},
+        installation_id=other.id,
+        owner=other_owner,
+    )
+    repo = narrow.new_repo()
+    mine = await new_run(narrow, repo, narrow.new_issue(repo), [story("S1"), story("S2")])
+    orchestrator = narrow.services.orchestrator
+    await orchestrator.start(mine.id)
+    assert "running" not in states(await narrow.run(mine.id)).values()  # both slots taken
+
+    def landed(r: Run) -> Run:
+        done = {
+            sid: s.model_copy(update={"state": "landed", "sha": "0" * 40})
+            for sid, s in r.stories.items()
+        }
+        return r.model_copy(update={"stories": done})
+
+    await narrow.services.store.update(busy.id, landed)
+    await asyncio.gather(*(orchestrator.story_finished(busy.id, sid) for sid in ("S1", "S2")))
+    assert (await narrow.run(busy.id)).state == "done"
+    assert states(await narrow.run(mine.id)) == {"S1": "running", "S2": "running"}
+    assert mine.id not in await narrow.services.store.waiting()
+
+
 async def test_a_story_being_dispatched_is_not_taken_for_lost(bench: Bench) -> None:
     """A story is marked running a moment before its queued lease is set; the reaper leaves
     it alone then. Lost for longer, it is retried, and the new attempt's queued lease
