@@ -311,6 +311,12 @@ class RunStore:
     async def stop_waiting(self, run_id: str) -> None:
         await self.redis.zrem(keys.WAITING_FOR_CAPACITY, run_id)
 
+    async def branch_head(self, run_id: str) -> str | None:
+        """The run branch's head as its last landing turn pushed it (a hint: see
+        `LandingTurn`), None before the first story landed."""
+        head: bytes | None = await self.redis.get(keys.branch_head(run_id))
+        return head.decode() if head else None
+
     def landing_turn(self, run_id: str) -> LandingTurn:
         """The run branch's landing queue: one story at a time fetches, merges, pushes."""
         return LandingTurn(self.redis, keys.landing_turn(run_id), keys.branch_head(run_id))

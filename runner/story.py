@@ -286,6 +286,7 @@ class StoryRunner:
                     run_id=run.id,
                     story_id=story.id,
                     attempt=record.attempts,
+                    known_head=await self.store.branch_head(run.id),
                 )
             )
             renv = await cleanup.enter_async_context(self._environment(run))

@@ -82,14 +82,20 @@ class Workspaces:
         run_id: str,
         story_id: str,
         attempt: int,
+        known_head: str | None = None,
     ) -> Worktree:
-        """A worktree holding the current head of `branch` (fetched just now)."""
+        """A worktree holding the current head of `branch`: fetched just now, or
+        `known_head` (what the run's last landing pushed) when this mirror has it already
+        (pushed from here): a story dispatched because its dependencies landed starts on a
+        head that holds them, and a sibling landing later is merged in at its landing."""
         check_branch(branch)
         mirror = self.mirrors.get(repo)
         self._ensure_worktrees_dir()
         fresh = self._fresh.pop((mirror.path, branch), None)
         if fresh is not None and time.monotonic() - fresh[1] <= FRESH_HEAD_SECONDS:
             head = fresh[0]
+        elif known_head is not None and await mirror.has_commit(known_head):
+            head = known_head
         else:
             head = await mirror.fetch(branch, auth)
         pool = self._idle.get(mirror, [])
@@ -169,10 +175,17 @@ class Workspaces:
         run_id: str,
         story_id: str,
         attempt: int,
+        known_head: str | None = None,
     ) -> AsyncIterator[Worktree]:
         """`prepare`, and `cleanup` however the block ends."""
         wt = await self.prepare(
-            repo, branch, auth, run_id=run_id, story_id=story_id, attempt=attempt
+            repo,
+            branch,
+            auth,
+            run_id=run_id,
+            story_id=story_id,
+            attempt=attempt,
+            known_head=known_head,
         )
         try:
             yield wt

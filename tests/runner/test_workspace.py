@@ -132,6 +132,27 @@ async def test_prepare_at_run_branch_head_and_cleanup(env: Env) -> None:
     assert not (wt.mirror.path / "worktrees").exists()
 
 
+async def test_a_head_the_mirror_holds_is_prepared_without_a_fetch(env: Env) -> None:
+    """The head the run's last landing pushed from this mirror needs no fetch (a fetch
+    with these credentials would fail); a head the mirror lacks is fetched."""
+    first = await env.prepare("S1")
+    (first.path / "b.py").write_text("b = 1\n")
+    landed = await land(first, message("S1"), env.auth)
+    await cleanup(first)
+
+    offline = GitAuth("not-a-token")
+    wt = await env.ws.prepare(
+        env.ref, BRANCH, offline, run_id=RUN, story_id="S2", attempt=1, known_head=landed.sha
+    )
+    assert wt.base == landed.sha == env.head()
+    assert (wt.path / "b.py").read_text() == "b = 1\n"
+    await cleanup(wt)
+    with pytest.raises(GitError):
+        await env.ws.prepare(
+            env.ref, BRANCH, offline, run_id=RUN, story_id="S3", attempt=1, known_head="f" * 40
+        )
+
+
 async def test_worktree_is_reused_clean_after_an_error(env: Env) -> None:
     kept: list[Path] = []
     original = (await env.prepare("S0")).path  # leaves the pool empty: not cleaned up
