@@ -146,8 +146,13 @@ async def test_label_to_landed_commits(
     assert state["verification"][0]["passed"] is True
     final = await s.comment_says("/pull/", timeout=10)
     assert f"/pull/{pull.number}" in final.body
-    labels = world.state.labels(repo, issue.number)
-    assert "baro:done" in labels and "baro:running" not in labels
+
+    # the state label is the run's last write, after the review request
+    def final_label() -> bool:
+        labels = world.state.labels(repo, issue.number)
+        return "baro:done" in labels and "baro:running" not in labels
+
+    await wait_for(final_label, 10, "the done label in place of the running one")
     client = Redis.from_url(runners_bot.env["BARO_REDIS_URL"])
     transcript = client.get(f"baro:transcript:{state['id']}:S3:1")
     client.close()
