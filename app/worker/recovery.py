@@ -73,7 +73,10 @@ class Recovery:
         """Stories whose lease expired (runner died, job lost) are failed as infrastructure
         failures, which re-dispatches them within their budget. Returns what was reaped."""
         reaped: list[str] = []
-        await self.orchestrator.admit_waiting()  # a wake-up lost with a dead worker
+        try:
+            await self.orchestrator.admit_waiting()  # a wake-up lost with a dead worker
+        except Exception:
+            log.exception("admitting waiting runs failed; trying again next pass")
         for run in await self.store.active_runs():
             with log_context(run=run.id):
                 try:
