@@ -8,6 +8,7 @@ checkpoint's draft pull request, and a cancelled run that starts nothing more.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -307,6 +308,18 @@ async def spaced(hub: Hub, redis_url: str) -> AsyncIterator[Bench]:
     yield bench
     await bench.services.close()
     await bench.redis.aclose(close_connection_pool=True)
+
+
+async def test_every_github_client_shares_the_process_tls_context(bench: Bench) -> None:
+    """githubkit makes an HTTP client per session: the CA bundle is loaded once, not each."""
+    gateway = bench.services.gateway
+    client = gateway.installation(bench.hub.installation.id)
+    shared = gateway.app.config.ssl_verify
+    assert isinstance(shared, ssl.SSLContext) and client.gh.config.ssl_verify is shared
+    repo = bench.new_repo()
+    issue = bench.new_issue(repo)
+    async with client.session() as gh:  # and the client still talks to GitHub
+        assert (await gh.issue(OWNER, repo.name, issue.number)).title == issue.title
 
 
 async def test_a_progress_edit_yields_to_a_write_backlog_and_comes_back_later(
