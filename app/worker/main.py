@@ -34,10 +34,12 @@ RETRY_DEFER_SECONDS = 2
 REFRESH_MAX_TRIES = 100
 """A progress edit put off for a write backlog comes back this often at most (the next
 story event, and the run's conclusion, write the comment anyway)."""
-WORKER_MAX_JOBS = 200
-"""Jobs at once: most of a job's time is spent waiting (for GitHub's write spacing, for a
-model), so a low limit lets jobs waiting on one installation's writes hold up the
-scheduling of every other run."""
+WORKER_MAX_JOBS = 100
+"""Jobs at once: much of a job's time is spent waiting (for GitHub's write spacing, for a
+model), and with 20 the jobs waiting on one installation's writes held up the scheduling of
+every other run (50 runs at once did not finish). Not more: each poll arq re-reads up to
+five times this many queued jobs, the running ones included (measured, bench/schedule.py
+fair: 200 → 80 s, 100 → 73 s, 60 → 75 s)."""
 
 
 @dataclass
