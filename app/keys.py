@@ -32,17 +32,17 @@ def trigger_done(delivery_id: str) -> str:
 
 # --- runs ------------------------------------------------------------------------------------
 ACTIVE_RUNS = "baro:runs:active"
+"""Set of the ids of runs that are not finished (the reaper's work list)."""
 RUN_LOADS = "baro:runs:loads"
 """Hash run id → `installation:state:running:pending`, written with each active run's record
 (in the same transaction), so fair share reads every run's load in one small command."""
-"""Set of the ids of runs that are not finished (the reaper's work list)."""
 
 
 DISPATCH_LOCK = "baro:dispatch:lock"
 """Held while one worker admits stories, so the fair-share count it reads stays true."""
 WAITING_FOR_CAPACITY = "baro:runs:waiting-since"
-"""Runs held back for capacity, scored by when (longest waiting goes first)."""
-"""Set of runs that had ready stories but no free slot: dispatched again when one frees."""
+"""Sorted set of runs that had ready stories but no free slot, scored by when they were first
+held back: the longest waiting goes first when a slot frees."""
 
 
 def run(run_id: str) -> str:

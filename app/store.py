@@ -45,14 +45,19 @@ class LandingTurn:
     async def acquire(self) -> str | None:
         if not await self._lock.acquire():
             raise TimeoutError(f"waited {LANDING_WAIT_SECONDS:.0f}s for the landing turn")
-        head: bytes | None = await self._redis.get(self._head_key)
-        return head.decode() if head else None
+        return await read_head(self._redis, self._head_key)
 
     async def release(self, pushed: str | None = None) -> None:
         if pushed is not None and await self._lock.owned():
             await self._redis.set(self._head_key, pushed, ex=BRANCH_HEAD_TTL)
         with contextlib.suppress(LockError):
             await self._lock.release()
+
+
+async def read_head(redis: Redis, key: str) -> str | None:
+    """The head a landing turn handed on (`LandingTurn.release`), if any."""
+    head: bytes | None = await redis.get(key)
+    return head.decode() if head else None
 
 
 BRANCH_HEAD_TTL = 7 * 24 * 3600
@@ -199,7 +204,7 @@ class RunStore:
         ids = await self.redis.smembers(keys.ACTIVE_RUNS)  # type: ignore[misc]
         runs = []
         for raw in sorted(ids):
-            run = await self.find(raw.decode() if isinstance(raw, bytes) else str(raw))
+            run = await self.find(_text(raw))
             if run is not None and not run.terminal:
                 runs.append(run)
         return runs
@@ -222,7 +227,7 @@ class RunStore:
             holder = await self.redis.get(key)
             if holder is None:
                 continue
-            holder_id = holder.decode() if isinstance(holder, bytes) else str(holder)
+            holder_id = _text(holder)
             if holder_id == run_id:
                 return run_id
             other = await self.find(holder_id)
@@ -245,7 +250,7 @@ class RunStore:
         holder = await self.redis.get(self._active_key(issue_key))
         if holder is None:
             return None
-        run_id = holder.decode() if isinstance(holder, bytes) else str(holder)
+        run_id = _text(holder)
         return await self.find(run_id)
 
     async def append_event(self, run_id: str, kind: str, **data: Any) -> None:
@@ -314,8 +319,7 @@ class RunStore:
     async def branch_head(self, run_id: str) -> str | None:
         """The run branch's head as its last landing turn pushed it (a hint: see
         `LandingTurn`), None before the first story landed."""
-        head: bytes | None = await self.redis.get(keys.branch_head(run_id))
-        return head.decode() if head else None
+        return await read_head(self.redis, keys.branch_head(run_id))
 
     def landing_turn(self, run_id: str) -> LandingTurn:
         """The run branch's landing queue: one story at a time fetches, merges, pushes."""
@@ -423,9 +427,7 @@ class RunStore:
 
     async def lease_holder(self, run_id: str, story_id: str) -> str | None:
         value = await self.redis.get(self._lease_key(run_id, story_id))
-        if value is None:
-            return None
-        return value.decode() if isinstance(value, bytes) else str(value)
+        return None if value is None else _text(value)
 
     @contextlib.asynccontextmanager
     async def heartbeat(

@@ -323,15 +323,21 @@ class InFlightSampler:
         self.client.close()
 
     def _loop(self) -> None:
+        from app import keys
+        from app.store import decode_load
+
         while not self._stop.wait(self.period):
             per: dict[int, tuple[int, int]] = {}
             # the store's load table: every active run's stories in flight, read in one
             # command (what the scheduler's cap must hold at every instant)
-            for raw in self.client.hgetall("baro:runs:loads").values():
-                inst, state, running, ready = raw.decode().split(":")
-                if state in ("running", "finalizing", "ready", "planning", "queued"):
-                    r, w = per.get(int(inst), (0, 0))
-                    per[int(inst)] = (r + int(running), w + int(running) + int(ready))
+            for run_id, raw in self.client.hgetall(keys.RUN_LOADS).items():
+                load = decode_load(run_id.decode(), raw.decode())
+                if load.state in ("running", "finalizing", "ready", "planning", "queued"):
+                    r, w = per.get(load.installation_id, (0, 0))
+                    per[load.installation_id] = (
+                        r + load.running,
+                        w + load.running + load.pending,
+                    )
             self.samples.append(per)
 
     def summary(self, cap: int, installations: int) -> dict[str, Any]:

@@ -153,7 +153,7 @@ class Orchestrator:
         for sid in chosen:
             attempt = run.stories[sid].attempts
             # Enqueue first: a worker killed in between leaves no lease, so the reaper retries
-            # the story at once instead of waiting out a queued lease.
+            # the story after its dispatch grace instead of waiting out a queued lease.
             await self.enqueue_story(run_id, sid, attempt)
             await self.store.queue_lease(run_id, sid, attempt, QUEUED_LEASE_SECONDS)
             await self.store.append_event(run_id, "dispatched", story=sid, attempt=attempt)
