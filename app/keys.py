@@ -91,6 +91,23 @@ def landing_turn(run_id: str) -> str:
     return f"baro:landing:{run_id}"
 
 
+def landing_line(run_id: str) -> str:
+    """Stories of the run whose commit is ready, waiting for the landing turn (ticket → what
+    the holder needs to push it along with its own)."""
+    return f"baro:landing-line:{run_id}"
+
+
+def landed_in_line(run_id: str, ticket: str) -> str:
+    """The sha a turn holder pushed for a story that waited in line (a list its runner
+    blocks on)."""
+    return f"baro:landed:{run_id}:{ticket}"
+
+
+def landing_free(run_id: str) -> str:
+    """Pushed to when the landing turn is released: wakes one story waiting for it."""
+    return f"baro:landing-free:{run_id}"
+
+
 def transcript(run_id: str, story_id: str, attempt: int) -> str:
     """A story attempt's conversation, kept a week for debugging."""
     return f"baro:transcript:{run_id}:{story_id}:{attempt}"

@@ -26,6 +26,7 @@ from app.metrics import Metrics
 from app.queue import HEALTH_CHECK_INTERVAL, connect, deserialize, redis_settings, serialize
 from app.settings import Settings
 from app.store import RunStore
+from app.wake import WakingWorker
 
 SERVICES = "services"
 """The one key baro puts in arq's ctx."""
@@ -118,7 +119,7 @@ def arq_worker(
         "health_check_interval": HEALTH_CHECK_INTERVAL,
     }
     merged.update(options)
-    return Worker(**merged)
+    return WakingWorker(**merged)
 
 
 __all__ = ["SERVICES", "Services", "arq_worker", "services_of"]

@@ -15,58 +15,20 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import LockError, WatchError
+from redis.exceptions import WatchError
 
 from app import keys
 from app.core.check_run import CheckRef
 from app.core.debounce import edit_window
 from app.core.run import Run, now
 from app.core.scheduler import RunLoad
+from app.landing_turn import BRANCH_HEAD_TTL, LandingTurn, read_head
 from app.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 RENDER_EDITS_TTL = 7 * 24 * 3600
 """The edit count of a run's comment outlives any run (a stalled run ends within hours)."""
-
-
-class LandingTurn:
-    """A Redis lock that expires if its runner dies mid-landing (`LANDING_TURN_SECONDS`),
-    waited for in line by the other stories of the run. It hands on the head its holder
-    pushed, so the next holder need not fetch to learn it."""
-
-    def __init__(self, redis: Redis, key: str, head_key: str) -> None:
-        self._redis = redis
-        self._head_key = head_key
-        self._lock = redis.lock(
-            key, timeout=LANDING_TURN_SECONDS, sleep=0.01, blocking_timeout=LANDING_WAIT_SECONDS
-        )
-
-    async def acquire(self) -> str | None:
-        if not await self._lock.acquire():
-            raise TimeoutError(f"waited {LANDING_WAIT_SECONDS:.0f}s for the landing turn")
-        return await read_head(self._redis, self._head_key)
-
-    async def release(self, pushed: str | None = None) -> None:
-        if pushed is not None and await self._lock.owned():
-            await self._redis.set(self._head_key, pushed, ex=BRANCH_HEAD_TTL)
-        with contextlib.suppress(LockError):
-            await self._lock.release()
-
-
-async def read_head(redis: Redis, key: str) -> str | None:
-    """The head a landing turn handed on (`LandingTurn.release`), if any."""
-    head: bytes | None = await redis.get(key)
-    return head.decode() if head else None
-
-
-BRANCH_HEAD_TTL = 7 * 24 * 3600
-"""A hint only (a push from a wrong head is refused), kept as long as any run lasts."""
-
-
-LANDING_TURN_SECONDS = 120.0
-"""A landing turn (fetch, merge, push) takes well under a second; a dead holder's lapses."""
-LANDING_WAIT_SECONDS = 900.0
 
 
 class RunNotFound(KeyError):
@@ -317,13 +279,18 @@ class RunStore:
         await self.redis.zrem(keys.WAITING_FOR_CAPACITY, run_id)
 
     async def branch_head(self, run_id: str) -> str | None:
-        """The run branch's head as its last landing turn pushed it (a hint: see
-        `LandingTurn`), None before the first story landed."""
+        """The run branch's head as its last landing turn pushed it, or as it was created (a
+        hint: see `LandingTurn`), None when unknown."""
         return await read_head(self.redis, keys.branch_head(run_id))
+
+    async def branch_created(self, run_id: str, sha: str) -> None:
+        """The run branch was just created at `sha`: the first story need not fetch to
+        learn it (where it lands, and where its worktree starts when the mirror holds it)."""
+        await self.redis.set(keys.branch_head(run_id), sha, ex=BRANCH_HEAD_TTL)
 
     def landing_turn(self, run_id: str) -> LandingTurn:
         """The run branch's landing queue: one story at a time fetches, merges, pushes."""
-        return LandingTurn(self.redis, keys.landing_turn(run_id), keys.branch_head(run_id))
+        return LandingTurn(self.redis, run_id)
 
     async def check_ref(self, run_id: str) -> CheckRef | None:
         raw = await self.redis.get(keys.check_run(run_id))

@@ -180,6 +180,10 @@ PROBES: tuple[tuple[str, str, str, str, bool], ...] = (
     ("runner", "runner.story", "StoryRunner._record", "record", False),
     ("runner", "app.jobs", "Jobs.story_finished", "notify", False),
     ("runner", "app.store", "LandingTurn.acquire", "turn_wait", False),
+    ("runner", "app.store", "LandingTurn.release", "turn_release", False),
+    ("runner", "runner.landing", "_check_workflows", "workflows", False),
+    ("runner", "runner.landing", "_story_commit", "story_commit", False),
+    ("runner", "runner.mirror", "Mirror.has_commit", "has_commit", False),
 )
 
 
@@ -226,6 +230,17 @@ def _install_probes(kind: str) -> None:
                 log.emit("lock_held", t1, time.time())
 
     mirror.Mirror.locked = timed_locked  # type: ignore[method-assign]
+    git = mirror.Mirror.git
+
+    async def timed_git(self: Any, args: Any, *rest: Any, **kwargs: Any) -> Any:
+        t0 = time.time()
+        try:
+            return await git(self, args, *rest, **kwargs)
+        finally:
+            if args and args[0] == "push":
+                log.emit("push", t0, time.time())
+
+    mirror.Mirror.git = timed_git  # type: ignore[method-assign]
 
 
 def probe_main(argv: list[str]) -> int:
@@ -616,6 +631,7 @@ def analyse(
                 "gap": _r(cur["gap"]),
                 "queue": _r(cur["queue"]),
                 "exec": _r((cur["landed"] or 0) - cur["pickup"]) if "pickup" in cur else None,
+                "steps": {k: round(v, 3) for k, v in cur["steps"].items()},
             }
         )
         deps = [stories[f"{cur['run']}:{d}"] for d in nodes[cur["id"]].deps]
@@ -681,6 +697,12 @@ def analyse(
         },
         "steps_mean_s": steps_mean,
         "critical_chain": chain,
+        "run_events_s": [
+            [round(e["at"] - outcome.delivered_at, 3), e["kind"], e.get("story")]
+            for e in outcome.events[outcome.run_ids[0]]
+        ]
+        if len(outcome.run_ids) == 1
+        else None,
     }
 
 

@@ -7,21 +7,31 @@ commit is merged onto the new head in the object store (`git merge-tree`) and pu
 A textual conflict goes back to the story's agent through `on_conflict`, with the conflicted
 files (markers in place) written into its worktree. Exactly one commit per story reaches the
 branch, and host git never runs with the worktree as its work tree.
+
+Stories wait for the run's landing turn in line with their commit ready (`Ready`). The holder
+merges the waiting commits its mirror holds onto its own, one by one, and pushes them all at
+once: siblings that finish together cost one push, not a turn each. A waiting story whose
+merge would conflict, or touch files it changed too (its checks must run again), is left to
+land in its own turn.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, TypeVar
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from app.gitcmd import GitAuth, GitError
+from app.landing_turn import InLine, Waiting
 from runner.change import WORKFLOWS_DIR, Change, summary
 from runner.commit_message import CommitMessage, is_story_commit
-from runner.mirror import RETRY_DELAY, is_transient
-from runner.objects import changed_paths, commit_tree, merge
+from runner.mirror import RETRY_DELAY, Mirror, is_transient
+from runner.objects import Identity, changed_paths, commit_tree, merge
 from runner.scan import read_beneath
 from runner.worktree import Worktree, commit_change, inspect, reset_to
 
@@ -31,6 +41,10 @@ MARKER_SCAN_MAX = 8 * 1024 * 1024
 # How a lost race shows: the client's non-fast-forward check, or the server's ref update
 # failing because another push moved the ref between its check and its update.
 _RACE_SIGNS = ("[rejected]", "cannot lock ref", "failed to update ref", "incorrect old value")
+
+ALONG_MAX = 16
+"""Waiting stories one push takes along at most (each costs a merge in the object store)."""
+SHA = r"^[0-9a-f]{40}([0-9a-f]{24})?$"
 
 T = TypeVar("T")
 
@@ -68,7 +82,36 @@ class Conflict:
 class Landed:
     sha: str
     attempts: int
+    """Pushes this story made (0: found on the branch already, or pushed by another holder)."""
     rebased: bool
+    head: str | None = None
+    """The branch head this story's push left (its own commit, or a waiting one on top)."""
+    along: int = 0
+    """Waiting stories this push landed too."""
+
+
+class Ready(BaseModel):
+    """A story in line for the turn with its commit made: what the holder needs to push it.
+    Read back from Redis, so every sha is checked to be one before it reaches git."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    run_id: str = Field(max_length=200)
+    story_id: str = Field(max_length=200)
+    branch: str = Field(max_length=300)
+    sha: str = Field(pattern=SHA)
+    base: str = Field(pattern=SHA)
+    text: str = Field(max_length=64_000)
+    recheck: bool
+    author_name: str = Field(max_length=200)
+    author_email: str = Field(max_length=300)
+
+    @classmethod
+    def decode(cls, raw: str) -> Ready | None:
+        try:
+            return cls.model_validate_json(raw)
+        except ValidationError:
+            return None
 
 
 class Turn(Protocol):
@@ -77,22 +120,37 @@ class Turn(Protocol):
     against) each other. Released while the story's agent resolves a conflict or re-runs
     its checks, which can take minutes."""
 
-    async def acquire(self) -> str | None:
-        """Wait for the turn; returns the head the previous holder pushed (None: unknown)."""
+    async def acquire(self, ready: str | None = None) -> InLine:
+        """Wait for the turn (`head`: what the previous holder pushed, None: unknown); with
+        an encoded `Ready`, in line, so that the holder may push it (`landed`)."""
         ...
 
     async def release(self, pushed: str | None = None) -> None:
         """Hand the turn on, with the head this holder pushed."""
         ...
 
+    async def waiting(self) -> list[Waiting]:
+        """The other stories in line, oldest first."""
+        ...
+
+    async def landed(self, ticket: str, sha: str) -> None:
+        """Tell a waiting story that this holder's push landed it as `sha`."""
+        ...
+
 
 class NoTurn:
     """Landing without a queue (a lone runner, tests): races are still handled by retries."""
 
-    async def acquire(self) -> str | None:
-        return None
+    async def acquire(self, ready: str | None = None) -> InLine:
+        return InLine()
 
     async def release(self, pushed: str | None = None) -> None:
+        return None
+
+    async def waiting(self) -> list[Waiting]:
+        return []
+
+    async def landed(self, ticket: str, sha: str) -> None:
         return None
 
 
@@ -145,11 +203,26 @@ async def land(
     text = message.render()
     sha = await _commit(worktree, text)
     rounds = _Rounds(max_conflict_rounds, on_rebased, turn, on_conflict)
-    rounds.known_head = await rounds.turn.acquire()
+    ready = Ready(
+        run_id=message.run_id,
+        story_id=message.story_id,
+        branch=worktree.branch,
+        sha=sha,
+        base=worktree.base,
+        text=text,
+        recheck=on_rebased is not None,
+        author_name=worktree.identity.name,
+        author_email=worktree.identity.email,
+    )
+    got = await rounds.turn.acquire(ready.model_dump_json())
+    if got.landed is not None:
+        # another story's push took this one along (its worktree stays on its own commit)
+        return Landed(got.landed, 0, True)
+    rounds.known_head = got.head
     pushed: str | None = None
     try:
         landed = await _land_in_turn(worktree, message, auth, sha, text, rounds, max_push_attempts)
-        pushed = landed.sha if landed.attempts else None
+        pushed = (landed.head or landed.sha) if landed.attempts else None
         return landed
     finally:
         await rounds.turn.release(pushed)
@@ -188,14 +261,21 @@ async def _land_in_turn(
         rebased = True
     for attempt in range(1, max_push_attempts + 1):
         await _check_workflows(worktree, sha)
+        # Only the first push takes others along: after a refused one they land themselves.
+        tip, along = await _take_along(worktree, sha, rounds) if attempt == 1 else (sha, [])
         try:
             await mirror.git(
-                ["push", "--quiet", "--no-verify", "origin", f"{sha}:refs/heads/{worktree.branch}"],
+                ["push", "--quiet", "--no-verify", "origin", f"{tip}:refs/heads/{worktree.branch}"],
                 auth=auth,
             )
-            return Landed(sha, attempt, rebased)
         except GitError as err:
             push_error = err
+        else:
+            for ticket, landed_sha in along:
+                # unsaid, the waiting story finds its commit on the handed-on head itself
+                with contextlib.suppress(Exception):
+                    await rounds.turn.landed(ticket, landed_sha)
+            return Landed(sha, attempt, rebased, head=tip, along=len(along))
         try:
             head = await mirror.fetch(worktree.branch, auth)
         except GitError as err:
@@ -230,6 +310,56 @@ async def _commit(worktree: Worktree, text: str) -> str:
     return await commit_change(worktree, change, text)
 
 
+async def _take_along(
+    worktree: Worktree, sha: str, rounds: _Rounds
+) -> tuple[str, list[tuple[str, str]]]:
+    """The waiting stories this push can carry, merged one by one on top of `sha`: the new
+    tip and (ticket, landed sha) per story taken along."""
+    try:
+        waiting = await rounds.turn.waiting()
+    except Exception:  # Redis trouble: everyone lands in their own turn
+        return sha, []
+    tip, along = sha, []
+    for entry in waiting[:ALONG_MAX]:
+        ready = Ready.decode(entry.ready)
+        if ready is None or ready.branch != worktree.branch or ready.sha == sha:
+            continue
+        try:
+            landed = await _merged_on(worktree.mirror, tip, ready)
+        except GitError:
+            continue  # not in this mirror, or odd: its owner lands it
+        if landed is not None:
+            along.append((entry.ticket, landed[0]))
+            tip = landed[0] if landed[1] else tip
+    return tip, along
+
+
+async def _merged_on(mirror: Mirror, tip: str, ready: Ready) -> tuple[str, bool] | None:
+    """`ready`'s commit merged onto `tip` (True: the tip moved), or its commit already
+    there (False); None when it must
+    land in its own turn (it conflicts, or overlaps files changed since its base so that its
+    checks must run again, or changes workflows)."""
+    # raises unless both commits are here; a base that is not behind the tip is no sibling
+    common = (await mirror.git(["merge-base", tip, ready.sha])).strip()
+    if common != ready.base:
+        return None
+    found = await _commit_between(mirror, ready.base, tip, ready.run_id, ready.story_id)
+    if found is not None:
+        return found, False  # landed before (a duplicate delivery): never twice
+    ours = await changed_paths(mirror, ready.base, ready.sha)
+    if any(p.casefold().startswith(WORKFLOWS_DIR + "/") for p in ours):
+        return None
+    if ready.recheck:
+        theirs = await changed_paths(mirror, ready.base, tip)
+        if set(theirs) & set(ours):
+            return None
+    merged = await merge(mirror, tip, ready.sha)
+    if not merged.clean:
+        return None
+    identity = Identity(name=ready.author_name, email=ready.author_email)
+    return await commit_tree(mirror, merged.tree, tip, ready.text, identity), True
+
+
 def _lost_race(error: GitError) -> bool:
     """A push refused because the branch moved: non-fast-forward, or a concurrent ref update."""
     return any(sign in str(error) for sign in _RACE_SIGNS)
@@ -237,10 +367,18 @@ def _lost_race(error: GitError) -> bool:
 
 async def _story_commit(worktree: Worktree, head: str, message: CommitMessage) -> str | None:
     """This story's commit among those that landed since `base`, if any."""
-    out = await worktree.mirror.git(["log", "--format=%H%x00%B%x1e", f"{worktree.base}..{head}"])
+    return await _commit_between(
+        worktree.mirror, worktree.base, head, message.run_id, message.story_id
+    )
+
+
+async def _commit_between(
+    mirror: Mirror, base: str, head: str, run_id: str, story_id: str
+) -> str | None:
+    out = await mirror.git(["log", "--format=%H%x00%B%x1e", f"{base}..{head}"])
     for record in out.split("\x1e"):
         sha, _, body = record.strip("\n").partition("\0")
-        if sha and is_story_commit(body, message.run_id, message.story_id):
+        if sha and is_story_commit(body, run_id, story_id):
             return sha
     return None
 

@@ -20,7 +20,7 @@ from arq.worker import Worker, func
 
 from app.llm.prices import load_prices
 from app.logs import job_context
-from app.queue import HEALTH_CHECK_INTERVAL, RUNNER_QUEUE
+from app.queue import HEALTH_CHECK_INTERVAL, IDLE_POLL_SECONDS, RUNNER_QUEUE
 from app.services import SERVICES, Services, arq_worker, services_of
 from app.settings import Settings
 from runner.environment import Environments
@@ -222,7 +222,8 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
         "job_timeout": STORY_TIMEOUT,
         "job_completion_wait": 30,
         "max_jobs": settings.runner_concurrency,
-        "poll_delay": 0.05,
+        "poll_delay": 0.02,
+        "idle_poll": IDLE_POLL_SECONDS,
         **overrides,
     }
     return arq_worker(

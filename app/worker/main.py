@@ -15,7 +15,7 @@ from app.logs import bind_log_context, job_context
 from app.pending import LEASE_SCOPE as TRIGGER_LEASE_SCOPE
 from app.pending import LEASE_SECONDS as TRIGGER_LEASE_SECONDS
 from app.pending import PendingTriggers
-from app.queue import ORCHESTRATOR_QUEUE
+from app.queue import IDLE_POLL_SECONDS, ORCHESTRATOR_QUEUE
 from app.services import Services, arq_worker, services_of
 from app.settings import Settings
 from app.worker.engine_planner import EngineFactory
@@ -205,7 +205,8 @@ def build_worker(
         "max_tries": 5,
         "keep_result": 3600,
         "max_jobs": WORKER_MAX_JOBS,
-        "poll_delay": 0.1,
+        "poll_delay": 0.02,
+        "idle_poll": IDLE_POLL_SECONDS,
         **overrides,
     }
     return arq_worker(

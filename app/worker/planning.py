@@ -200,7 +200,9 @@ class Planning:
         state: RunState = "ready" if auto else "planned"
         if run.pr_branch is None:
             created = await gh.ensure_branch(run.owner, run.repo, branch, base_sha)
-            if not created:
+            if created:
+                await self.store.branch_created(run.id, base_sha)
+            else:
                 log.info("run %s reuses the existing branch %s", run.id, branch)
 
         def planned(r: Run) -> Run | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -10,6 +11,7 @@ from redis.asyncio import Redis
 
 from app.core.run import Run, StoryRecord, run_id_for
 from app.core.scheduler import RunLoad
+from app.landing_turn import InLine
 from app.store import RunNotFound, RunStore
 
 
@@ -174,3 +176,53 @@ async def test_runs_wait_for_capacity_in_the_order_they_were_held_back(store: Ru
     await store.stop_waiting("r-first")
     assert "r-first" not in await store.waiting()
     await store.stop_waiting("r-later")
+
+
+async def test_the_landing_turn_hands_on_the_created_then_the_pushed_head(
+    store: RunStore,
+) -> None:
+    """The first holder learns the head the branch was created at; each release wakes one
+    waiter, which learns what the holder pushed."""
+    first = store.landing_turn("r1")
+    assert (await first.acquire()).head is None  # nothing known yet
+    await first.release()
+    await store.branch_created("r1", "b" * 40)
+    assert (await first.acquire()).head == "b" * 40
+    second = store.landing_turn("r1")
+    waiting = asyncio.create_task(second.acquire())
+    await asyncio.sleep(0.1)
+    assert not waiting.done()
+    await first.release("c" * 40)
+    assert (await asyncio.wait_for(waiting, 10)).head == "c" * 40
+    await second.release()
+
+
+async def test_a_story_in_line_hears_that_the_holder_landed_it(store: RunStore) -> None:
+    holder = store.landing_turn("r1")
+    await holder.acquire()
+    waiter = store.landing_turn("r1")
+    waiting = asyncio.create_task(waiter.acquire(ready='{"story": "S2"}'))
+    for _ in range(500):
+        if line := await holder.waiting():
+            break
+        await asyncio.sleep(0.01)
+    assert [w.ready for w in line] == ['{"story": "S2"}']
+    await holder.landed(line[0].ticket, "d" * 40)
+    assert await asyncio.wait_for(waiting, 10) == InLine(landed="d" * 40)
+    assert await holder.waiting() == []
+    await holder.release("d" * 40)
+
+
+async def test_a_story_that_stops_waiting_leaves_the_line(store: RunStore) -> None:
+    holder = store.landing_turn("r1")
+    await holder.acquire()
+    waiting = asyncio.create_task(store.landing_turn("r1").acquire(ready="{}"))
+    for _ in range(500):
+        if await holder.waiting():
+            break
+        await asyncio.sleep(0.01)
+    waiting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting
+    assert await holder.waiting() == []
+    await holder.release()

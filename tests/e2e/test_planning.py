@@ -7,7 +7,9 @@ import json
 from typing import Any
 
 import pytest
+from redis import Redis
 
+from app import keys
 from testbed.models.harness import RunningModelServer
 from testbed.waiting import wait_for
 from tests.e2e.harness import Bot, World, run_state
@@ -136,6 +138,12 @@ async def test_label_plans_and_posts_checklist_with_graph(
     assert state["branch"] == f"baro/issue-{issue.number}-statistics-module-please"
     assert world.state.branch_sha(repo, state["branch"]) == state["base_sha"]
     assert set(state["stories"]) == {"S1", "S2", "S3", "S4", "S5", "S6"}
+    # the head the first story lands on is known without a fetch (no story here lands)
+    client = Redis.from_url(bot.env["BARO_REDIS_URL"])
+    try:
+        assert client.get(keys.branch_head(state["id"])) == state["base_sha"].encode()
+    finally:
+        client.close()
 
 
 async def test_invalid_plan_is_repaired(world: World, bot: Bot, models: RunningModelServer) -> None:

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from app import keys
 from app.gitcmd import GitAuth, GitError
+from app.landing_turn import LandingTurn, Waiting
 from runner import workspace
-from runner.landing import Landed
+from runner.landing import Landed, OnRebased, Ready
 from runner.objects import numstat
 from runner.workspace import (
     CommitMessage,
@@ -503,34 +507,210 @@ async def test_mirror_lock_holds_across_instances(env: Env) -> None:
     assert await asyncio.wait_for(waiting, 10) is None
 
 
-async def test_stories_that_finish_together_land_in_turn_without_lost_races(
-    env: Env, redis_url: str
-) -> None:
-    """With the run's landing turn (a real Redis lock), three stories finishing at once land
-    one after another: each pushes once, the later ones merge onto the earlier ones."""
+class _GatedTurn(LandingTurn):
+    """The run's real landing turn, whose first holder looks at the line only once
+    `gate[0]` stories wait in it (stories that finish together, made deterministic)."""
+
+    def __init__(self, redis: Any, gate: list[int]) -> None:
+        super().__init__(redis, RUN)
+        self.gate = gate
+
+    async def waiting(self) -> list[Waiting]:
+        for _ in range(1000):
+            line = await super().waiting()
+            if len(line) >= self.gate[0]:
+                self.gate[0] = 0
+                return line
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"the line never held {self.gate[0]} stories")
+
+
+def _receive_packs(env: Env) -> int:
+    log = env.hub.state.request_log("GET", rf"/{env.repo.full_name}\.git/info/refs$")
+    return sum("git-receive-pack" in r.query for r in log)
+
+
+async def _land_together(
+    env: Env,
+    redis_url: str,
+    changes: dict[str, dict[str, str]],
+    on_rebased: OnRebased | None = None,
+    turn: type[_GatedTurn] = _GatedTurn,
+) -> list[Landed]:
+    """Each story (story → files it writes) prepared at one base, then all landed at once
+    through the run's real landing turn and line in Redis."""
     from app.queue import connect
-    from app.store import RunStore
 
     redis = connect(redis_url)
-    store = RunStore(redis)
     try:
-        trees = await asyncio.gather(*(env.prepare(f"S{i}") for i in (1, 2, 3)))
-        for i, wt in enumerate(trees, 1):
-            (wt.path / f"f{i}.py").write_text(f"v = {i}\n")
+        trees = await asyncio.gather(*(env.prepare(sid) for sid in changes))
+        for wt, files in zip(trees, changes.values(), strict=True):
+            for name, text in files.items():
+                (wt.path / name).write_text(text)
+        gate = [len(changes) - 1]
         results = await asyncio.gather(
             *(
-                land(wt, message(f"S{i}"), env.auth, turn=store.landing_turn(RUN))
-                for i, wt in enumerate(trees, 1)
+                land(
+                    wt,
+                    message(sid),
+                    env.auth,
+                    turn=turn(redis, gate),
+                    on_rebased=on_rebased,
+                )
+                for sid, wt in zip(changes, trees, strict=True)
+            )
+        )
+        assert await redis.exists(keys.landing_line(RUN)) == 0  # nobody left in line
+    finally:
+        await redis.aclose(close_connection_pool=True)
+    for wt in trees:
+        await cleanup(wt)
+    return results
+
+
+async def test_stories_that_finish_together_land_in_one_push(env: Env, redis_url: str) -> None:
+    """Three stories in line at once: the turn's holder merges the other two onto its own
+    commit and pushes all three once; each story gets its own commit on the branch."""
+    pushes = _receive_packs(env)
+    changes = {f"S{i}": {f"f{i}.py": f"v = {i}\n"} for i in (1, 2, 3)}
+    results = await _land_together(env, redis_url, changes)
+    assert _receive_packs(env) == pushes + 1
+    assert sorted(r.attempts for r in results) == [0, 0, 1]  # one push, two taken along
+    holder = next(r for r in results if r.attempts)
+    assert holder.along == 2 and holder.head == env.head()
+    commits = env.story_commits()
+    assert len(commits) == 3
+    for sid in changes:  # one commit per story, each with its own message
+        assert sum(f"Baro-Story: {sid}" in c for c in commits) == 1, commits
+    assert all(env.read(f"f{i}.py") == f"v = {i}\n" for i in (1, 2, 3))
+    assert {r.sha for r in results} == set(env.git("rev-list", f"main..{BRANCH}").split())
+
+
+async def test_a_waiting_story_that_must_recheck_lands_in_its_own_turn(
+    env: Env, redis_url: str
+) -> None:
+    """Two stories change the same file without conflicting: the waiting one must run its
+    checks on the merge, which only its own runner can, so it is not taken along."""
+    rechecked: list[Sequence[str]] = []
+
+    async def recheck(overlap: Sequence[str]) -> None:
+        rechecked.append(overlap)
+
+    lines = [f"v{i} = {i}\n" for i in range(8)]
+    setup = await env.prepare("S0")
+    (setup.path / "a.py").write_text("".join(lines))
+    await land(setup, message("S0"), env.auth)
+    await cleanup(setup)
+    changes = {
+        "S1": {"a.py": "".join(["v0 = 10\n", *lines[1:]])},
+        "S2": {"a.py": "".join([*lines[:-1], "v7 = 70\n"])},
+    }
+    pushes = _receive_packs(env)
+    results = await _land_together(env, redis_url, changes, on_rebased=recheck)
+    assert _receive_packs(env) == pushes + 2
+    assert sorted(r.attempts for r in results) == [1, 1]
+    assert rechecked == [["a.py"]]
+    assert env.read("a.py") == "".join(["v0 = 10\n", *lines[1:-1], "v7 = 70\n"])
+
+
+async def test_a_conflicting_waiting_story_is_left_to_its_agent(env: Env, redis_url: str) -> None:
+    """A waiting story whose merge conflicts is not taken along: it lands in its own turn,
+    where the conflict goes back to its agent."""
+    resolved: list[tuple[str, ...]] = []
+
+    async def resolve(conflict: Conflict) -> bool:
+        resolved.append(conflict.files)
+        (conflict.worktree / "a.py").write_text("x = 3\ny = 2\n")
+        return True
+
+    from app.queue import connect
+
+    redis = connect(redis_url)
+    try:
+        trees = await asyncio.gather(env.prepare("S1"), env.prepare("S2"))
+        for wt, value in zip(trees, ("1_1", "2_2"), strict=True):
+            (wt.path / "a.py").write_text(f"x = {value}\ny = 2\n")
+        gate = [1]
+        results = await asyncio.gather(
+            *(
+                land(wt, message(sid), env.auth, turn=_GatedTurn(redis, gate), on_conflict=resolve)
+                for sid, wt in zip(("S1", "S2"), trees, strict=True)
             )
         )
     finally:
         await redis.aclose(close_connection_pool=True)
-    assert [r.attempts for r in results] == [1, 1, 1]  # nobody lost a race
-    assert sorted(r.rebased for r in results) == [False, True, True]
-    assert len(env.story_commits()) == 3
-    assert all(env.read(f"f{i}.py") == f"v = {i}\n" for i in (1, 2, 3))
+    assert sorted(r.attempts for r in results) == [1, 1]
+    assert resolved == [("a.py",)]
+    assert env.read("a.py") == "x = 3\ny = 2\n"
+    assert len(env.story_commits()) == 2
     for wt in trees:
         await cleanup(wt)
+
+
+async def test_hostile_or_broken_entries_in_the_line_are_ignored(env: Env, redis_url: str) -> None:
+    """The line is read back from Redis: entries that are not JSON, carry option-shaped
+    "shas", name another branch or a commit this mirror lacks never reach git as such and
+    never stop the holder's push."""
+    from app.queue import connect
+
+    redis = connect(redis_url)
+    fields: dict[str, Any] = {
+        "run_id": RUN,
+        "story_id": "S9",
+        "branch": BRANCH,
+        "sha": "c" * 40,
+        "base": "d" * 40,
+        "text": "x",
+        "recheck": False,
+        "author_name": "n",
+        "author_email": "e@x",
+    }
+
+    def entry(at: int, ready: Ready) -> str:
+        return json.dumps({"at": at, "ready": ready.model_dump_json()})
+
+    hostile = {**fields, "sha": "--upload-pack=touch /tmp/x", "base": "--all"}
+    assert Ready.decode(Ready.model_construct(**hostile).model_dump_json()) is None
+    forged = {
+        "junk": "not json",
+        "noready": json.dumps({"at": 1}),
+        "option": entry(2, Ready.model_construct(**hostile)),
+        "elsewhere": entry(3, Ready(**{**fields, "branch": "baro/other"})),
+        "missing": entry(4, Ready(**fields)),  # commits this mirror does not hold
+    }
+    try:
+        await redis.hset(keys.landing_line(RUN), mapping=forged)  # type: ignore[misc]
+        wt = await env.prepare("S1")
+        (wt.path / "b.py").write_text("b = 1\n")
+        landed = await land(wt, message("S1"), env.auth, turn=LandingTurn(redis, RUN))
+        assert (landed.attempts, landed.along) == (1, 0)
+        assert env.head() == landed.sha
+        assert await redis.hlen(keys.landing_line(RUN)) == len(forged)  # left alone  # type: ignore[misc]
+    finally:
+        await redis.delete(keys.landing_line(RUN))
+        await redis.aclose(close_connection_pool=True)
+    await cleanup(wt)
+
+
+class _ForgetfulTurn(_GatedTurn):
+    """A holder that pushes a waiting story but dies before telling it."""
+
+    async def landed(self, ticket: str, sha: str) -> None:
+        raise ConnectionError("the holder's runner died")
+
+
+async def test_a_story_pushed_but_never_told_finds_its_commit_itself(
+    env: Env, redis_url: str
+) -> None:
+    """The holder's push carried a waiting story but the word never came: the story gets
+    the turn later, finds its commit on the handed-on head, and pushes nothing again."""
+    changes = {f"S{i}": {f"h{i}.py": f"v = {i}\n"} for i in (1, 2)}
+    pushes = _receive_packs(env)
+    results = await _land_together(env, redis_url, changes, turn=_ForgetfulTurn)
+    assert _receive_packs(env) == pushes + 1
+    assert sorted(r.attempts for r in results) == [0, 1]
+    assert len(env.story_commits()) == 2
+    assert {r.sha for r in results} == set(env.git("rev-list", f"main..{BRANCH}").split())
 
 
 async def _in_turn(
