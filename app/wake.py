@@ -14,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from arq.connections import ArqRedis
 from arq.jobs import Job
 from arq.worker import Worker
+from redis.asyncio import Redis
 
 from app import keys
 
@@ -30,6 +32,30 @@ LISTEN_RETRY_SECONDS = 1.0
 
 def wake_channel(queue: str) -> str:
     return f"{keys.PREFIX}wake:{queue}"
+
+
+async def listen(redis: Redis, channel: str, on_message: Callable[[bytes], None]) -> None:
+    """Call `on_message` with each message's data on `channel` until cancelled; a lost
+    subscription is made again, and `on_message(b"")` then says that messages may have
+    been missed meanwhile."""
+    while True:
+        pubsub = redis.pubsub()
+        try:
+            await pubsub.subscribe(channel)
+            on_message(b"")
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+                if message is not None:
+                    data = message.get("data")
+                    on_message(data if isinstance(data, bytes) else b"")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("subscription to %s lost (%s); subscribing again", channel, exc)
+            await asyncio.sleep(LISTEN_RETRY_SECONDS)
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
 class WakingRedis(ArqRedis):
@@ -83,24 +109,7 @@ class WakingWorker(Worker):
         self._woken.set()
 
     async def _listen(self) -> None:
-        channel = wake_channel(self.queue_name)
-        while True:
-            pubsub = self.pool.pubsub()
-            try:
-                await pubsub.subscribe(channel)
-                self._woken.set()  # anything enqueued while not subscribed
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
-                    if message is not None:
-                        self._woken.set()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("wake-up channel %s lost (%s); polling meanwhile", channel, exc)
-                await asyncio.sleep(LISTEN_RETRY_SECONDS)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await listen(self.pool, wake_channel(self.queue_name), lambda _: self._woken.set())
 
     async def close(self) -> None:
         if self._listener is not None:

@@ -114,10 +114,14 @@ class Mirror:
             finally:
                 os.close(fd)
 
-    async def fetch(self, branch: str, auth: GitAuth) -> str:
-        """Bring `branch` up to date (creating the mirror if needed); return its head sha."""
+    async def fetch(self, branch: str, auth: GitAuth, *, unless: str | None = None) -> str:
+        """Bring `branch` up to date (creating the mirror if needed); return its head sha.
+        With `unless`, a commit that another fetch brought in while this one waited for the
+        lock is enough: it is returned without asking the server again."""
         check_branch(branch)
         async with self.locked():
+            if unless is not None and await self.has_commit(unless):
+                return unless
             await self._ensure()
             ref = f"refs/heads/{branch}"
             args = ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "origin"]

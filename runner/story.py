@@ -31,6 +31,7 @@ from app.llm.prices import PriceTable
 from app.llm.types import Usage
 from app.settings import Settings
 from app.store import RunStore
+from app.warmup import WarmUp
 from runner.agent import (
     COMMAND_NOT_FOUND,
     AgentResult,
@@ -403,6 +404,16 @@ class StoryRunner:
             )
         except Exception:  # debugging aid only: never fail a story over it
             log.warning("could not save the transcript of %s/%s", run_id, story_id)
+
+    async def warm(self, warm: WarmUp) -> None:
+        """The run's base in this runner's mirror, and its token minted, while it is being
+        planned (`app.warmup`)."""
+        run = await self.store.find(warm.run_id)
+        if run is None:
+            return
+        repo, auth = await self.access(run)
+        if await self.workspaces.warm(repo, warm.branch, warm.sha, auth):
+            log.info("warmed the mirror of %s for run %s", repo.full_name, run.id)
 
     async def access(self, run: Run) -> tuple[RepoRef, GitAuth]:
         """The repository and a fresh token that may push to it (never stored)."""

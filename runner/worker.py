@@ -23,6 +23,7 @@ from app.logs import job_context
 from app.queue import HEALTH_CHECK_INTERVAL, IDLE_POLL_SECONDS, RUNNER_QUEUE
 from app.services import SERVICES, Services, arq_worker, services_of
 from app.settings import Settings
+from app.warmup import WarmUps
 from runner.environment import Environments
 from runner.housekeeping import sweep
 from runner.images import ImageStore
@@ -54,9 +55,11 @@ class RunnerServices(Services):
     preparation: Preparation
     story_runner: StoryRunner
     presence: RunnerPresence
+    warmups: WarmUps
     housekeeping: asyncio.Task[None]
 
     async def close(self) -> None:
+        await self.warmups.stop()
         await self.presence.stop()
         self.housekeeping.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -205,6 +208,8 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
             shared.metrics, runner_id, settings.runner_concurrency, HEALTH_CHECK_INTERVAL
         )
         await presence.start()
+        warmups = WarmUps(shared.redis, story_runner.warm)
+        warmups.start()
         log.info("runner %s ready (sandbox: %s)", runner_id, settings.sandbox)
         return RunnerServices(
             **shared.shared(),
@@ -213,6 +218,7 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
             preparation=preparation,
             story_runner=story_runner,
             presence=presence,
+            warmups=warmups,
             housekeeping=asyncio.create_task(housekeeping(settings, workspaces, images, setups)),
         )
 

@@ -73,6 +73,15 @@ class Workspaces:
         self._idle: dict[Mirror, list[tuple[Path, HashCache, float]]] = {}
         self._fresh: dict[tuple[Path, str], tuple[str, float]] = {}
 
+    async def warm(self, repo: RepoRef, branch: str, sha: str, auth: GitAuth) -> bool:
+        """Fetch `branch` unless this mirror holds `sha` already; True when it fetched."""
+        check_branch(branch)
+        mirror = self.mirrors.get(repo)
+        if await mirror.has_commit(sha):
+            return False
+        await mirror.fetch(branch, auth)
+        return True
+
     async def prepare(
         self,
         repo: RepoRef,
@@ -96,8 +105,8 @@ class Workspaces:
             head = fresh[0]
         elif known_head is not None and await mirror.has_commit(known_head):
             head = known_head
-        else:
-            head = await mirror.fetch(branch, auth)
+        else:  # a warm-up (`app.warmup`) may be fetching it right now
+            head = await mirror.fetch(branch, auth, unless=known_head)
         pool = self._idle.get(mirror, [])
         while True:
             reused = bool(pool)

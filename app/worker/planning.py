@@ -32,6 +32,7 @@ from app.llm.prices import PriceTable, load_prices
 from app.run_links import RunLinks
 from app.settings import Settings
 from app.store import RunStore
+from app.warmup import WarmUp, announce
 from app.worker.engine_planner import EngineFactory, make_plan_on_engine
 from app.worker.phase_models import ModelUnavailable, phase_client
 from app.worker.planner import (
@@ -145,6 +146,7 @@ class Planning:
             try:
                 await shallow_clone(repository.clone_url, checkout, auth, source)
                 base_sha = (await run_git(["rev-parse", "HEAD"], cwd=checkout)).strip()
+                await announce(self.store.redis, WarmUp(run_id=run.id, branch=source, sha=base_sha))
                 repo = ReadOnlyRepo(checkout)
 
                 async def default_branch_file(path: str) -> str | None:

@@ -237,6 +237,12 @@ async def test_a_refused_change_is_undone_by_the_agent_and_reported(
     assert "## Refused changes" in body and "**S1** vendor/.git: a nested git repository" in body
 
 
+def test_runners_warmed_their_mirrors_while_the_runs_above_were_planned(runners_bot: Bot) -> None:
+    """Planning announces its base (`app.warmup`); a runner fetched it before any story
+    needed it at least once over the runs above (each on a new repository)."""
+    assert "warmed the mirror of" in runners_bot.logs()
+
+
 def test_no_secret_reaches_logs_comments_or_prompts(
     world: World, runners_bot: Bot, models: RunningModelServer
 ) -> None:

@@ -776,3 +776,34 @@ async def test_a_branch_moved_outside_the_turn_is_fetched_not_overwritten(
     messages = env.story_commits()
     assert len(messages) == 3 and "by hand" in messages
     assert env.read("g0.py") == "w = 0\n" and env.read("g1.py") == "w = 1\n"
+
+
+async def test_warming_fetches_a_base_the_mirror_lacks_and_only_then(env: Env) -> None:
+    """A warm-up fetches the announced base into a cold mirror; once it is there, neither
+    another warm-up nor the first story's worktree (on the created head) asks the server."""
+    base = env.head()
+    assert base is not None
+    before = _upload_packs(env)
+    assert await env.ws.warm(env.ref, BRANCH, base, env.auth) is True
+    fetched = _upload_packs(env)
+    assert fetched > before
+    assert await env.ws.warm(env.ref, BRANCH, base, env.auth) is False
+    wt = await env.ws.prepare(
+        env.ref, BRANCH, env.auth, run_id=RUN, story_id="S1", attempt=1, known_head=base
+    )
+    assert wt.base == base and _upload_packs(env) == fetched
+    await cleanup(wt)
+
+
+async def test_a_fetch_that_waited_for_one_bringing_its_commit_does_not_fetch_again(
+    env: Env,
+) -> None:
+    base = env.head()
+    assert base is not None
+    await env.ws.warm(env.ref, BRANCH, base, env.auth)  # the mirror holds the base now
+    mirror = env.ws.mirrors.get(env.ref)
+    fetched = _upload_packs(env)
+    assert await mirror.fetch(BRANCH, env.auth, unless=base) == base
+    assert _upload_packs(env) == fetched
+    assert await mirror.fetch(BRANCH, env.auth, unless="f" * 40) == base  # not here: fetched
+    assert _upload_packs(env) > fetched
