@@ -73,6 +73,16 @@ class Jobs:
             job_id=f"finished:{run_id}:{story_id}:{attempt}",
         )
 
+    async def story_landing(self, run_id: str, story_id: str, attempt: int) -> None:
+        """The attempt's agent is done: the orchestrator may fill its slot."""
+        await self._enqueue(
+            ORCHESTRATOR_QUEUE,
+            "story_landing",
+            run_id,
+            story_id,
+            job_id=f"landing:{run_id}:{story_id}:{attempt}:{uuid.uuid4().hex[:8]}",
+        )
+
     async def refresh(self, run_id: str) -> None:
         """Dispatch what can start and re-render the tracking comment."""
         await self._enqueue(ORCHESTRATOR_QUEUE, "refresh_run", run_id)

@@ -90,6 +90,7 @@ def arq_worker(
     functions: Sequence[Function],
     start: Callable[[Services], Awaitable[Services]],
     cron_jobs: Sequence[CronJob] = (),
+    worker_class: type[WakingWorker] = WakingWorker,
     **options: Any,
 ) -> Worker:
     """An arq Worker with baro's shared options: JSON jobs (never pickle), explicit
@@ -119,7 +120,7 @@ def arq_worker(
         "health_check_interval": HEALTH_CHECK_INTERVAL,
     }
     merged.update(options)
-    return WakingWorker(**merged)
+    return worker_class(**merged)
 
 
 __all__ = ["SERVICES", "Services", "arq_worker", "services_of"]

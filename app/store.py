@@ -21,7 +21,7 @@ from app import keys
 from app.core.check_run import CheckRef
 from app.core.debounce import edit_window
 from app.core.run import Run, now
-from app.core.scheduler import RunLoad
+from app.core.scheduler import RunLoad, back_to_work, max_parallel_of, set_landing
 from app.landing_turn import BRANCH_HEAD_TTL, LandingTurn, read_head
 from app.metrics import Metrics
 
@@ -277,6 +277,29 @@ class RunStore:
 
     async def stop_waiting(self, run_id: str) -> None:
         await self.redis.zrem(keys.WAITING_FOR_CAPACITY, run_id)
+
+    async def set_landing(self, run_id: str, story_id: str, attempt: int) -> bool:
+        """The attempt's agent is done: it holds no agent slot while it lands."""
+        run = await self.update(run_id, lambda r: set_landing(r, story_id, attempt, True))
+        record = run.stories.get(story_id)
+        return record is not None and record.landing
+
+    async def back_to_work(
+        self, run_id: str, story_id: str, attempt: int, global_cap: int, default_parallel: int
+    ) -> bool:
+        """Take an agent slot back for a landing story (its conflict needs the agent),
+        within the limits a dispatch keeps: False while there is no room."""
+        async with self.dispatch_lock():
+            others = [r for r in await self.loads() if r.run_id != run_id]
+
+            def reclaim(r: Run) -> Run | None:
+                parallel = max_parallel_of(r, default_parallel)
+                return back_to_work(r, story_id, attempt, others, global_cap, parallel)
+
+            run = await self.update(run_id, reclaim)
+        record = run.stories.get(story_id)
+        current = record is not None and record.state == "running" and record.attempts == attempt
+        return not (current and record is not None and record.landing)
 
     async def branch_head(self, run_id: str) -> str | None:
         """The run branch's head as its last landing turn pushed it, or as it was created (a

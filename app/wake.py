@@ -104,6 +104,10 @@ class WakingWorker(Worker):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._woken.wait(), self.idle_poll)
 
+    def wake(self) -> None:
+        """Poll now (a job of this worker freed its slot early)."""
+        self._woken.set()
+
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()
         self._woken.set()

@@ -52,6 +52,7 @@ from runner.landing import Conflict, LandError, OnRebased, Turn, land
 from runner.mirror import RepoRef
 from runner.sandbox import CommandSandbox, NoSandbox, Sandbox
 from runner.setup import SetupFailed
+from runner.slots import AgentSlots, AttemptSlot
 from runner.tools import TOOL_SPECS
 from runner.workspace import Workspaces
 from runner.worktree import Worktree, inspect
@@ -128,6 +129,9 @@ class StoryRunner:
     prices: PriceTable
     notify: Callable[[str, str, int], Awaitable[None]]
     """(run_id, story_id, attempt) → the orchestrator's `story_finished`."""
+    landing: Callable[[str, str, int], Awaitable[None]]
+    """(run_id, story_id, attempt) → the orchestrator's `story_landing`: a slot is free."""
+    slots: AgentSlots
     runner_id: str
     verified: Callable[[str, int], Awaitable[None]]
     """(run_id, round) → the orchestrator's `run_verified`."""
@@ -346,8 +350,27 @@ class StoryRunner:
                 outcome.kind, outcome.message = "cancelled", "the run was cancelled"
                 return outcome
 
+            attempt = record.attempts
+            slot = AttemptSlot(
+                self.slots,
+                give_up=lambda: self.store.set_landing(run.id, story.id, attempt),
+                announce=lambda: self.landing(run.id, story.id, attempt),
+                take_back=lambda: self.store.back_to_work(
+                    run.id,
+                    story.id,
+                    attempt,
+                    self.settings.max_stories_in_flight,
+                    self.settings.max_parallel,
+                ),
+            )
+            cleanup.callback(slot.close)
+
             async def resolve(conflict: Conflict) -> bool:
-                return await agent.resolve_conflict(list(conflict.files), conflict.details)
+                await slot.take()  # the agent works again: within the limits, as it started
+                try:
+                    return await agent.resolve_conflict(list(conflict.files), conflict.details)
+                finally:
+                    await slot.free()
 
             async def recheck(overlap: Sequence[str]) -> None:
                 red = [r for r in await agent.verify() if not r.passed]
@@ -368,6 +391,8 @@ class StoryRunner:
                 summary=agent.result.summary,
                 co_author=(run.requester, run.requester_id) if run.requester_id else None,
             )
+            # The agent is done: its slot goes to the next story while this one lands.
+            await slot.free()
             try:
                 landed = await _land(
                     wt, message, auth, resolve, recheck, self.store.landing_turn(run.id)

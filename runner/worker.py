@@ -32,6 +32,7 @@ from runner.prepare import Preparation
 from runner.presence import RunnerPresence
 from runner.sandbox import SandboxPolicy, SandboxUnavailable, make_sandbox
 from runner.setup import Setups
+from runner.slots import AgentSlots, RunnerWorker
 from runner.story import StoryRunner
 from runner.workspace import Workspaces
 
@@ -163,6 +164,7 @@ def prepare_data_dir(data_dir: Path) -> None:
 
 def build_worker(settings: Settings, **overrides: Any) -> Worker:
     runner_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    agent_slots = AgentSlots(settings.runner_concurrency)
 
     async def start(shared: Services) -> Services:
         prepare_data_dir(settings.runner_data_dir)
@@ -200,6 +202,8 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
             http=shared.http,
             prices=load_prices(settings.prices_file),
             notify=shared.jobs.story_finished,
+            landing=shared.jobs.story_landing,
+            slots=agent_slots,
             runner_id=runner_id,
             verified=shared.jobs.run_verified,
             preparation=preparation,
@@ -227,7 +231,6 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
         "on_job_end": job_ended,
         "job_timeout": STORY_TIMEOUT,
         "job_completion_wait": 30,
-        "max_jobs": settings.runner_concurrency,
         "poll_delay": 0.02,
         "idle_poll": IDLE_POLL_SECONDS,
         **overrides,
@@ -242,5 +245,7 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
             func(prepare_run, name="prepare_run", timeout=PREPARE_TIMEOUT, max_tries=3),
         ],
         start=start,
+        worker_class=RunnerWorker,
+        agent_slots=agent_slots,
         **options,
     )

@@ -164,6 +164,12 @@ class StoryRecord(BaseModel):
     """Why the attempt before this one failed (shown to the retrying agent)."""
     awaiting_decision: bool = False
     """A runner reported a failure that the orchestrator has not yet acted on."""
+    landing: bool = False
+    """Running, with its agent done: the story is being committed and pushed, which holds
+    no agent slot (`scheduler.working`), so another story may start beside it."""
+    wants_agent: bool = False
+    """Landing, and its agent is needed again (a conflict): the next free slot is kept for
+    it (`scheduler.back_to_work`)."""
     evidence: list[str] = Field(default_factory=list)
     summary: str | None = None
     refusals: list[str] = Field(default_factory=list)

@@ -29,6 +29,20 @@ class RetryBudget:
     infra_retries: int = 2
 
 
+def working(run: Run) -> int:
+    """Stories whose agent is at work: what `max_parallel` and the stories-in-flight cap
+    count. A story that is landing (its agent done, its commit being pushed) needs no agent
+    slot until a conflict sends it back to its agent (`back_to_work`)."""
+    return sum(1 for r in run.stories.values() if r.state == "running" and not r.landing)
+
+
+def wanting(run: Run) -> int:
+    """Landing stories waiting to get an agent slot back."""
+    return sum(
+        1 for r in run.stories.values() if r.state == "running" and r.landing and r.wants_agent
+    )
+
+
 def admit(run: Run, max_parallel: int, capacity: int | None = None) -> list[str]:
     """Stories to start now: ready ones, critical path first, within the limits."""
     if run.plan is None or run.state != "running":
@@ -41,9 +55,10 @@ def admit(run: Run, max_parallel: int, capacity: int | None = None) -> list[str]
     remaining = remaining_path_length(run.plan, TIER_WEIGHTS)
     order = {s.id: i for i, s in enumerate(run.plan.stories)}
     ready.sort(key=lambda sid: (-remaining[sid], order[sid]))
-    slots = max(0, max_parallel - len(running))
+    kept = wanting(run)  # slots kept for landing stories whose agent is needed again
+    slots = max(0, max_parallel - working(run) - kept)
     if capacity is not None:
-        slots = min(slots, max(0, capacity))
+        slots = min(slots, max(0, capacity - kept))
     return ready[:slots]
 
 
@@ -62,9 +77,47 @@ def mark_dispatched(run: Run, story_ids: list[str]) -> Run:
                 "failure": None,
                 "failure_kind": None,
                 "previous_failure": _previous_failure(record),
+                "landing": False,
+                "wants_agent": False,
             }
         )
     return run.model_copy(update={"stories": stories})
+
+
+def max_parallel_of(run: Run, default: int) -> int:
+    """The run's `max_parallel`: the repository's `.github/baro.yml`, else the default."""
+    configured = run.repo_config.max_parallel if run.repo_config else None
+    return configured or default
+
+
+def set_landing(
+    run: Run, story_id: str, attempt: int, landing: bool, wants_agent: bool = False
+) -> Run | None:
+    """The attempt's agent is done (landing), needed again (landing, wants_agent) or back at
+    work (neither); None when the attempt is no longer the story's running one, or nothing
+    changes."""
+    record = run.stories.get(story_id)
+    if record is None or record.state != "running" or record.attempts != attempt:
+        return None
+    if (record.landing, record.wants_agent) == (landing, wants_agent):
+        return None
+    update = {"landing": landing, "wants_agent": wants_agent}
+    stories = {**run.stories, story_id: record.model_copy(update=update)}
+    return run.model_copy(update={"stories": stories})
+
+
+def back_to_work(
+    run: Run, story_id: str, attempt: int, others: list[RunLoad], global_cap: int, max_parallel: int
+) -> Run | None:
+    """A landing story's agent is needed again (a conflict): it takes an agent slot back
+    only within the limits a dispatch keeps; until then it asks for one (`wants_agent`),
+    which keeps the run's next free slot for it. None: nothing changes now."""
+    room = working(run) < max_parallel and (
+        fair_capacity([*others, RunLoad.of(run)], run.installation_id, global_cap) >= 1
+    )
+    if room:
+        return set_landing(run, story_id, attempt, False)
+    return set_landing(run, story_id, attempt, True, wants_agent=True)
 
 
 def _previous_failure(record: StoryRecord) -> str | None:
@@ -232,8 +285,8 @@ def stop_for_budget(run: Run, budget_usd: float) -> Run | None:
 @dataclass(frozen=True)
 class RunLoad:
     """What fair share needs of a run: whose it is, whether it executes, its stories in
-    flight and those still to start (read for every active run in one step:
-    `RunStore.loads`)."""
+    flight (`running`: their agents at work, see `working`) and those still to start (read
+    for every active run in one step: `RunStore.loads`)."""
 
     run_id: str
     installation_id: int
@@ -243,10 +296,8 @@ class RunLoad:
 
     @classmethod
     def of(cls, run: Run) -> RunLoad:
-        states = [r.state for r in run.stories.values()]
-        return cls(
-            run.id, run.installation_id, run.state, states.count("running"), states.count("pending")
-        )
+        pending = sum(1 for r in run.stories.values() if r.state == "pending")
+        return cls(run.id, run.installation_id, run.state, working(run), pending)
 
 
 def fair_capacity(loads: list[RunLoad], installation_id: int, global_cap: int) -> int:

@@ -159,6 +159,13 @@ async def story_finished(ctx: dict[str, Any], run_id: str, story_id: str) -> str
     return await orchestrator.story_finished(run_id, story_id)
 
 
+@job_context(run="run_id", story="story_id")
+async def story_landing(ctx: dict[str, Any], run_id: str, story_id: str) -> str:
+    """A story's agent is done and it is landing: its agent slot is free."""
+    orchestrator = _services(ctx).orchestrator
+    return await orchestrator.slot_freed(run_id)
+
+
 @job_context(run="run_id")
 async def refresh_run(ctx: dict[str, Any], run_id: str, forced: bool = True) -> str:
     """After a command (`forced`: shown at once), or at the end of a comment's edit window
@@ -217,6 +224,7 @@ def build_worker(
             func(plan_run, name="plan_run", max_tries=PLAN_MAX_TRIES, timeout=PLAN_TIMEOUT),
             func(start_run, name="start_run"),
             func(story_finished, name="story_finished"),
+            func(story_landing, name="story_landing"),
             func(refresh_run, name="refresh_run", keep_result=0, max_tries=REFRESH_MAX_TRIES),
             func(run_verified, name="run_verified"),
             func(review_run, name="review_run", max_tries=3, timeout=PLAN_TIMEOUT),

@@ -32,6 +32,7 @@ from app.core.scheduler import (
     fair_capacity,
     finished,
     mark_dispatched,
+    max_parallel_of,
     stop_for_budget,
 )
 from app.core.scheduler import on_failure as decide_failure
@@ -206,6 +207,13 @@ class Orchestrator:
         run = await self.store.get(run_id)
         await self.render(run)
         return run.stories[story_id].state
+
+    async def slot_freed(self, run_id: str) -> str:
+        """A story of the run is landing: its agent slot goes to the next story, of this
+        run or of one waiting for capacity (the checklist shows it with the next edit)."""
+        started = await self.dispatch(run_id, show=False)
+        await self.admit_waiting(run_id)
+        return f"started {len(started)}"
 
     async def admit_waiting(self, freed_by: str | None = None) -> None:
         """A slot freed: runs held back for capacity go now, longest waiting first, as far
@@ -515,8 +523,7 @@ class Orchestrator:
         return bool(admit(run, self._max_parallel(run))) or finished(run)
 
     def _max_parallel(self, run: Run) -> int:
-        configured = run.repo_config.max_parallel if run.repo_config else None
-        return configured or self.settings.max_parallel
+        return max_parallel_of(run, self.settings.max_parallel)
 
 
 def tracking_body(run: Run, page_url: str | None = None) -> str:

@@ -226,3 +226,29 @@ async def test_a_story_that_stops_waiting_leaves_the_line(store: RunStore) -> No
         await waiting
     assert await holder.waiting() == []
     await holder.release()
+
+
+async def test_a_landing_story_leaves_the_load_and_takes_its_slot_back(store: RunStore) -> None:
+    """Marking an attempt landing and back at work goes through the same atomic update
+    that keeps the load table, so fair share sees agents at work only."""
+    run, _ = await store.create(make_run("d-landing", 11))
+
+    def running(r: Run) -> Run:
+        stories = {
+            "S1": StoryRecord(state="running", attempts=1),
+            "S2": StoryRecord(state="running", attempts=1),
+        }
+        return r.model_copy(update={"state": "running", "stories": stories})
+
+    await store.update(run.id, running)
+    assert await store.set_landing(run.id, "S1", 2) is False  # a stale attempt
+    assert await store.set_landing(run.id, "S1", 1) is True
+    loads = {load.run_id: load for load in await store.loads()}
+    assert loads[run.id].running == 1
+    # no room (a cap of one, taken by S2): it asks and keeps the next slot
+    assert await store.back_to_work(run.id, "S1", 1, global_cap=1, default_parallel=8) is False
+    assert (await store.get(run.id)).stories["S1"].wants_agent
+    assert await store.back_to_work(run.id, "S1", 1, global_cap=2, default_parallel=8) is True
+    record = (await store.get(run.id)).stories["S1"]
+    assert not record.landing and not record.wants_agent
+    assert {load.run_id: load for load in await store.loads()}[run.id].running == 2

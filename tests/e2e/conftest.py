@@ -75,6 +75,14 @@ def e2e_redis() -> Iterator[RedisServer]:
     shutil.rmtree(server.dir, ignore_errors=True)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def fresh_e2e_redis(e2e_redis: RedisServer) -> None:
+    """Each module's bots start on an empty Redis: a run or a queued job that an earlier
+    module's bot left behind would otherwise be picked up by this module's processes, with
+    this module's routing (a leftover story sent to the codex engine's scripted turns)."""
+    e2e_redis.flush()
+
+
 @pytest.fixture(scope="module")
 def bot(world: World, e2e_redis: RedisServer, models: RunningModelServer) -> Iterator[Bot]:
     """Shared web + worker processes; tests use their own repos and issues."""

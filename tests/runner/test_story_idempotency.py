@@ -7,6 +7,7 @@ and a stale attempt must never produce a second commit.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -29,6 +30,7 @@ from app.llm.prices import load_prices
 from app.settings import Settings
 from app.store import RunStore
 from runner.sandbox import SandboxPolicy, make_sandbox
+from runner.slots import AgentSlots
 from runner.story import StoryRunner
 from runner.workspace import Workspaces
 from testbed.github.server import TestbedServer, running_testbed
@@ -124,8 +126,13 @@ class Calls:
     notified: list[tuple[str, str, int]] = field(default_factory=list)
     verified: list[tuple[str, int]] = field(default_factory=list)
 
+    landings: list[tuple[str, str, int]] = field(default_factory=list)
+
     async def notify(self, run_id: str, story_id: str, attempt: int) -> None:
         self.notified.append((run_id, story_id, attempt))
+
+    async def landing(self, run_id: str, story_id: str, attempt: int) -> None:
+        self.landings.append((run_id, story_id, attempt))
 
     async def on_verified(self, run_id: str, round_: int) -> None:
         self.verified.append((run_id, round_))
@@ -239,6 +246,8 @@ async def harness(hub: Hub, redis_url: str, data_dir: Path) -> AsyncIterator[Har
             http=http,
             prices=load_prices(),
             notify=calls.notify,
+            landing=calls.landing,
+            slots=AgentSlots(2),
             runner_id="test-runner",
             verified=calls.on_verified,
         )
@@ -254,6 +263,8 @@ async def test_a_story_lands_once_however_often_its_job_runs(harness: Harness) -
     model_calls = h.model_calls()
 
     assert await h.runner.run_story(RUN_ID, "S1", 1) == "landed"
+    # its agent slot was given up before it landed, and the runner's count is back
+    assert h.calls.landings == [(RUN_ID, "S1", 1)] and h.runner.slots.landing == 0
     first = await h.record()
     commits = h.commits()
     assert len(commits) == 2 and commits[0].endswith(f"S1: {STORY_TITLE}")
@@ -319,3 +330,100 @@ async def test_a_stale_attempt_is_a_no_op(harness: Harness) -> None:
     assert await h.runner.run_story(RUN_ID, "S1", 2) == "another runner holds this story"
     assert (await h.store.get(RUN_ID)).stories == before.stories
     assert h.calls.notified == []
+
+
+def _edit(text: str) -> dict[str, Any]:
+    return {
+        "tool_calls": [
+            {
+                "name": "editor",
+                "arguments": {"command": "create", "path": "idem.txt", "file_text": text},
+            }
+        ],
+        "usage": {"input": 500, "output": 40},
+    }
+
+
+def _finish(summary: str) -> dict[str, Any]:
+    return {
+        "tool_calls": [{"name": "finish", "arguments": {"summary": summary}}],
+        "usage": {"input": 600, "output": 10},
+    }
+
+
+async def test_a_conflict_takes_the_agent_slot_back_then_gives_it_up_again(
+    harness: Harness,
+) -> None:
+    """While S1's agent worked, someone wrote idem.txt on the run branch: S1's landing
+    conflicts, so its agent works again. It takes its agent slot back first (the limits a
+    dispatch keeps), resolves, and gives the slot up again to land."""
+    from app.warmup import WarmUp
+
+    h = harness
+    script = {
+        "rules": [
+            {
+                "name": "S1",
+                "match": {"first_user": f"Implement story S1: {STORY_TITLE}"},
+                "turns": [
+                    _edit("idem\n"),
+                    _finish("Added idem."),
+                    _edit("idem\nhuman\n"),
+                    _finish("Kept both lines."),
+                ],
+            }
+        ]
+    }
+    h.models.set_script(script)
+    try:
+        git = ["git", "--git-dir", str(h.repo.git_dir)]
+        base = subprocess.run(
+            [*git, "rev-parse", BRANCH], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        # the runner's mirror holds the branch as it was, and the run's hint says so
+        await h.runner.warm(WarmUp(run_id=RUN_ID, branch=BRANCH, sha=base))
+        await h.store.branch_created(RUN_ID, base)
+        blob = subprocess.run(
+            [*git, "hash-object", "-w", "--stdin"],
+            input="human\n",
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        tree = subprocess.run(
+            [*git, "mktree"],
+            input=f"100644 blob {blob}\tidem.txt\n"
+            + subprocess.run(
+                [*git, "ls-tree", base], capture_output=True, text=True, check=True
+            ).stdout,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        env = {"GIT_AUTHOR_NAME": "Human", "GIT_AUTHOR_EMAIL": "h@example.com"}
+        env |= {"GIT_COMMITTER_NAME": "Human", "GIT_COMMITTER_EMAIL": "h@example.com"}
+        human = subprocess.run(
+            [*git, "commit-tree", tree, "-p", base, "-m", "by hand"],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, **env},
+        ).stdout.strip()
+        subprocess.run([*git, "update-ref", f"refs/heads/{BRANCH}", human], check=True)
+
+        assert await h.runner.run_story(RUN_ID, "S1", 1) == "landed"
+    finally:
+        h.models.set_script(SCRIPT)
+    record = await h.record()
+    assert record.state == "landed"
+    # given up before landing, taken back for the conflict, given up again after it
+    assert h.calls.landings == [(RUN_ID, "S1", 1), (RUN_ID, "S1", 1)]
+    assert h.runner.slots.landing == 0
+    show = subprocess.run(
+        ["git", "--git-dir", str(h.repo.git_dir), "show", f"{BRANCH}:idem.txt"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert show.stdout == "idem\nhuman\n"
+    assert [c.split(" ", 1)[1] for c in h.commits()[:2]] == [f"S1: {STORY_TITLE}", "by hand"]

@@ -12,14 +12,18 @@ from app.core.scheduler import (
     RunLoad,
     admit,
     apply_failure,
+    back_to_work,
     cancel,
     fair_capacity,
     finished,
     mark_dispatched,
     on_failure,
     reset_for_retry,
+    set_landing,
     spent_usd,
     stop_for_budget,
+    wanting,
+    working,
 )
 
 
@@ -224,3 +228,55 @@ def test_fair_capacity_splits_the_global_cap() -> None:
     assert fair_capacity([busy, other], installation_id=1, global_cap=4) == 0
     assert fair_capacity([busy], installation_id=1, global_cap=10) == 7
     assert fair_capacity([], installation_id=1, global_cap=4) == 4
+
+
+def _landing(run: Run, *story_ids: str, wants_agent: bool = False) -> Run:
+    stories = dict(run.stories)
+    for sid in story_ids:
+        update = {"landing": True, "wants_agent": wants_agent, "attempts": 1}
+        stories[sid] = stories[sid].model_copy(update=update)
+    return run.model_copy(update={"stories": stories})
+
+
+def test_a_landing_story_holds_no_agent_slot() -> None:
+    """S1 and S2 run on a limit of two; S1's agent is done and it is landing: S5 may start
+    beside it (S3 still waits for S1 to land), and fair share counts one story in flight."""
+    run = _landing(make_run(S1="running", S2="running"), "S1")
+    assert working(run) == 1
+    assert admit(run, max_parallel=2) == ["S5"]
+    assert RunLoad.of(run).running == 1
+    assert "S1" not in admit(run, max_parallel=10)  # not dispatched again
+
+
+def test_a_landing_story_whose_agent_is_needed_again_keeps_the_next_slot() -> None:
+    run = _landing(make_run(S1="running", S2="running"), "S1", wants_agent=True)
+    assert wanting(run) == 1
+    assert admit(run, max_parallel=2) == []  # the free slot is S1's
+    assert admit(run, max_parallel=3) == ["S5"]
+    assert admit(run, max_parallel=3, capacity=1) == []
+
+
+def test_landing_marks_only_the_current_attempt() -> None:
+    run = mark_dispatched(make_run(), ["S1"])
+    marked = set_landing(run, "S1", 1, True)
+    assert marked is not None and marked.stories["S1"].landing
+    assert set_landing(marked, "S1", 1, True) is None  # nothing changes
+    assert set_landing(run, "S1", 2, True) is None  # a stale attempt
+    assert set_landing(make_run(S1="landed"), "S1", 0, True) is None
+    again = mark_dispatched(marked, ["S1"])  # a retry starts with its agent at work
+    assert not again.stories["S1"].landing and not again.stories["S1"].wants_agent
+
+
+def test_back_to_work_within_the_limits_or_asks_for_the_next_slot() -> None:
+    run = _landing(make_run(S1="running", S2="running"), "S1")
+    back = back_to_work(run, "S1", 1, [], global_cap=16, max_parallel=2)
+    assert back is not None and working(back) == 2 and not back.stories["S1"].landing
+    full = _landing(make_run(S1="running", S2="running", S5="running"), "S1")
+    asked = back_to_work(full, "S1", 1, [], global_cap=16, max_parallel=2)
+    assert asked is not None and asked.stories["S1"].wants_agent and working(asked) == 2
+    # the global cap: another installation has three stories at work, this run one (S2)
+    others = [RunLoad("r2", 2, "running", 3, 5)]
+    roomy = back_to_work(run, "S1", 1, others, global_cap=5, max_parallel=8)
+    assert roomy is not None and not roomy.stories["S1"].landing
+    capped = back_to_work(run, "S1", 1, others, global_cap=4, max_parallel=8)
+    assert capped is not None and capped.stories["S1"].wants_agent  # asks; no room yet
