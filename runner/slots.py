@@ -70,6 +70,18 @@ class AttemptSlot:
     take_back: Callable[[], Awaitable[bool]]
     """Ask for the slot back (True: granted, or the attempt is no longer current)."""
     freed: bool = False
+    _freeing: asyncio.Task[None] | None = None
+
+    def free_soon(self) -> None:
+        """Give the slot up beside the landing, which need not wait for it (a landing that
+        ends first leaves nothing to give up: the record is no longer running)."""
+        if self._freeing is None or self._freeing.done():
+            self._freeing = asyncio.create_task(self.free())
+
+    async def settle(self) -> None:
+        if self._freeing is not None:
+            await asyncio.gather(self._freeing, return_exceptions=True)
+            self._freeing = None
 
     async def free(self) -> None:
         if self.freed:
@@ -88,6 +100,7 @@ class AttemptSlot:
             log.warning("could not announce a free agent slot", exc_info=True)
 
     async def take(self) -> None:
+        await self.settle()
         if not self.freed:
             return
         while True:
@@ -100,8 +113,9 @@ class AttemptSlot:
         self.freed = False
         self.slots.landing_ended()
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """The attempt is over (its job ends): the runner's count of landing jobs drops."""
+        await self.settle()
         if self.freed:
             self.freed = False
             self.slots.landing_ended()

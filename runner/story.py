@@ -21,6 +21,7 @@ import httpx
 
 from app.core.plan import Story, Tier
 from app.core.run import DEFAULT_ENVIRONMENT, FailureKind, Run, VerifyResult, now
+from app.core.scheduler import admit, max_parallel_of
 from app.gitcmd import GitAuth, GitError
 from app.github import GitHubGateway
 from app.llm.catalog import CatalogError, ModelCatalog, build_client
@@ -354,7 +355,7 @@ class StoryRunner:
             slot = AttemptSlot(
                 self.slots,
                 give_up=lambda: self.store.set_landing(run.id, story.id, attempt),
-                announce=lambda: self.landing(run.id, story.id, attempt),
+                announce=lambda: self._slot_free(run.id, story.id, attempt),
                 take_back=lambda: self.store.back_to_work(
                     run.id,
                     story.id,
@@ -363,7 +364,7 @@ class StoryRunner:
                     self.settings.max_parallel,
                 ),
             )
-            cleanup.callback(slot.close)
+            cleanup.push_async_callback(slot.close)
 
             async def resolve(conflict: Conflict) -> bool:
                 await slot.take()  # the agent works again: within the limits, as it started
@@ -392,7 +393,7 @@ class StoryRunner:
                 co_author=(run.requester, run.requester_id) if run.requester_id else None,
             )
             # The agent is done: its slot goes to the next story while this one lands.
-            await slot.free()
+            slot.free_soon()
             try:
                 landed = await _land(
                     wt, message, auth, resolve, recheck, self.store.landing_turn(run.id)
@@ -429,6 +430,17 @@ class StoryRunner:
             )
         except Exception:  # debugging aid only: never fail a story over it
             log.warning("could not save the transcript of %s/%s", run_id, story_id)
+
+    async def _slot_free(self, run_id: str, story_id: str, attempt: int) -> None:
+        """Tell the orchestrator, when a story could take the slot: one of this run's, or
+        of a run waiting for capacity."""
+        run = await self.store.find(run_id)
+        if run is None:
+            return
+        if admit(run, max_parallel_of(run, self.settings.max_parallel)) or (
+            await self.store.waiting()
+        ):
+            await self.landing(run_id, story_id, attempt)
 
     async def warm(self, warm: WarmUp) -> None:
         """The run's base in this runner's mirror, and its token minted, while it is being

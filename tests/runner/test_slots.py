@@ -31,7 +31,7 @@ class Story:
         try:
             await self.go.wait()
         finally:
-            slot.close()
+            await slot.close()
         return name
 
     async def _yes(self) -> bool:
@@ -132,7 +132,7 @@ async def test_taking_the_slot_back_waits_until_it_is_granted() -> None:
     assert slots.landing == 1 and slots.jobs_allowed() == 3
     await slot.take()
     assert len(asked) == 3 and slots.landing == 0 and not slot.freed
-    slot.close()
+    await slot.close()
     assert slots.landing == 0
 
 

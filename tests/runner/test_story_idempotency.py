@@ -55,7 +55,16 @@ PLAN: dict[str, Any] = {
             "acceptance": ["idem.txt exists"],
             "tests": ["grep -q idem idem.txt"],
             "tier": "light",
-        }
+        },
+        {
+            "id": "S2",
+            "title": "Another file",
+            "description": "Create other.txt.",
+            "depends_on": [],
+            "writes": ["other.txt"],
+            "acceptance": ["other.txt exists"],
+            "tier": "light",
+        },
     ],
 }
 SCRIPT: dict[str, Any] = {
@@ -232,7 +241,7 @@ async def harness(hub: Hub, redis_url: str, data_dir: Path) -> AsyncIterator[Har
         default_branch="main",
         plan=Plan.model_validate(PLAN),
         branch=BRANCH,
-        stories={"S1": StoryRecord()},
+        stories={"S1": StoryRecord(), "S2": StoryRecord()},  # S2 could take a free slot
     )
     await store.create(run)
     calls = Calls()
