@@ -67,7 +67,9 @@ R runners give 2R story slots; every bound uses slots = 2R. Per shape one JSON l
     exec_over_T                  runner pickup → `story_landed`, minus the scripted time
 
 `critical_chain` is the realised chain (from the story that landed last, back through the
-dependency that released each story) with gap / queue / exec per link; `slot_busy` is the
+dependency that released each story) with gap / queue / exec and every probed step's seconds
+per link (`push` absent: another story's push took it along); `run_events_s` is the event
+log of a single-run shape, seconds after the label; `slot_busy` is the
 runners' job time over slots × wall; `bot_cpu_s` (per process in `cpu_by_process_s`),
 `testbed_cpu_s`, `machine_cpu_busy` and `load_avg_1m_before` show whether CPU (ours or other
 processes') limited the run. `in_flight` samples every active run's stories in flight from
