@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from arq.connections import ArqRedis
 
 from app.queue import ORCHESTRATOR_QUEUE, RUNNER_QUEUE
+
+AHEAD_SECONDS = 60.0
+"""How far in the past a job that goes ahead of the line is scored (`Jobs._enqueue`)."""
 
 
 def _unique(job_id: str) -> str:
@@ -26,9 +30,18 @@ class Jobs:
         *args: object,
         job_id: str | None = None,
         defer_by: float | None = None,
+        ahead: bool = False,
     ) -> None:
+        # arq starts due jobs lowest score first: a score in the past puts a job ahead of
+        # those queued now (it is due at once and expires a minute sooner, a day from now)
+        until = datetime.now(UTC) - timedelta(seconds=AHEAD_SECONDS) if ahead else None
         await self.redis.enqueue_job(
-            function, *args, _job_id=job_id, _defer_by=defer_by, _queue_name=queue
+            function,
+            *args,
+            _job_id=job_id,
+            _defer_by=defer_by,
+            _defer_until=until,
+            _queue_name=queue,
         )
 
     async def plan(self, run_id: str) -> None:
@@ -71,6 +84,7 @@ class Jobs:
             run_id,
             story_id,
             job_id=f"finished:{run_id}:{story_id}:{attempt}",
+            ahead=True,  # its dependents and a free slot wait on it
         )
 
     async def story_landing(self, run_id: str, story_id: str, attempt: int) -> None:
@@ -81,6 +95,7 @@ class Jobs:
             run_id,
             story_id,
             job_id=f"landing:{run_id}:{story_id}:{attempt}:{uuid.uuid4().hex[:8]}",
+            ahead=True,  # a free slot waits on it
         )
 
     async def refresh(self, run_id: str) -> None:

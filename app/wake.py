@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from arq.connections import ArqRedis
@@ -78,7 +80,10 @@ class WakingRedis(ArqRedis):
             _defer_by=_defer_by,
             **kwargs,
         )
-        if job is not None and _defer_until is None and not _defer_by:
+        due = _defer_until is None or (
+            isinstance(_defer_until, datetime) and _defer_until.timestamp() <= time.time()
+        )
+        if job is not None and due and not _defer_by:
             try:
                 await self.publish(wake_channel(_queue_name or self.default_queue_name), b"")
             except Exception:  # the job is queued; the next idle poll finds it

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from arq.worker import Worker, func
@@ -103,13 +104,17 @@ async def test_only_due_and_new_jobs_publish_a_wake_up(redis_url: str) -> None:
         await redis.enqueue_job("noted", "x", _queue_name=QUEUE, _job_id="one")
         await redis.enqueue_job("noted", "x", _queue_name=QUEUE, _job_id="one")  # a no-op
         await redis.enqueue_job("noted", "y", _queue_name=QUEUE, _defer_by=60)
+        past = datetime.now(UTC) - timedelta(seconds=60)  # due: put ahead of the line
+        await redis.enqueue_job("noted", "z", _queue_name=QUEUE, _defer_until=past)
+        later = datetime.now(UTC) + timedelta(seconds=60)
+        await redis.enqueue_job("noted", "w", _queue_name=QUEUE, _defer_until=later)
         seen = []
         while (message := await pubsub.get_message(timeout=0.5)) is not None:
             seen.append(message["channel"])
     finally:
         await pubsub.aclose()  # type: ignore[no-untyped-call]
         await redis.aclose(close_connection_pool=True)
-    assert seen == [wake_channel(QUEUE).encode()]
+    assert seen == [wake_channel(QUEUE).encode()] * 2
 
 
 def test_the_arq_hook_for_a_freed_slot_still_exists() -> None:
@@ -117,3 +122,26 @@ def test_the_arq_hook_for_a_freed_slot_still_exists() -> None:
     that renamed it would silently lose that (this pins it)."""
     assert callable(getattr(Worker, "_release_sem_dec_counter_on_complete", None))
     assert callable(getattr(Worker, "_poll_iteration", None))
+
+
+async def test_a_job_put_ahead_of_the_line_starts_first_and_wakes_the_worker(
+    redis_url: str,
+) -> None:
+    """`Jobs` scores a job that may not wait (a story finished) in the past: arq starts due
+    jobs lowest score first, so it goes before those queued earlier."""
+    from arq.connections import ArqRedis
+
+    from app.jobs import Jobs
+
+    redis = connect(redis_url)
+    try:
+        for name in ("queued-1", "queued-2"):
+            await redis.enqueue_job("noted", name, _queue_name=QUEUE)
+        jobs = Jobs(redis)
+        await jobs._enqueue(QUEUE, "noted", "ahead", ahead=True)
+        assert isinstance(redis, ArqRedis)
+        async with worker(redis_url, idle_poll=ASLEEP, max_jobs=1) as done:
+            await until(done, 3)
+    finally:
+        await redis.aclose(close_connection_pool=True)
+    assert done[0] == "ahead"
