@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+from collections.abc import Callable
 
 from app.metrics import Metrics
 
@@ -19,12 +20,21 @@ RUNNER_TTL_BEATS = 3
 class RunnerPresence:
     """A runner process's presence key: alive (TTL), its job slots and how many are busy."""
 
-    def __init__(self, metrics: Metrics, runner_id: str, slots: int, interval_s: float) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        runner_id: str,
+        slots: int,
+        interval_s: float,
+        landing: Callable[[], int] = lambda: 0,
+    ) -> None:
         self.metrics = metrics
         self.runner_id = runner_id
         self.slots = slots
         self.interval_s = interval_s
         self.busy = 0
+        self.landing = landing
+        """Jobs whose story is landing: they hold no slot (`runner.slots`)."""
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
@@ -54,7 +64,8 @@ class RunnerPresence:
 
     async def _publish(self) -> None:
         async with self._lock:  # in order, so a late write never shows an old busy count
-            await self.metrics.runner_alive(self.runner_id, self.slots, self.busy, self.ttl_s)
+            busy = max(0, self.busy - self.landing())
+            await self.metrics.runner_alive(self.runner_id, self.slots, busy, self.ttl_s)
 
     async def _beat(self) -> None:
         while True:

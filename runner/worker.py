@@ -209,7 +209,11 @@ def build_worker(settings: Settings, **overrides: Any) -> Worker:
             preparation=preparation,
         )
         presence = RunnerPresence(
-            shared.metrics, runner_id, settings.runner_concurrency, HEALTH_CHECK_INTERVAL
+            shared.metrics,
+            runner_id,
+            settings.runner_concurrency,
+            HEALTH_CHECK_INTERVAL,
+            landing=lambda: agent_slots.landing,
         )
         await presence.start()
         warmups = WarmUps(shared.redis, story_runner.warm)

@@ -247,3 +247,18 @@ async def test_an_outage_neither_raises_nor_loses_or_doubles_counts() -> None:
         (("installation", "1"), ("resource", "core")),
     ) not in got
     assert got_again == got
+
+
+async def test_a_job_whose_story_lands_holds_no_busy_slot(redis: Redis) -> None:
+    """A runner runs one more job per story that is landing: its slots in use count agents
+    at work, never more than it has."""
+    metrics = Metrics(redis)
+    landing = [0]
+    runner = RunnerPresence(metrics, "host-l", slots=1, interval_s=10, landing=lambda: landing[0])
+    await runner.start()
+    await runner.job_started()
+    landing[0] = 1  # its story lands; the next job starts beside it
+    await runner.job_started()
+    got = await scrape(metrics)
+    assert (got[("baro_runner_slots", ())], got[("baro_runner_slots_busy", ())]) == (1, 1)
+    await runner.stop()
