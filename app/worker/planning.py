@@ -123,6 +123,27 @@ class Planning:
                 await self._fail(run, gh, unexpected)
                 return "failed"
 
+    async def _create_branch(
+        self, run: Run, gh: InstallationClient, checkout: Path, branch: str, sha: str
+    ) -> bool:
+        """The run branch at `sha`, pushed from the planner's clone (which holds the commit,
+        so nothing is uploaded): a git push, not one of the installation's spaced REST writes,
+        which the run's pull request would otherwise wait behind. The lease with an empty
+        value creates the branch only where there is none. Anything else (a push refused,
+        the branch there already) is settled by the REST call: False when it exists."""
+        try:
+            token = await self.gateway.repo_token(
+                run.installation_id, run.repo, {"contents": "write", "metadata": "read"}
+            )
+            ref = f"refs/heads/{branch}"
+            lease = f"--force-with-lease={ref}:"
+            push = ["push", "--quiet", "--no-verify", lease, "origin", f"{sha}:{ref}"]
+            await run_git(push, cwd=checkout, auth=GitAuth(token))
+            return True
+        except Exception as exc:  # the REST call below knows whether it exists
+            log.info("run %s: branch %s not pushed (%s); asking the API", run.id, branch, exc)
+        return await gh.ensure_branch(run.owner, run.repo, branch, sha)
+
     async def _plan(self, run: Run, gh: InstallationClient) -> str:
         repository = await gh.repository(run.owner, run.repo)
         issue = await gh.issue(run.owner, run.repo, run.issue_number)
@@ -197,15 +218,15 @@ class Planning:
                     exc.details,
                     "Make the issue's goal clearer, or comment `/baro plan` to try again.",
                 ) from exc
+            if run.pr_branch is None:
+                created = await self._create_branch(run, gh, checkout, branch, base_sha)
+                if created:
+                    await self.store.branch_created(run.id, base_sha)
+                else:
+                    log.info("run %s reuses the existing branch %s", run.id, branch)
 
         auto = self.settings.auto_execute and config.auto_execute and not run.plan_only
         state: RunState = "ready" if auto else "planned"
-        if run.pr_branch is None:
-            created = await gh.ensure_branch(run.owner, run.repo, branch, base_sha)
-            if created:
-                await self.store.branch_created(run.id, base_sha)
-            else:
-                log.info("run %s reuses the existing branch %s", run.id, branch)
 
         def planned(r: Run) -> Run | None:
             if r.state != "planning":

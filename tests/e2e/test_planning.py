@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
 from typing import Any
 
 import pytest
@@ -137,6 +138,8 @@ async def test_label_plans_and_posts_checklist_with_graph(
     assert state["base_sha"]
     assert state["branch"] == f"baro/issue-{issue.number}-statistics-module-please"
     assert world.state.branch_sha(repo, state["branch"]) == state["base_sha"]
+    # pushed from the planner's clone: no spaced REST write for it
+    assert world.state.request_log("POST", rf"/repos/{repo.full_name}/git/refs") == []
     assert set(state["stories"]) == {"S1", "S2", "S3", "S4", "S5", "S6"}
     # the head the first story lands on is known without a fetch (no story here lands)
     client = Redis.from_url(bot.env["BARO_REDIS_URL"])
@@ -144,6 +147,34 @@ async def test_label_plans_and_posts_checklist_with_graph(
         assert client.get(keys.branch_head(state["id"])) == state["base_sha"].encode()
     finally:
         client.close()
+
+
+async def test_an_existing_run_branch_is_kept_as_it_is(
+    world: World, bot: Bot, models: RunningModelServer
+) -> None:
+    """The branch the run would create is there already (at another commit): the push
+    that creates it is refused by its lease, and the branch is reused, never moved."""
+    s = Scenario.new(world, models, "Keep my branch please")
+    s.rule(planner_rule(s.title, explore(), submit(SIX_STORIES))).script()
+    branch = f"baro/issue-{s.issue.number}-keep-my-branch-please"
+    git = ["git", f"--git-dir={s.repo.git_dir}"]
+    who = ["-c", "user.name=Human", "-c", "user.email=human@example.com"]
+    tree = subprocess.run(
+        [*git, "rev-parse", "main^{tree}"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    theirs = subprocess.run(
+        [*git, *who, "commit-tree", tree, "-p", "main", "-m", "someone's work"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    subprocess.run([*git, "update-ref", f"refs/heads/{branch}", theirs], check=True)
+    await s.label(bot)
+    comment = await s.comment_says("```mermaid", timeout=30)
+    state = run_state(bot.env["BARO_REDIS_URL"], comment.body)
+    assert state["branch"] == branch
+    assert world.state.branch_sha(s.repo, branch) == theirs
+    await wait_for(lambda: "reuses the existing branch" in bot.logs("worker"), 10, "the log")
 
 
 async def test_invalid_plan_is_repaired(world: World, bot: Bot, models: RunningModelServer) -> None:
