@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 GIT_TIMEOUT = 300.0
+SHA_PATTERN = r"^[0-9a-f]{40}([0-9a-f]{24})?$"
+"""A full commit id (SHA-1 or SHA-256): what a sha read back from Redis must be before it
+is passed to git, where anything else could be taken for an option or a revision range."""
 
 
 class GitError(RuntimeError):

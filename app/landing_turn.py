@@ -139,6 +139,6 @@ class LandingTurn:
 
 
 async def read_head(redis: Redis, key: str) -> str | None:
-    """A sha stored as a plain string (the handed-on head, a landed sha), if any."""
+    """A sha stored as a plain string (the head a turn handed on), if any."""
     head: bytes | None = await redis.get(key)
     return head.decode() if head else None

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.asyncio import Redis
 
 from app import keys
+from app.gitcmd import SHA_PATTERN
 from app.wake import listen
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ class WarmUp(BaseModel):
 
     run_id: str = Field(max_length=200)
     branch: str = Field(max_length=300)
-    sha: str = Field(pattern=r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+    sha: str = Field(pattern=SHA_PATTERN)
 
 
 async def announce(redis: Redis, warm: WarmUp) -> None:

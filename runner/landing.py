@@ -26,7 +26,7 @@ from typing import Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from app.gitcmd import GitAuth, GitError
+from app.gitcmd import SHA_PATTERN, GitAuth, GitError
 from app.landing_turn import InLine, Waiting
 from runner.change import WORKFLOWS_DIR, Change, summary
 from runner.commit_message import CommitMessage, is_story_commit
@@ -44,7 +44,6 @@ _RACE_SIGNS = ("[rejected]", "cannot lock ref", "failed to update ref", "incorre
 
 ALONG_MAX = 16
 """Waiting stories one push takes along at most (each costs a merge in the object store)."""
-SHA = r"^[0-9a-f]{40}([0-9a-f]{24})?$"
 
 T = TypeVar("T")
 
@@ -99,8 +98,8 @@ class Ready(BaseModel):
     run_id: str = Field(max_length=200)
     story_id: str = Field(max_length=200)
     branch: str = Field(max_length=300)
-    sha: str = Field(pattern=SHA)
-    base: str = Field(pattern=SHA)
+    sha: str = Field(pattern=SHA_PATTERN)
+    base: str = Field(pattern=SHA_PATTERN)
     text: str = Field(max_length=64_000)
     recheck: bool
     author_name: str = Field(max_length=200)
@@ -322,8 +321,10 @@ async def _take_along(
     tip, along = sha, []
     for entry in waiting[:ALONG_MAX]:
         ready = Ready.decode(entry.ready)
-        if ready is None or ready.branch != worktree.branch or ready.sha == sha:
+        if ready is None or ready.sha == sha:
             continue
+        if (ready.run_id, ready.branch) != (worktree.run_id, worktree.branch):
+            continue  # not a sibling of this story: never pushed under its run's name
         try:
             landed = await _merged_on(worktree.mirror, tip, ready)
         except GitError:

@@ -13,6 +13,7 @@ from app.core.run import Run, StoryRecord, run_id_for
 from app.core.scheduler import RunLoad
 from app.landing_turn import InLine
 from app.store import RunNotFound, RunStore
+from testbed.waiting import wait_for
 
 
 def make_run(delivery: str = "d-1", number: int = 7) -> Run:
@@ -202,10 +203,7 @@ async def test_a_story_in_line_hears_that_the_holder_landed_it(store: RunStore) 
     await holder.acquire()
     waiter = store.landing_turn("r1")
     waiting = asyncio.create_task(waiter.acquire(ready='{"story": "S2"}'))
-    for _ in range(500):
-        if line := await holder.waiting():
-            break
-        await asyncio.sleep(0.01)
+    line = await wait_for(holder.waiting, 10, "the story in line")
     assert [w.ready for w in line] == ['{"story": "S2"}']
     await holder.landed(line[0].ticket, "d" * 40)
     assert await asyncio.wait_for(waiting, 10) == InLine(landed="d" * 40)
@@ -217,10 +215,7 @@ async def test_a_story_that_stops_waiting_leaves_the_line(store: RunStore) -> No
     holder = store.landing_turn("r1")
     await holder.acquire()
     waiting = asyncio.create_task(store.landing_turn("r1").acquire(ready="{}"))
-    for _ in range(500):
-        if await holder.waiting():
-            break
-        await asyncio.sleep(0.01)
+    await wait_for(holder.waiting, 10, "the story in line")
     waiting.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await waiting

@@ -10,8 +10,10 @@ from typing import Any
 
 from arq.worker import Worker, func
 
-from app.queue import connect, deserialize, redis_settings, serialize
+from app.queue import connect
 from app.wake import WakingWorker, wake_channel
+from testbed.waiting import wait_for
+from tests.arq_workers import options, running
 
 QUEUE = "baro:test-wake"
 ASLEEP = 3600.0
@@ -24,35 +26,20 @@ async def noted(ctx: dict[str, Any], name: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def worker(redis_url: str, **options: Any) -> AsyncIterator[list[str]]:
+async def worker(redis_url: str, **extra: Any) -> AsyncIterator[list[str]]:
     done: list[str] = []
     w = WakingWorker(
         functions=[func(noted, name="noted")],
-        queue_name=QUEUE,
-        redis_settings=redis_settings(redis_url),
-        handle_signals=False,
-        job_serializer=serialize,
-        job_deserializer=deserialize,
-        poll_delay=0.01,
         ctx={"done": done},
-        **options,
+        **options(redis_url, QUEUE),
+        **extra,
     )
-    task = asyncio.create_task(w.main())
-    try:
+    async with running(w):
         yield done
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await w.close()
 
 
 async def until(done: list[str], count: int) -> None:
-    for _ in range(1000):
-        if len(done) >= count:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"only {done} ran")
+    await wait_for(lambda: len(done) >= count, 10, f"{count} jobs to run (ran {done})")
 
 
 async def test_an_enqueued_job_wakes_the_worker(redis_url: str) -> None:

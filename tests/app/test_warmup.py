@@ -6,6 +6,7 @@ import asyncio
 
 from app.queue import connect
 from app.warmup import WARM_CHANNEL, WarmUp, WarmUps, announce
+from testbed.waiting import wait_for
 
 SHA = "a" * 40
 
@@ -24,21 +25,19 @@ async def test_an_announced_base_is_warmed_once_and_a_failure_is_contained(
     warmups = WarmUps(redis, warm)
     warmups.start()
     try:
-        for _ in range(100):  # subscribed
-            if (await redis.pubsub_numsub(WARM_CHANNEL))[0][1]:
-                break
-            await asyncio.sleep(0.01)
+
+        async def subscribed() -> int:
+            return int((await redis.pubsub_numsub(WARM_CHANNEL))[0][1])
+
+        await wait_for(subscribed, 10, "the runner's subscription")
         await announce(redis, WarmUp(run_id="boom", branch="main", sha="b" * 40))
         await announce(redis, WarmUp(run_id="r1", branch="main", sha=SHA))
         await announce(redis, WarmUp(run_id="r1", branch="main", sha=SHA))  # again: no-op
         await redis.publish(WARM_CHANNEL, b'{"run_id": "r2", "branch": "x", "sha": "--all"}')
         await redis.publish(WARM_CHANNEL, b"not json")
         await announce(redis, WarmUp(run_id="r3", branch="main", sha="c" * 40))
-        for _ in range(500):
-            if len(heard) == 3:
-                break
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.1)
+        await wait_for(lambda: len(heard) >= 3, 10, "three warm-ups")
+        await asyncio.sleep(0.1)  # and no fourth
     finally:
         await warmups.stop()
         await redis.aclose(close_connection_pool=True)

@@ -9,8 +9,10 @@ from typing import Any
 
 from arq.worker import func
 
-from app.queue import connect, deserialize, redis_settings, serialize
+from app.queue import connect
 from runner.slots import AgentSlots, AttemptSlot, RunnerWorker
+from testbed.waiting import wait_for
+from tests.arq_workers import options, running
 
 QUEUE = "baro:test-slots"
 
@@ -48,34 +50,20 @@ async def runner(redis_url: str, story: Story) -> AsyncIterator[None]:
 
     w = RunnerWorker(
         functions=[func(job, name="story")],
-        queue_name=QUEUE,
-        redis_settings=redis_settings(redis_url),
-        handle_signals=False,
-        job_serializer=serialize,
-        job_deserializer=deserialize,
-        poll_delay=0.01,
         idle_poll=3600,
         agent_slots=story.slots,
+        **options(redis_url, QUEUE),
     )
-    task = asyncio.create_task(w.main())
-    try:
-        yield
-    finally:
-        story.go.set()
-        await asyncio.sleep(0.3)  # the jobs let go end before the worker stops
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        with contextlib.suppress(asyncio.CancelledError):
-            await w.close()
+    async with running(w):
+        try:
+            yield
+        finally:
+            story.go.set()
+            await asyncio.sleep(0.3)  # the jobs let go end before the worker stops
 
 
 async def until(check: Any) -> None:
-    for _ in range(1000):
-        if check():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("never happened")
+    await wait_for(check, 10, "the stories to start")
 
 
 async def test_a_landing_story_lets_the_next_one_start(redis_url: str) -> None:

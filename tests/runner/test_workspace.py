@@ -649,8 +649,8 @@ async def test_a_conflicting_waiting_story_is_left_to_its_agent(env: Env, redis_
 
 async def test_hostile_or_broken_entries_in_the_line_are_ignored(env: Env, redis_url: str) -> None:
     """The line is read back from Redis: entries that are not JSON, carry option-shaped
-    "shas", name another branch or a commit this mirror lacks never reach git as such and
-    never stop the holder's push."""
+    "shas", name another run or branch, or a commit this mirror lacks never reach git as
+    such, are never pushed, and never stop the holder's push."""
     from app.queue import connect
 
     redis = connect(redis_url)
@@ -679,13 +679,23 @@ async def test_hostile_or_broken_entries_in_the_line_are_ignored(env: Env, redis
         "missing": entry(4, Ready(**fields)),  # commits this mirror does not hold
     }
     try:
-        await redis.hset(keys.landing_line(RUN), mapping=forged)  # type: ignore[misc]
         wt = await env.prepare("S1")
+        # a commit this mirror holds, that would merge cleanly, but of another run
+        theirs = (
+            await wt.mirror.git(
+                ["commit-tree", f"{wt.base}^{{tree}}", "-p", wt.base, "-m", "elsewhere"],
+                env=wt.identity.env(),
+            )
+        ).strip()
+        real = {**fields, "sha": theirs, "base": wt.base}
+        forged["other run"] = entry(5, Ready(**{**real, "run_id": "r-other"}))
+        await redis.hset(keys.landing_line(RUN), mapping=forged)  # type: ignore[misc]
         (wt.path / "b.py").write_text("b = 1\n")
         landed = await land(wt, message("S1"), env.auth, turn=LandingTurn(redis, RUN))
         assert (landed.attempts, landed.along) == (1, 0)
         assert env.head() == landed.sha
-        assert await redis.hlen(keys.landing_line(RUN)) == len(forged)  # left alone  # type: ignore[misc]
+        left: int = await redis.hlen(keys.landing_line(RUN))  # type: ignore[misc]
+        assert left == len(forged)  # left alone
     finally:
         await redis.delete(keys.landing_line(RUN))
         await redis.aclose(close_connection_pool=True)
