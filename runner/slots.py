@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,7 @@ class RunnerWorker(WakingWorker):
 
 
 TAKE_BACK_POLL_SECONDS = 0.2
+WAIT_NOTED_SECONDS = 5.0
 """How often a landing story whose agent is needed again asks for its slot back (the slot
 is kept for it as soon as it asks: `app.core.scheduler.back_to_work`)."""
 
@@ -103,12 +105,17 @@ class AttemptSlot:
         await self.settle()
         if not self.freed:
             return
+        asked_at: float | None = time.monotonic()
         while True:
             try:
                 if await self.take_back():
                     break
             except Exception:
                 log.warning("could not take the agent slot back; retrying", exc_info=True)
+            if asked_at is not None and time.monotonic() - asked_at > WAIT_NOTED_SECONDS:
+                # said once (the job's log context names the story)
+                log.info("the story's conflict waits for an agent slot: all are at work")
+                asked_at = None
             await asyncio.sleep(TAKE_BACK_POLL_SECONDS)
         self.freed = False
         self.slots.landing_ended()
